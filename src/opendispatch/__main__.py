@@ -1,0 +1,3 @@
+from opendispatch.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The HTTP surface: routing, request and response models, Vonage's error shape, auth."""

@@ -1,0 +1,164 @@
+"""The ASGI application: lifespan, routes, and the conversion of every error to Vonage's shape."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from opendispatch.api.dispatch_routes import DispatchRoutes
+from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
+from opendispatch.api.openapi import openapi_document
+from opendispatch.api.problems import problem_response
+from opendispatch.auth.authenticator import Authenticator
+from opendispatch.config import Settings
+from opendispatch.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    StoreError,
+)
+from opendispatch.store.factory import create_store
+from opendispatch.store.protocol import Store
+from opendispatch.timefmt import now_ms
+
+__all__ = ["DispatchApp"]
+
+log = logging.getLogger("opendispatch.api")
+
+_HEALTH_OK = b'{"status":"ok"}'
+_HEALTH_STARTING = b'{"status":"starting"}'
+
+
+class DispatchApp:
+    """`DispatchApp(settings)` is an ASGI app; uvicorn runs it, tests may call it directly."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        store: Store | None = None,
+        clock_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        self.settings = settings
+        self.store = store if store is not None else create_store(settings.database)
+        self.clock_ms = clock_ms
+        self.ready = False
+        authenticator = Authenticator(
+            self.store,
+            cache_seconds=settings.credentials_cache_s,
+            jwt_leeway_s=settings.jwt_leeway_s,
+            max_token_age_s=settings.jwt_max_age_s,
+        )
+        dispatch = DispatchRoutes(
+            settings=settings, store=self.store, authenticator=authenticator, clock_ms=clock_ms
+        )
+        self._openapi = openapi_document()
+        collection = {"GET": dispatch.list, "POST": dispatch.create}
+        self._router = Router(
+            [
+                Route("/health", {"GET": self._health}),
+                Route("/openapi.json", {"GET": self._openapi_json}),
+                Route("/v0.1/dispatch", collection),
+                Route("/v0.1/dispatch/", collection),
+                Route("/v0.1/dispatch/{dispatch_uuid}", {"GET": dispatch.get}),
+                Route("/workflows/{dispatch_uuid}", {"GET": dispatch.get}),
+            ]
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        await self.store.open()
+        self.ready = True
+
+    async def shutdown(self) -> None:
+        self.ready = False
+        await self.store.close()
+        log.info("OpenDispatch stopped")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    log.exception("startup failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # -- requests --------------------------------------------------------------------------
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        method = request.method
+        head_only = method == "HEAD"
+        try:
+            response = await self._route(request, "GET" if head_only else method)
+        except ApiError as error:
+            response = self._problem(request, error)
+        except StoreError as error:
+            log.warning("store error on %s %s: %s", method, request.path, error)
+            response = self._problem(
+                request,
+                ServiceUnavailable(
+                    "The database is busy; try again.", headers=((b"retry-after", b"1"),)
+                )
+                if error.retryable
+                else ApiError("The server could not complete the request."),
+            )
+        except Exception:
+            log.exception("unhandled error on %s %s [%s]", method, request.path, request.request_id)
+            response = self._problem(
+                request, ApiError("The server could not complete the request.")
+            )
+        await response.send(send, head_only=head_only)
+
+    async def _route(self, request: Request, method: str) -> Response:
+        found = self._router.match(request.path)
+        if found is None:
+            raise NotFound(f"No such resource: {request.path}")
+        route, request.path_params = found
+        handler = route.methods.get(method)
+        if handler is None:
+            raise MethodNotAllowed(
+                f"{request.method} is not allowed on {request.path}.",
+                headers=((b"allow", route.allow),),
+            )
+        return await handler(request)
+
+    def _problem(self, request: Request, error: ApiError) -> Response:
+        level = logging.ERROR if error.status >= 500 else logging.INFO
+        log.log(
+            level,
+            "%s %s -> %d %s: %s [request %s]",
+            request.method,
+            request.path,
+            error.status,
+            error.title,
+            error.detail,
+            request.request_id,
+        )
+        return problem_response(error, request.request_id)
+
+    # -- small endpoints -------------------------------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        if not self.ready:
+            return Response(503, _HEALTH_STARTING)
+        return Response(200, _HEALTH_OK)
+
+    async def _openapi_json(self, request: Request) -> Response:
+        return Response(200, self._openapi)

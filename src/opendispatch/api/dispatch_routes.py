@@ -1,0 +1,150 @@
+"""`/v0.1/dispatch`: create a workflow, read one, list them.
+
+The order of checks is part of the contract: the route (404/405) is known before anything
+else, credentials are checked before the body is read (401), then the body's size (413), its
+presence (400) and media type (415), its JSON (400) and every validation rule (400). Only a
+request that passed all of them is stored, and the 202 is sent only once it is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from urllib.parse import urlencode
+
+import msgspec
+
+from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.validation import validate_create_workflow
+from opendispatch.api.views import workflow_page, workflow_view
+from opendispatch.auth.authenticator import Authenticator, Principal
+from opendispatch.config import Settings
+from opendispatch.errors import (
+    InvalidParameter,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
+from opendispatch.ids import is_uuid, uuid7
+from opendispatch.store.protocol import Store
+from opendispatch.store.records import NewWorkflow
+
+__all__ = ["DispatchRoutes"]
+
+_decode_json = msgspec.json.Decoder().decode
+_encode_json = msgspec.json.Encoder().encode
+
+
+def _is_json_media_type(content_type: bytes | None) -> bool:
+    """`application/json`, `application/*+json`, any parameters; absent is taken as JSON."""
+    if content_type is None:
+        return True
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
+
+
+class DispatchRoutes:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        authenticator: Authenticator,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._authenticator = authenticator
+        self._clock_ms = clock_ms
+
+    async def _principal(self, request: Request) -> Principal:
+        return await self._authenticator.authenticate(
+            request.header(b"authorization"), now_s=self._clock_ms() / 1000
+        )
+
+    async def create(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        body = await request.body(self._settings.max_body_bytes)
+        if not body.strip():
+            raise InvalidRequest(
+                "The request has no body: send the workflow as JSON.",
+                invalid_parameters=(InvalidParameter("body", "is required"),),
+            )
+        if not _is_json_media_type(request.header(b"content-type")):
+            raise UnsupportedMediaType("Send the workflow as application/json.")
+        try:
+            document = _decode_json(body)
+        except msgspec.DecodeError as exc:
+            raise InvalidRequest(
+                "The request body is not valid JSON.",
+                invalid_parameters=(InvalidParameter("body", f"is not valid JSON: {exc}"),),
+            ) from None
+        valid = validate_create_workflow(document, max_messages=self._settings.max_messages)
+        created_at_ms = self._clock_ms()
+        dispatch_uuid = uuid7(created_at_ms)
+        await self._store.create_workflow(
+            NewWorkflow(
+                dispatch_uuid=dispatch_uuid,
+                application_id=principal.application_id,
+                template=valid.template,
+                messages_json=_encode_json(valid.submitted).decode(),
+                created_at_ms=created_at_ms,
+            )
+        )
+        return json_response(
+            202,
+            b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}',
+            (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()),
+        )
+
+    async def get(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        dispatch_uuid = request.path_params["dispatch_uuid"]
+        record = None
+        if is_uuid(dispatch_uuid):
+            record = await self._store.get_workflow(principal.application_id, dispatch_uuid)
+        if record is None:
+            raise NotFound(f"No workflow {dispatch_uuid} for this application.")
+        return json_response(200, workflow_view(record))
+
+    async def list(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        page_size = self._page_size(request.query("page_size"))
+        cursor = request.query("cursor")
+        if cursor is not None and not is_uuid(cursor):
+            raise InvalidRequest(
+                "The cursor is not one this API gave out.",
+                invalid_parameters=(InvalidParameter("cursor", "must be a dispatch_uuid"),),
+            )
+        # One more than asked tells whether a next page exists without a COUNT.
+        records = await self._store.list_workflows(
+            principal.application_id, limit=page_size + 1, before=cursor
+        )
+        has_next = len(records) > page_size
+        records = records[:page_size]
+        query = {"page_size": page_size} | ({"cursor": cursor} if cursor else {})
+        next_href = None
+        if has_next:
+            next_query = {"page_size": page_size, "cursor": records[-1].dispatch_uuid}
+            next_href = f"/v0.1/dispatch?{urlencode(next_query)}"
+        body = workflow_page(
+            records,
+            page_size=page_size,
+            self_href=f"/v0.1/dispatch?{urlencode(query)}",
+            next_href=next_href,
+        )
+        return json_response(200, body)
+
+    def _page_size(self, given: str | None) -> int:
+        if given is None:
+            return self._settings.page_size_default
+        limit = self._settings.page_size_max
+        if not given.isdigit() or not 1 <= int(given) <= limit:
+            raise InvalidRequest(
+                "page_size is out of range.",
+                invalid_parameters=(
+                    InvalidParameter("page_size", f"must be an integer between 1 and {limit}"),
+                ),
+            )
+        return int(given)

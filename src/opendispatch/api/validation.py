@@ -1,0 +1,246 @@
+"""Validation of `POST /v0.1/dispatch` bodies, naming every invalid field in one answer.
+
+Each workflow message is validated on its own (structure with pydantic, then the rules that
+tie its fields to its channel), so a broken message does not hide the mistakes of the others.
+The valid path does only that work; error names, reasons and ordering are built on failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
+
+from opendispatch.api.request_models import (
+    EXPIRY_TIME_RANGE,
+    TTL_RANGE,
+    Channel,
+    ContentType,
+    MessengerCategory,
+    WorkflowMessage,
+)
+from opendispatch.errors import InvalidParameter, InvalidRequest
+
+__all__ = ["ValidWorkflowRequest", "validate_create_workflow"]
+
+_DETAIL: Final = "Your request parameters did not validate."
+_TEMPLATE: Final = "failover"
+
+_MESSAGE: Final = TypeAdapter(WorkflowMessage)
+
+# A path is the list of keys and indexes leading to a field, from the top of the request.
+_Path = tuple[str | int, ...]
+_Error = tuple[_Path, str]
+
+_MEDIA = (ContentType.IMAGE, ContentType.AUDIO, ContentType.VIDEO, ContentType.FILE)
+_CONTENT_TYPES: Final[dict[Channel, tuple[ContentType, ...]]] = {
+    Channel.SMS: (ContentType.TEXT,),
+    Channel.MMS: (ContentType.IMAGE,),
+    Channel.VIBER_SERVICE_MSG: (ContentType.TEXT, ContentType.IMAGE),
+    Channel.MESSENGER: (ContentType.TEXT, *_MEDIA),
+    Channel.WHATSAPP: (ContentType.TEXT, *_MEDIA, ContentType.TEMPLATE),
+}
+_TEXT_LIMITS: Final[dict[Channel, int]] = {
+    Channel.SMS: 1000,
+    Channel.VIBER_SERVICE_MSG: 1000,
+    Channel.MESSENGER: 640,
+    Channel.WHATSAPP: 4096,
+}
+# Which field of `to` and of `from` addresses each channel.
+_ADDRESSING: Final[dict[Channel, tuple[str, str]]] = {
+    Channel.SMS: ("number", "number"),
+    Channel.MMS: ("number", "number"),
+    Channel.WHATSAPP: ("number", "number"),
+    Channel.VIBER_SERVICE_MSG: ("number", "id"),
+    Channel.MESSENGER: ("id", "id"),
+}
+_RANGES: Final[dict[str, tuple[int, int]]] = {
+    "expiry_time": EXPIRY_TIME_RANGE,
+    "ttl": TTL_RANGE,
+}
+_PATTERN_REASONS: Final[dict[str, str]] = {
+    "number": "must be an E.164 number without a leading + or 00: digits only, "
+    "starting with the country code (1-9), at most 15 digits",
+    "locale": "must be a BCP 47 language tag such as en-GB (with a hyphen, not en_GB)",
+}
+_TYPE_REASONS: Final[dict[str, str]] = {
+    "missing": "is required",
+    "model_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "string_type": "must be a string",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+}
+_QUOTED = re.compile(r"'([^']*)'")
+_FAILOVER_REQUIRED: Final = "is required on every message except the last"
+
+
+@dataclass(frozen=True, slots=True)
+class ValidWorkflowRequest:
+    """A request that passed every rule; `submitted` is kept verbatim to store and echo back."""
+
+    template: str
+    messages: tuple[WorkflowMessage, ...]
+    submitted: list[dict[str, Any]]
+
+
+def validate_create_workflow(document: object, *, max_messages: int = 10) -> ValidWorkflowRequest:
+    """Validate a decoded JSON body, or raise `InvalidRequest` naming every invalid field."""
+    if not isinstance(document, dict):
+        raise _invalid(document, [((), "must be a JSON object")])
+    errors: list[_Error] = []
+    if document.get("template") != _TEMPLATE:
+        reason = "is required" if "template" not in document else f"must be one of: {_TEMPLATE}"
+        errors.append((("template",), reason))
+    workflow = document.get("workflow")
+    messages: list[WorkflowMessage] = []
+    if isinstance(workflow, list) and 0 < len(workflow) <= max_messages:
+        last = len(workflow) - 1
+        for index, item in enumerate(workflow):
+            if not isinstance(item, dict):
+                errors.append((("workflow", index), "must be an object"))
+                continue
+            # On the last message a failover is allowed: it is the workflow's completion condition.
+            if index < last and item.get("failover") is None:
+                errors.append((("workflow", index, "failover"), _FAILOVER_REQUIRED))
+            try:
+                message = _MESSAGE.validate_python(item)
+            except ValidationError as exc:
+                errors.extend(_structural_errors(index, exc))
+                continue
+            _check_channel_rules(index, message, errors)
+            messages.append(message)
+    else:
+        errors.append((("workflow",), _workflow_reason(document, workflow, max_messages)))
+    if errors:
+        raise _invalid(document, errors)
+    return ValidWorkflowRequest(_TEMPLATE, tuple(messages), cast("list[dict[str, Any]]", workflow))
+
+
+def _workflow_reason(document: dict[Any, Any], workflow: object, max_messages: int) -> str:
+    if "workflow" not in document:
+        return "is required"
+    if not isinstance(workflow, list):
+        return f"must be an array of 1 to {max_messages} messages"
+    if not workflow:
+        return "must contain at least 1 message"
+    # Past the limit the messages are not looked at: the request is refused whatever they hold.
+    return f"must contain at most {max_messages} messages"
+
+
+def _check_channel_rules(index: int, message: WorkflowMessage, errors: list[_Error]) -> None:
+    """The rules pydantic cannot express: each depends on the message's channel."""
+    channel = message.to.type
+    to_field, from_field = _ADDRESSING[channel]
+    if getattr(message.to, to_field) is None:
+        errors.append((("workflow", index, "to", to_field), f"is required for {channel}"))
+    if message.from_.type is not channel:
+        errors.append(
+            (("workflow", index, "from", "type"), f"must be the same as to.type ({channel})")
+        )
+    elif getattr(message.from_, from_field) is None:
+        errors.append((("workflow", index, "from", from_field), f"is required for {channel}"))
+
+    content = message.message.content
+    kind = content.type
+    supported = _CONTENT_TYPES[channel]
+    at: _Path = ("workflow", index, "message", "content")
+    if kind not in supported:
+        names = ", ".join(supported)
+        if kind is ContentType.CUSTOM:
+            reason = f"custom is not supported by any channel; {channel} supports: {names}"
+        else:
+            reason = f"{channel} does not support content type {kind}; it supports: {names}"
+        errors.append(((*at, "type"), reason))
+    else:
+        value = getattr(content, kind)
+        if value is None:
+            errors.append(((*at, kind.value), f"is required when content type is {kind}"))
+        elif kind is ContentType.TEXT:
+            limit = _TEXT_LIMITS[channel]
+            if len(value) > limit:
+                reason = f"must be at most {limit} characters for {channel}"
+                errors.append(((*at, "text"), reason))
+        elif kind is ContentType.TEMPLATE and not value.name:
+            reason = "must not be empty" if value.name == "" else "is required for template content"
+            errors.append(((*at, "template", "name"), reason))
+
+    messenger = message.message.messenger
+    if (
+        messenger is not None
+        and messenger.category is MessengerCategory.MESSAGE_TAG
+        and not messenger.tag
+    ):
+        tag: _Path = ("workflow", index, "message", "messenger", "tag")
+        errors.append((tag, "is required (non-empty) when category is message_tag"))
+
+
+def _structural_errors(index: int, exc: ValidationError) -> list[_Error]:
+    errors = exc.errors(include_url=False, include_input=False)
+    return [(("workflow", index, *error["loc"]), _reason(error)) for error in errors]
+
+
+def _reason(error: ErrorDetails) -> str:
+    """Say what pydantic found in words a developer can act on, without its internal names."""
+    kind = error["type"]
+    ctx = error.get("ctx") or {}
+    field = next((part for part in reversed(error["loc"]) if isinstance(part, str)), "")
+    if kind in _TYPE_REASONS:
+        return _TYPE_REASONS[kind]
+    if kind in ("enum", "literal_error"):
+        return "must be one of: " + ", ".join(_QUOTED.findall(str(ctx.get("expected", ""))))
+    if kind in ("greater_than_equal", "less_than_equal") and field in _RANGES:
+        low, high = _RANGES[field]
+        return f"must be between {low} and {high}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}"
+    if kind == "string_too_short":
+        return "must not be empty" if ctx.get("min_length") == 1 else "is too short"
+    if kind == "string_too_long":
+        return f"must be at most {ctx.get('max_length')} characters"
+    if kind == "string_pattern_mismatch":
+        return _PATTERN_REASONS.get(field, "is not in the expected format")
+    if kind == "url_format":
+        return error["msg"]
+    return "is invalid"
+
+
+def _invalid(document: object, errors: list[_Error]) -> InvalidRequest:
+    errors.sort(key=lambda error: _position(document, error[0]))
+    parameters = tuple(InvalidParameter(_name(path), reason) for path, reason in errors)
+    return InvalidRequest(_DETAIL, invalid_parameters=parameters)
+
+
+def _position(document: object, path: _Path) -> tuple[int, ...]:
+    """Where a field sits in the request as sent; a missing key sorts after its siblings."""
+    position: list[int] = []
+    node: object = document
+    for part in path:
+        if isinstance(part, int):
+            position.append(part)
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+        elif isinstance(node, Mapping):
+            keys = list(node)
+            position.append(keys.index(part) if part in node else len(keys))
+            node = node.get(part)
+        else:
+            position.append(0)
+            node = None
+    return tuple(position)
+
+
+def _name(path: _Path) -> str:
+    if not path:
+        return "body"
+    name = ""
+    for part in path:
+        name += f"[{part}]" if isinstance(part, int) else (f".{part}" if name else part)
+    return name

@@ -1,0 +1,1 @@
+"""Accounts and applications: credentials, key generation, Basic and JWT verification."""

@@ -1,0 +1,248 @@
+"""`opendispatch serve | apps create | apps list | db upgrade`.
+
+Every option has an `OPENDISPATCH_*` environment equivalent, named in `--help`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import click
+
+from opendispatch.config import DEFAULT_DATABASE, Settings
+from opendispatch.errors import ConfigurationError, OpenDispatchError
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+database_option = click.option(
+    "--database",
+    envvar="OPENDISPATCH_DATABASE",
+    default=DEFAULT_DATABASE,
+    show_default=True,
+    show_envvar=True,
+    help="sqlite:///path.db (the embedded default).",
+)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    try:
+        return asyncio.run(coroutine)
+    except OpenDispatchError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _http_url(_: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise click.BadParameter(f"{value!r} is not an absolute http(s) URL", param=parameter)
+    return value
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="opendispatch")
+def main() -> None:
+    """OpenDispatch: a self-hosted server for the Vonage Dispatch API."""
+
+
+# -- serve -----------------------------------------------------------------------------------
+
+
+def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    variable = "OPENDISPATCH_" + name.lstrip("-").replace("-", "_").upper()
+    return click.option(name, envvar=variable, show_envvar=True, show_default=True, **kwargs)
+
+
+@main.command()
+@_env_option("--host", default="127.0.0.1", help="Address to listen on.")
+@_env_option("--port", default=8080, type=int, help="Port to listen on.")
+@database_option
+@_env_option("--max-messages", default=10, type=int, help="Most messages in one workflow.")
+@_env_option("--max-body-bytes", default=256 * 1024, type=int, help="Largest request body.")
+@_env_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+def serve(
+    host: str, port: int, database: str, max_messages: int, max_body_bytes: int, log_level: str
+) -> None:
+    """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
+    import uvicorn
+
+    from opendispatch.api.app import DispatchApp
+
+    try:
+        settings = Settings(
+            host=host,
+            port=port,
+            database=database,
+            max_messages=max_messages,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level,
+        )
+        app = DispatchApp(settings)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _configure_logging(log_level)
+    logging.getLogger("opendispatch").info(
+        "OpenDispatch on http://%s:%d, database %s", host, port, database
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # errors are logged with their request id; a line per 202 is noise
+        log_config=None,
+        log_level=log_level,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# -- apps ------------------------------------------------------------------------------------
+
+
+@main.group()
+def apps() -> None:
+    """Create and list applications (the credentials clients use)."""
+
+
+@apps.command("create")
+@click.option("--name", required=True, help="A name for people.")
+@click.option("--status-url", required=True, callback=_http_url, help="Message status webhooks.")
+@click.option(
+    "--final-report-url", callback=_http_url, help="Final report webhooks (default: status URL)."
+)
+@click.option(
+    "--public-key-file",
+    type=click.File("r"),
+    help="Register this RSA key (PEM, public or private) instead of generating a pair.",
+)
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def apps_create(
+    name: str,
+    status_url: str,
+    final_report_url: str | None,
+    public_key_file: Any,
+    database: str,
+    as_json: bool,
+) -> None:
+    """Create an application and its account, and print its credentials (shown only once)."""
+    from opendispatch.auth.provisioning import provision_application
+
+    public_key_text = public_key_file.read() if public_key_file is not None else None
+
+    async def create() -> Any:
+        store = _store(database)
+        await store.open()
+        try:
+            return await provision_application(
+                store,
+                name=name,
+                status_url=status_url,
+                final_report_url=final_report_url,
+                public_key_text=public_key_text,
+            )
+        finally:
+            await store.close()
+
+    provisioned = _run(create())
+    fields = provisioned.as_json()
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    click.echo("Application created. The secrets below are shown only once; store them now.\n")
+    for key in ("application_id", "name", "api_key", "api_secret", "signature_secret"):
+        click.echo(f"{key + ':':18} {fields[key]}")
+    click.echo(f"{'status_url:':18} {fields['status_url']}")
+    click.echo(f"{'final_report_url:':18} {fields['final_report_url'] or '(the status URL)'}")
+    if fields["private_key"]:
+        click.echo("\nprivate_key (sign JWTs with it; the server keeps only the public key):")
+        click.echo(fields["private_key"])
+
+
+@apps.command("list")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
+def apps_list(database: str, as_json: bool) -> None:
+    """List applications (never their secrets)."""
+
+    async def load() -> Any:
+        store = _store(database)
+        await store.open()
+        try:
+            return await store.list_applications()
+        finally:
+            await store.close()
+
+    applications = _run(load())
+    rows = [
+        {
+            "application_id": app.application_id,
+            "name": app.name,
+            "api_key": app.api_key,
+            "status_url": app.status_url,
+            "final_report_url": app.final_report_url,
+        }
+        for app in applications
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("No applications yet: opendispatch apps create --name ... --status-url ...")
+        return
+    for row in rows:
+        click.echo(f"{row['application_id']}  {row['api_key']}  {row['name']}  {row['status_url']}")
+
+
+# -- db --------------------------------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@database_option
+def db_upgrade(database: str) -> None:
+    """Bring the schema up to date (the server also does this when it starts)."""
+
+    async def upgrade() -> None:
+        store = _store(database)
+        await store.open()
+        await store.close()
+
+    _run(upgrade())
+    click.echo(f"{database}: schema up to date")
+
+
+def _store(database: str) -> Any:
+    from opendispatch.store.factory import create_store
+
+    try:
+        return create_store(database)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -1,0 +1,133 @@
+"""The one exception tree of OpenDispatch.
+
+    OpenDispatchError                 base of everything we raise on purpose
+    ├── ConfigurationError            bad settings or command-line input; fatal at start
+    ├── StoreError                    the database failed; `retryable` says if trying again helps
+    │   └── MigrationError            the schema cannot be brought to the expected version
+    └── ApiError                      becomes an HTTP answer in Vonage's error shape
+        ├── InvalidRequest (400)      with `invalid_parameters`
+        ├── Unauthorized (401)
+        ├── NotFound (404)
+        ├── MethodNotAllowed (405)
+        ├── PayloadTooLarge (413)
+        ├── UnsupportedMediaType (415)
+        └── ServiceUnavailable (503)   the store is busy or closing; retry
+
+Errors from libraries (sqlite3, asyncpg, PyJWT, pydantic) are converted where they enter our
+code, with `raise ... from exc`, so callers only ever catch these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "ApiError",
+    "ConfigurationError",
+    "InvalidParameter",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "MigrationError",
+    "NotFound",
+    "OpenDispatchError",
+    "PayloadTooLarge",
+    "ServiceUnavailable",
+    "StoreError",
+    "Unauthorized",
+    "UnsupportedMediaType",
+]
+
+# Vonage's APIs name the kind of error with a URL; the Dispatch spec's example uses this base.
+ERROR_TYPE_BASE = "https://www.nexmo.com/messages/Errors"
+
+
+class OpenDispatchError(Exception):
+    """Base of every error OpenDispatch raises on purpose."""
+
+
+class ConfigurationError(OpenDispatchError):
+    pass
+
+
+class StoreError(OpenDispatchError):
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class MigrationError(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidParameter:
+    """One entry of `invalid_parameters`: `name` is the field's path, e.g. `workflow[0].to`."""
+
+    name: str
+    reason: str
+
+
+class ApiError(OpenDispatchError):
+    """An error the API answers with; the subclass fixes the status, type and title."""
+
+    status: int = 500
+    type_fragment: str = "InternalError"
+    title: str = "Internal Server Error"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        invalid_parameters: tuple[InvalidParameter, ...] = (),
+        headers: tuple[tuple[bytes, bytes], ...] = (),
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.invalid_parameters = invalid_parameters
+        self.headers = headers
+
+    @property
+    def type(self) -> str:
+        return f"{ERROR_TYPE_BASE}#{self.type_fragment}"
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type_fragment = "InvalidParams"
+    title = "Bad Request"
+
+
+class Unauthorized(ApiError):
+    status = 401
+    type_fragment = "Unauthorized"
+    title = "Unauthorized"
+
+
+class NotFound(ApiError):
+    status = 404
+    type_fragment = "NotFound"
+    title = "Not Found"
+
+
+class MethodNotAllowed(ApiError):
+    status = 405
+    type_fragment = "MethodNotAllowed"
+    title = "Method Not Allowed"
+
+
+class PayloadTooLarge(ApiError):
+    status = 413
+    type_fragment = "PayloadTooLarge"
+    title = "Payload Too Large"
+
+
+class UnsupportedMediaType(ApiError):
+    status = 415
+    type_fragment = "UnsupportedMediaType"
+    title = "Unsupported Media Type"
+
+
+class ServiceUnavailable(ApiError):
+    status = 503
+    type_fragment = "ServiceUnavailable"
+    title = "Service Unavailable"

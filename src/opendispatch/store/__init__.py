@@ -1,0 +1,1 @@
+"""Storage: one protocol (`Store`), one implementation per database, versioned migrations."""

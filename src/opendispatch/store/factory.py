@@ -1,0 +1,17 @@
+"""Choose the store from the database URL."""
+
+from __future__ import annotations
+
+from opendispatch.errors import ConfigurationError
+from opendispatch.store.protocol import Store
+from opendispatch.store.sqlite import SqliteStore, sqlite_path_from_url
+
+__all__ = ["create_store"]
+
+
+def create_store(database: str) -> Store:
+    if database.startswith(("postgres://", "postgresql://")):
+        raise ConfigurationError("PostgreSQL is not supported yet; use a sqlite:/// URL")
+    if "://" in database and not database.startswith("sqlite:"):
+        raise ConfigurationError(f"unsupported database URL {database!r}")
+    return SqliteStore(sqlite_path_from_url(database))

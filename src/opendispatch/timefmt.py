@@ -1,0 +1,30 @@
+"""Wall-clock time for people: ISO 8601 UTC with milliseconds, as the Dispatch spec writes it.
+
+Internally every instant is an integer count of Unix milliseconds (`*_ms`): it sorts, indexes
+and compares the same way in SQLite and PostgreSQL, and never meets a time zone.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+__all__ = ["iso_ms", "now_ms", "parse_iso_ms"]
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def iso_ms(unix_ms: int) -> str:
+    """`1577887200000` -> `"2020-01-01T14:00:00.000Z"`."""
+    seconds, millis = divmod(unix_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
+def parse_iso_ms(text: str) -> int:
+    """Inverse of `iso_ms`; accepts any ISO 8601 form `datetime` understands, naive = UTC."""
+    parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp() * 1000)

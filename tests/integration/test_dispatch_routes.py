@@ -1,0 +1,237 @@
+"""`/v0.1/dispatch` through the ASGI app on a real SQLite file: create, get, list, errors."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opendispatch.api.app import DispatchApp
+from opendispatch.auth.provisioning import provision_application
+from opendispatch.config import Settings
+from tests.conftest import Api
+from tests.support import AppCredentials, two_step_workflow
+
+pytestmark = pytest.mark.anyio
+
+ERROR_KEYS = {"type", "title", "detail", "instance", "invalid_parameters"}
+
+
+def assert_error_shape(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert set(body) == ERROR_KEYS
+    assert isinstance(body["instance"], str)
+    assert body["instance"]
+    assert response.headers["x-request-id"] == body["instance"]
+    assert body["type"].startswith("https://")
+    return dict(body)
+
+
+def stored_workflow_count(api: Api) -> int:
+    with sqlite3.connect(api.database) as connection:
+        count: int = connection.execute("SELECT count(*) FROM workflows").fetchone()[0]
+        return count
+
+
+async def test_accepted_workflow_answers_202_with_its_uuid_and_is_stored_as_submitted(api: Api):
+    body = two_step_workflow()
+    body["workflow"][0]["message"]["client_ref"] = "kept as submitted"
+    response = await api.client.post("/v0.1/dispatch", json=body, headers=api.alice.basic())
+    assert response.status_code == 202
+    dispatch_uuid = response.json()["dispatch_uuid"]
+    assert response.headers["location"] == f"/v0.1/dispatch/{dispatch_uuid}"
+
+    fetched = await api.client.get(f"/v0.1/dispatch/{dispatch_uuid}", headers=api.alice.basic())
+    assert fetched.status_code == 200
+    view = fetched.json()
+    assert view["dispatch_uuid"] == dispatch_uuid
+    assert view["template"] == "failover"
+    assert view["status"] == "accepted"
+    assert view["workflow"] == body["workflow"]
+    assert view["created_at"].endswith("Z")
+    assert len(view["created_at"]) == 24
+    assert view["_links"]["self"]["href"] == f"/workflows/{dispatch_uuid}"
+
+
+async def test_trailing_slash_and_jwt_are_accepted_like_the_spec_url(api: Api):
+    response = await api.client.post(
+        "/v0.1/dispatch/", json=two_step_workflow(), headers=api.alice.bearer()
+    )
+    assert response.status_code == 202
+
+
+async def test_workflow_href_from_webhooks_is_served(api: Api):
+    created = await api.client.post(
+        "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
+    )
+    dispatch_uuid = created.json()["dispatch_uuid"]
+    response = await api.client.get(f"/workflows/{dispatch_uuid}", headers=api.alice.bearer())
+    assert response.status_code == 200
+    assert response.json()["dispatch_uuid"] == dispatch_uuid
+
+
+async def test_another_applications_workflow_is_not_found(api: Api):
+    created = await api.client.post(
+        "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
+    )
+    dispatch_uuid = created.json()["dispatch_uuid"]
+    for path in (f"/v0.1/dispatch/{dispatch_uuid}", f"/workflows/{dispatch_uuid}"):
+        response = await api.client.get(path, headers=api.bob.basic())
+        assert_error_shape(response, 404)
+    listed = await api.client.get("/v0.1/dispatch", headers=api.bob.basic())
+    assert listed.json()["_embedded"]["workflows"] == []
+
+
+@pytest.mark.parametrize(
+    "dispatch_uuid", ["01937a2c-5b0e-7d3a-9c1e-6f2b8a4d0e51", "not-a-uuid", "x" * 300]
+)
+async def test_unknown_workflow_is_404_in_vonage_shape(api: Api, dispatch_uuid: str):
+    response = await api.client.get(f"/v0.1/dispatch/{dispatch_uuid}", headers=api.alice.basic())
+    assert_error_shape(response, 404)
+
+
+async def test_list_is_newest_first_and_paginated_by_cursor(api: Api):
+    created = []
+    for _ in range(5):
+        response = await api.client.post(
+            "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
+        )
+        created.append(response.json()["dispatch_uuid"])
+    await api.client.post("/v0.1/dispatch", json=two_step_workflow(), headers=api.bob.basic())
+
+    seen: list[str] = []
+    url: str | None = "/v0.1/dispatch?page_size=2"
+    pages = 0
+    while url is not None:
+        page = (await api.client.get(url, headers=api.alice.basic())).json()
+        assert page["page_size"] == 2
+        seen += [workflow["dispatch_uuid"] for workflow in page["_embedded"]["workflows"]]
+        url = page["_links"].get("next", {}).get("href")
+        pages += 1
+    assert seen == sorted(created, reverse=True)
+    assert pages == 3
+
+
+@pytest.mark.parametrize("query", ["page_size=0", "page_size=101", "page_size=x", "cursor=abc"])
+async def test_bad_list_parameters_are_named(api: Api, query: str):
+    response = await api.client.get(f"/v0.1/dispatch?{query}", headers=api.alice.basic())
+    body = assert_error_shape(response, 400)
+    assert body["invalid_parameters"][0]["name"] == query.split("=")[0]
+
+
+async def test_invalid_workflow_names_every_field_and_stores_nothing(api: Api):
+    body = two_step_workflow()
+    del body["workflow"][0]["failover"]
+    body["workflow"][1]["to"]["number"] = "+447700900001"
+    response = await api.client.post("/v0.1/dispatch", json=body, headers=api.alice.basic())
+    error = assert_error_shape(response, 400)
+    names = [parameter["name"] for parameter in error["invalid_parameters"]]
+    assert names == ["workflow[0].failover", "workflow[1].to.number"]
+    assert error["type"] == "https://www.nexmo.com/messages/Errors#InvalidParams"
+    assert stored_workflow_count(api) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "status"),
+    [
+        (b"{not json", {"content-type": "application/json"}, 400),
+        (b"", {"content-type": "application/json"}, 400),
+        (b"template=failover", {"content-type": "application/x-www-form-urlencoded"}, 415),
+        (b"<workflow/>", {"content-type": "text/xml"}, 415),
+        (b"[]", {"content-type": "application/json"}, 400),
+    ],
+)
+async def test_unusable_bodies_are_refused_in_vonage_shape_and_store_nothing(
+    api: Api, content: bytes, headers: dict[str, str], status: int
+):
+    response = await api.client.post(
+        "/v0.1/dispatch", content=content, headers={**headers, **api.alice.basic()}
+    )
+    error = assert_error_shape(response, status)
+    if status == 400:
+        assert error["invalid_parameters"][0]["name"] == "body"
+    assert stored_workflow_count(api) == 0
+
+
+async def test_json_with_charset_and_vendor_json_types_are_json(api: Api):
+    for content_type in ("application/json; charset=utf-8", "application/vnd.api+json"):
+        response = await api.client.post(
+            "/v0.1/dispatch",
+            content=json.dumps(two_step_workflow()),
+            headers={"content-type": content_type, **api.alice.basic()},
+        )
+        assert response.status_code == 202, response.text
+
+
+async def test_oversized_body_is_413_without_being_stored(api: Api):
+    body = two_step_workflow()
+    body["workflow"][0]["message"]["padding"] = "x" * (70 * 1024)
+    response = await api.client.post("/v0.1/dispatch", json=body, headers=api.alice.basic())
+    assert_error_shape(response, 413)
+    assert stored_workflow_count(api) == 0
+
+
+async def test_authentication_is_checked_before_the_body(api: Api):
+    for content, content_type in ((b"{broken", "application/json"), (b"x" * 100_000, "text/plain")):
+        response = await api.client.post(
+            "/v0.1/dispatch", content=content, headers={"content-type": content_type}
+        )
+        assert_error_shape(response, 401)
+        assert "basic" in response.headers["www-authenticate"].lower()
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "DELETE", "OPTIONS"])
+async def test_other_methods_are_405_with_allow_never_501(api: Api, method: str):
+    response = await api.client.request(method, "/v0.1/dispatch", headers=api.alice.basic())
+    assert_error_shape(response, 405)
+    assert response.headers["allow"] == "GET, HEAD, POST"
+    response = await api.client.request(method, "/health")
+    assert_error_shape(response, 405)
+
+
+async def test_unknown_path_is_404_in_vonage_shape(api: Api):
+    assert_error_shape(await api.client.get("/v0.2/dispatch"), 404)
+    assert_error_shape(await api.client.post("/messages", json={}), 404)
+
+
+async def test_caller_request_id_is_echoed_as_instance(api: Api):
+    response = await api.client.get("/nowhere", headers={"x-request-id": "trace-42"})
+    assert assert_error_shape(response, 404)["instance"] == "trace-42"
+
+
+async def test_health_and_head(api: Api):
+    response = await api.client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    head = await api.client.head("/health")
+    assert head.status_code == 200
+    assert head.content == b""
+
+
+async def test_max_messages_is_configurable(tmp_path: Path):
+    body = two_step_workflow()
+    body["workflow"].insert(0, dict(body["workflow"][0]))
+    small = DispatchApp(Settings(database=f"sqlite:///{tmp_path / 'small.db'}", max_messages=2))
+    await small.startup()
+    try:
+        provisioned = await provision_application(
+            small.store, name="s", status_url="http://127.0.0.1:9/s"
+        )
+        credentials = AppCredentials.from_provisioned(provisioned)
+        transport = httpx.ASGITransport(app=small)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post("/v0.1/dispatch", json=body, headers=credentials.basic())
+            error = assert_error_shape(response, 400)
+            assert [p["name"] for p in error["invalid_parameters"]] == ["workflow"]
+            response = await client.post(
+                "/v0.1/dispatch", json=two_step_workflow(), headers=credentials.basic()
+            )
+            assert response.status_code == 202
+    finally:
+        await small.shutdown()

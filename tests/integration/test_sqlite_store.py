@@ -1,0 +1,159 @@
+"""The SQLite store on real files: migrations, group commit, reads."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from opendispatch.errors import MigrationError, StoreError
+from opendispatch.ids import uuid7
+from opendispatch.store.migrations import load_migrations
+from opendispatch.store.records import Application, ApplicationCredentials, NewWorkflow
+from opendispatch.store.sqlite import SqliteStore, migrate
+
+pytestmark = pytest.mark.anyio
+
+
+def credentials(application_id: str = "app-1", api_key: str = "key-1") -> ApplicationCredentials:
+    return ApplicationCredentials(
+        application=Application(
+            application_id=application_id,
+            name="test",
+            api_key=api_key,
+            status_url="http://127.0.0.1:9/status",
+            final_report_url=None,
+            created_at_ms=1,
+        ),
+        api_secret_hash="hmac-sha256$00$00",
+        signature_secret="signature",
+        public_key_pem="PEM",
+    )
+
+
+def new_workflow(application_id: str = "app-1", created_at_ms: int = 1_700_000_000_000):
+    return NewWorkflow(
+        dispatch_uuid=uuid7(created_at_ms),
+        application_id=application_id,
+        template="failover",
+        messages_json="[]",
+        created_at_ms=created_at_ms,
+    )
+
+
+@pytest.fixture
+async def store(tmp_path: Path):
+    store = SqliteStore(tmp_path / "store.db")
+    await store.open()
+    await store.create_application(credentials())
+    yield store
+    await store.close()
+
+
+def schema_versions(path: Path) -> list[int]:
+    with sqlite3.connect(path) as connection:
+        return [row[0] for row in connection.execute("SELECT version FROM schema_migrations")]
+
+
+def test_migrations_apply_once_in_order(tmp_path: Path):
+    path = tmp_path / "m.db"
+    known = [migration.version for migration in load_migrations("sqlite")]
+    with sqlite3.connect(path, isolation_level=None) as connection:
+        assert migrate(connection) == known
+        assert migrate(connection) == []
+    assert schema_versions(path) == known
+
+
+def _open_and_migrate(path: str) -> None:
+    with sqlite3.connect(path, isolation_level=None, timeout=30) as connection:
+        migrate(connection)
+
+
+def test_concurrent_starts_migrate_exactly_once(tmp_path: Path):
+    path = str(tmp_path / "race.db")
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_open_and_migrate, args=(path,)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert schema_versions(Path(path)) == [m.version for m in load_migrations("sqlite")]
+
+
+def test_a_database_newer_than_the_code_is_refused(tmp_path: Path):
+    path = tmp_path / "new.db"
+    with sqlite3.connect(path, isolation_level=None) as connection:
+        migrate(connection)
+        connection.execute("INSERT INTO schema_migrations VALUES (999, 'future', 0)")
+        with pytest.raises(MigrationError, match="newer"):
+            migrate(connection)
+
+
+async def test_writes_arriving_together_share_one_transaction(store: SqliteStore):
+    before_batches, before_operations = store.group_commit_stats
+    await asyncio.gather(*(store.create_workflow(new_workflow()) for _ in range(50)))
+    batches, operations = store.group_commit_stats
+    assert operations - before_operations == 50
+    assert batches - before_batches <= 2  # one batch, or two if the first began early
+
+
+async def test_a_failing_write_fails_alone(store: SqliteStore):
+    good = [new_workflow() for _ in range(3)]
+    orphan = new_workflow(application_id="no-such-app")  # violates the foreign key
+    results = await asyncio.gather(
+        *(store.create_workflow(w) for w in [good[0], orphan, good[1], good[2]]),
+        return_exceptions=True,
+    )
+    assert [type(result) for result in results] == [type(None), StoreError, type(None), type(None)]
+    listed = await store.list_workflows("app-1", limit=10)
+    assert {w.dispatch_uuid for w in listed} == {w.dispatch_uuid for w in good}
+
+
+async def test_close_commits_writes_already_submitted(tmp_path: Path):
+    path = tmp_path / "durable.db"
+    store = SqliteStore(path)
+    await store.open()
+    await store.create_application(credentials())
+    pending = [asyncio.ensure_future(store.create_workflow(new_workflow())) for _ in range(20)]
+    await asyncio.sleep(0)  # the tasks submit their writes
+    await store.close()  # drains what is queued
+    await asyncio.sleep(0)  # the tasks see their results
+    assert all(task.done() and task.exception() is None for task in pending)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT count(*) FROM workflows").fetchone()[0] == 20
+
+
+async def test_list_is_newest_first_per_application(store: SqliteStore):
+    await store.create_application(credentials("app-2", "key-2"))
+    mine = [new_workflow(created_at_ms=1_700_000_000_000 + i) for i in range(5)]
+    for workflow in mine:
+        await store.create_workflow(workflow)
+    await store.create_workflow(new_workflow("app-2"))
+    listed = await store.list_workflows("app-1", limit=3)
+    assert [w.dispatch_uuid for w in listed] == [w.dispatch_uuid for w in mine[::-1][:3]]
+    rest = await store.list_workflows("app-1", limit=3, before=listed[-1].dispatch_uuid)
+    assert [w.dispatch_uuid for w in rest] == [w.dispatch_uuid for w in mine[1::-1]]
+
+
+async def test_get_is_scoped_to_the_application(store: SqliteStore):
+    await store.create_application(credentials("app-2", "key-2"))
+    workflow = new_workflow()
+    await store.create_workflow(workflow)
+    assert (await store.get_workflow("app-1", workflow.dispatch_uuid)) is not None
+    assert (await store.get_workflow("app-2", workflow.dispatch_uuid)) is None
+
+
+async def test_credentials_are_found_by_key_and_by_application(store: SqliteStore):
+    by_key = await store.find_credentials_by_api_key("key-1")
+    by_app = await store.find_credentials("app-1")
+    assert by_key == by_app == credentials()
+    assert await store.find_credentials_by_api_key("nope") is None
+
+
+async def test_duplicate_api_key_is_refused(store: SqliteStore):
+    with pytest.raises(StoreError):
+        await store.create_application(credentials("app-9", "key-1"))
