@@ -64,12 +64,11 @@ class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.WriteTransport | None = None
         self.lost: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -163,31 +162,33 @@ async def run_fixed_rate(
     connections: int,
     seconds: float,
 ) -> Result:
-    """Offer `rate` requests/s; latency counts from each request's scheduled start."""
+    """Offer `rate` requests/s; latency counts from each request's scheduled start.
+
+    As in wrk2: request i is due at start + i/rate; whichever connection is free takes the
+    next due request, so when the server stalls the requests it delays are charged their
+    whole wait, not only their service time.
+    """
     pool = await _connect(host, port, connections)
-    idle: asyncio.Queue[_Connection] = asyncio.Queue()
-    for connection in pool:
-        idle.put_nowait(connection)
     result = Result(label, seconds)
     total = int(rate * seconds)
     interval = 1.0 / rate
     started = time.perf_counter()
+    next_index = 0
 
-    async def one(index: int, scheduled: float) -> None:
-        connection = await idle.get()  # waiting for a free connection counts as latency
-        status, _ = await connection.request(request(index))
-        result.latencies_s.append(time.perf_counter() - scheduled)
-        result.statuses[status] += 1
-        idle.put_nowait(connection)
+    async def drive(connection: _Connection) -> None:
+        nonlocal next_index
+        while next_index < total:
+            index = next_index
+            next_index += 1
+            scheduled = started + index * interval
+            delay = scheduled - time.perf_counter()
+            if delay > 0.0005:  # below timer resolution: send now, it is (nearly) due
+                await asyncio.sleep(delay)
+            status, _ = await connection.request(request(index))
+            result.latencies_s.append(time.perf_counter() - scheduled)
+            result.statuses[status] += 1
 
-    tasks = []
-    for index in range(total):
-        scheduled = started + index * interval
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(one(index, scheduled)))
-    await asyncio.gather(*tasks)
+    await asyncio.gather(*(drive(connection) for connection in pool))
     result.seconds = time.perf_counter() - started
     for connection in pool:
         assert connection.transport is not None

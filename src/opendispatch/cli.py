@@ -86,7 +86,7 @@ def serve(
             max_body_bytes=max_body_bytes,
             log_level=log_level,
         )
-        app = DispatchApp(settings)
+        app = DispatchApp(settings, freeze_heap_after_startup=True)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     _configure_logging(log_level)

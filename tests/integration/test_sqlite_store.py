@@ -39,7 +39,7 @@ def new_workflow(application_id: str = "app-1", created_at_ms: int = 1_700_000_0
         dispatch_uuid=uuid7(created_at_ms),
         application_id=application_id,
         template="failover",
-        messages_json="[]",
+        request_json="[]",
         created_at_ms=created_at_ms,
     )
 

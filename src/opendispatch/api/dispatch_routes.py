@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import urlencode
 
-import msgspec
-
 from opendispatch.api.http import Request, Response, json_response
-from opendispatch.api.validation import validate_create_workflow
+from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import workflow_page, workflow_view
 from opendispatch.auth.authenticator import Authenticator, Principal
 from opendispatch.config import Settings
@@ -29,9 +27,6 @@ from opendispatch.store.protocol import Store
 from opendispatch.store.records import NewWorkflow
 
 __all__ = ["DispatchRoutes"]
-
-_decode_json = msgspec.json.Decoder().decode
-_encode_json = msgspec.json.Encoder().encode
 
 
 def _is_json_media_type(content_type: bytes | None) -> bool:
@@ -73,14 +68,7 @@ class DispatchRoutes:
             )
         if not _is_json_media_type(request.header(b"content-type")):
             raise UnsupportedMediaType("Send the workflow as application/json.")
-        try:
-            document = _decode_json(body)
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(
-                "The request body is not valid JSON.",
-                invalid_parameters=(InvalidParameter("body", f"is not valid JSON: {exc}"),),
-            ) from None
-        valid = validate_create_workflow(document, max_messages=self._settings.max_messages)
+        valid = validate_create_workflow_json(body, max_messages=self._settings.max_messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
         await self._store.create_workflow(
@@ -88,7 +76,7 @@ class DispatchRoutes:
                 dispatch_uuid=dispatch_uuid,
                 application_id=principal.application_id,
                 template=valid.template,
-                messages_json=_encode_json(valid.submitted).decode(),
+                request_json=body.decode(),  # as submitted, byte for byte
                 created_at_ms=created_at_ms,
             )
         )

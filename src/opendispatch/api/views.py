@@ -38,9 +38,8 @@ def _summary_fields(record: WorkflowRecord) -> dict[str, Any]:
 
 
 def workflow_view(record: WorkflowRecord) -> bytes:
-    view = WorkflowView(
-        **_summary_fields(record), workflow=msgspec.json.decode(record.messages_json)
-    )
+    submitted = msgspec.json.decode(record.request_json)
+    view = WorkflowView(**_summary_fields(record), workflow=submitted["workflow"])
     return view.model_dump_json(by_alias=True).encode()
 
 

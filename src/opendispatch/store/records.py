@@ -36,10 +36,12 @@ class ApplicationCredentials:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewWorkflow:
+    """`request_json` is the request body exactly as the client sent it."""
+
     dispatch_uuid: str
     application_id: str
     template: str
-    messages_json: str
+    request_json: str
     created_at_ms: int
 
 
@@ -49,6 +51,6 @@ class WorkflowRecord:
     application_id: str
     template: str
     status: str
-    messages_json: str
+    request_json: str
     created_at_ms: int
     updated_at_ms: int

@@ -28,16 +28,16 @@ WHERE a.application_id = ?;
 
 -- name: insert_workflow
 INSERT INTO workflows
-    (dispatch_uuid, application_id, template, status, messages_json, created_at_ms, updated_at_ms)
+    (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms)
 VALUES (?, ?, ?, ?, ?, ?, ?);
 
 -- name: get_workflow
-SELECT dispatch_uuid, application_id, template, status, messages_json, created_at_ms, updated_at_ms
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
 WHERE dispatch_uuid = ? AND application_id = ?;
 
 -- name: list_workflows
-SELECT dispatch_uuid, application_id, template, status, messages_json, created_at_ms, updated_at_ms
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
 WHERE application_id = ? AND dispatch_uuid < ?
 ORDER BY dispatch_uuid DESC

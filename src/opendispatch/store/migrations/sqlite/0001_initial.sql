@@ -24,7 +24,7 @@ CREATE TABLE workflows (
     application_id TEXT NOT NULL REFERENCES applications (application_id),
     template       TEXT NOT NULL,
     status         TEXT NOT NULL,
-    messages_json  TEXT NOT NULL,
+    request_json  TEXT NOT NULL,
     created_at_ms  INTEGER NOT NULL,
     updated_at_ms  INTEGER NOT NULL
 );
