@@ -34,7 +34,10 @@ class Api:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     """A DispatchApp on a fresh SQLite file, two applications, an httpx client over ASGI."""
     database = tmp_path / "api.db"
-    app = DispatchApp(Settings(database=f"sqlite:///{database}", max_body_bytes=64 * 1024))
+    # No workers: these tests look at the API; the runtime's tests drive the workers.
+    app = DispatchApp(
+        Settings(database=f"sqlite:///{database}", max_body_bytes=64 * 1024), run_workers=False
+    )
     await app.startup()
     alice = await provision_application(
         app.store, name="alice", status_url="http://127.0.0.1:9/status"

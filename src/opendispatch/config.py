@@ -7,9 +7,13 @@ environment itself, so tests build one directly.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 
 from opendispatch.errors import ConfigurationError
+from opendispatch.providers.sandbox import DEFAULT_PRICES
 
 __all__ = ["DEFAULT_DATABASE", "Settings"]
 
@@ -31,8 +35,39 @@ class Settings:
     page_size_default: int = 20
     page_size_max: int = 100
     log_level: str = "info"
+    # The engine: how long a last message without `failover` may stay without a final status
+    # before its workflow ends in `error`.
+    final_status_timeout_s: int = 86_400
+    # The sandbox provider.
+    sandbox_delivered_after_ms: int = 1000
+    sandbox_read_after_ms: int = 1000
+    sandbox_prices: Mapping[str, str] = field(default_factory=lambda: DEFAULT_PRICES)
+    # Webhooks.
+    webhook_timeout_s: float = 5.0
+    webhook_retry_period_s: int = 86_400
+    webhook_max_retry_delay_s: int = 300
+    webhook_issuer: str = "Vonage"
+    webhook_concurrency: int = 256
+    webhook_per_application: int = 64
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "sandbox_prices", MappingProxyType(dict(self.sandbox_prices)))
+        for channel, price in self.sandbox_prices.items():
+            try:
+                if Decimal(price) < 0:
+                    raise InvalidOperation
+            except InvalidOperation:
+                raise ConfigurationError(
+                    f"sandbox price for {channel} must be a non-negative decimal, not {price!r}"
+                ) from None
+        if self.final_status_timeout_s < 1:
+            raise ConfigurationError("final_status_timeout_s must be at least 1")
+        if min(self.sandbox_delivered_after_ms, self.sandbox_read_after_ms) < 0:
+            raise ConfigurationError("sandbox delays cannot be negative")
+        if self.webhook_timeout_s <= 0 or self.webhook_retry_period_s < 0:
+            raise ConfigurationError("webhook timeout must be positive, retry period not negative")
+        if min(self.webhook_concurrency, self.webhook_per_application) < 1:
+            raise ConfigurationError("webhook concurrency limits must be at least 1")
         if not 1 <= self.max_messages <= 1000:
             raise ConfigurationError("max_messages must be between 1 and 1000")
         if self.max_body_bytes < 1024:

@@ -12,7 +12,12 @@ import pytest
 from opendispatch.errors import MigrationError, StoreError
 from opendispatch.ids import uuid7
 from opendispatch.store.migrations import load_migrations
-from opendispatch.store.records import Application, ApplicationCredentials, NewWorkflow
+from opendispatch.store.records import (
+    Application,
+    ApplicationCredentials,
+    NewWorkflow,
+    Transition,
+)
 from opendispatch.store.sqlite import SqliteStore, migrate
 
 pytestmark = pytest.mark.anyio
@@ -42,6 +47,16 @@ def new_workflow(application_id: str = "app-1", created_at_ms: int = 1_700_000_0
         request_json="[]",
         created_at_ms=created_at_ms,
     )
+
+
+def first_transition(created_at_ms: int = 1_700_000_000_000) -> Transition:
+    return Transition(
+        state_json="{}", status="in_progress", due_at_ms=None, updated_at_ms=created_at_ms
+    )
+
+
+async def create(store: SqliteStore, workflow: NewWorkflow) -> None:
+    await store.create_workflow(workflow, first_transition(workflow.created_at_ms))
 
 
 @pytest.fixture
@@ -95,7 +110,7 @@ def test_a_database_newer_than_the_code_is_refused(tmp_path: Path):
 
 async def test_writes_arriving_together_share_one_transaction(store: SqliteStore):
     before_batches, before_operations = store.group_commit_stats
-    await asyncio.gather(*(store.create_workflow(new_workflow()) for _ in range(50)))
+    await asyncio.gather(*(create(store, new_workflow()) for _ in range(50)))
     batches, operations = store.group_commit_stats
     assert operations - before_operations == 50
     assert batches - before_batches <= 2  # one batch, or two if the first began early
@@ -105,7 +120,7 @@ async def test_a_failing_write_fails_alone(store: SqliteStore):
     good = [new_workflow() for _ in range(3)]
     orphan = new_workflow(application_id="no-such-app")  # violates the foreign key
     results = await asyncio.gather(
-        *(store.create_workflow(w) for w in [good[0], orphan, good[1], good[2]]),
+        *(create(store, w) for w in [good[0], orphan, good[1], good[2]]),
         return_exceptions=True,
     )
     assert [type(result) for result in results] == [type(None), StoreError, type(None), type(None)]
@@ -118,7 +133,7 @@ async def test_close_commits_writes_already_submitted(tmp_path: Path):
     store = SqliteStore(path)
     await store.open()
     await store.create_application(credentials())
-    pending = [asyncio.ensure_future(store.create_workflow(new_workflow())) for _ in range(20)]
+    pending = [asyncio.ensure_future(create(store, new_workflow())) for _ in range(20)]
     await asyncio.sleep(0)  # the tasks submit their writes
     await store.close()  # drains what is queued
     await asyncio.sleep(0)  # the tasks see their results
@@ -131,8 +146,8 @@ async def test_list_is_newest_first_per_application(store: SqliteStore):
     await store.create_application(credentials("app-2", "key-2"))
     mine = [new_workflow(created_at_ms=1_700_000_000_000 + i) for i in range(5)]
     for workflow in mine:
-        await store.create_workflow(workflow)
-    await store.create_workflow(new_workflow("app-2"))
+        await create(store, workflow)
+    await create(store, new_workflow("app-2"))
     listed = await store.list_workflows("app-1", limit=3)
     assert [w.dispatch_uuid for w in listed] == [w.dispatch_uuid for w in mine[::-1][:3]]
     rest = await store.list_workflows("app-1", limit=3, before=listed[-1].dispatch_uuid)
@@ -142,7 +157,7 @@ async def test_list_is_newest_first_per_application(store: SqliteStore):
 async def test_get_is_scoped_to_the_application(store: SqliteStore):
     await store.create_application(credentials("app-2", "key-2"))
     workflow = new_workflow()
-    await store.create_workflow(workflow)
+    await create(store, workflow)
     assert (await store.get_workflow("app-1", workflow.dispatch_uuid)) is not None
     assert (await store.get_workflow("app-2", workflow.dispatch_uuid)) is None
 

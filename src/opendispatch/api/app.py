@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import Callable
 
 from opendispatch.api.dispatch_routes import DispatchRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
+from opendispatch.api.sandbox_routes import SandboxRoutes
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.config import Settings
 from opendispatch.errors import (
@@ -19,9 +19,11 @@ from opendispatch.errors import (
     ServiceUnavailable,
     StoreError,
 )
+from opendispatch.runtime.assembly import build_runtime
+from opendispatch.runtime.clock import Clock, SystemClock
+from opendispatch.runtime.webhook_worker import WebhookPoster
 from opendispatch.store.factory import create_store
 from opendispatch.store.protocol import Store
-from opendispatch.timefmt import now_ms
 
 __all__ = ["DispatchApp"]
 
@@ -39,13 +41,19 @@ class DispatchApp:
         settings: Settings,
         *,
         store: Store | None = None,
-        clock_ms: Callable[[], int] = now_ms,
+        clock: Clock | None = None,
+        webhook_client: WebhookPoster | None = None,
+        run_workers: bool = True,
         freeze_heap_after_startup: bool = False,
     ) -> None:
         self.settings = settings
         self._freeze_heap = freeze_heap_after_startup
+        self._run_workers = run_workers
         self.store = store if store is not None else create_store(settings.database)
-        self.clock_ms = clock_ms
+        self.clock = clock or SystemClock()
+        self.runtime = build_runtime(
+            settings, store=self.store, clock=self.clock, webhook_client=webhook_client
+        )
         self.ready = False
         authenticator = Authenticator(
             self.store,
@@ -54,7 +62,17 @@ class DispatchApp:
             max_token_age_s=settings.jwt_max_age_s,
         )
         dispatch = DispatchRoutes(
-            settings=settings, store=self.store, authenticator=authenticator, clock_ms=clock_ms
+            settings=settings,
+            store=self.store,
+            runtime=self.runtime,
+            authenticator=authenticator,
+            clock_ms=self.clock.now_ms,
+        )
+        sandbox = SandboxRoutes(
+            store=self.store,
+            runtime=self.runtime,
+            authenticator=authenticator,
+            clock_ms=self.clock.now_ms,
         )
         self._openapi = openapi_document()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
@@ -66,6 +84,14 @@ class DispatchApp:
                 Route("/v0.1/dispatch/", collection),
                 Route("/v0.1/dispatch/{dispatch_uuid}", {"GET": dispatch.get}),
                 Route("/workflows/{dispatch_uuid}", {"GET": dispatch.get}),
+                Route(
+                    "/workflows/{dispatch_uuid}/messages/{message_uuid}",
+                    {"GET": dispatch.get_message},
+                ),
+                Route(
+                    "/v0.1/sandbox/messages/{message_uuid}/status",
+                    {"POST": sandbox.inject_status},
+                ),
             ]
         )
 
@@ -73,6 +99,8 @@ class DispatchApp:
 
     async def startup(self) -> None:
         await self.store.open()
+        if self._run_workers:
+            await self.runtime.start()
         if self._freeze_heap:
             # Everything alive now (modules, pydantic schemas, caches) lives as long as the
             # process: moving it out of the collector's sight makes each collection scan only
@@ -83,6 +111,8 @@ class DispatchApp:
 
     async def shutdown(self) -> None:
         self.ready = False
+        await self.runtime.stop()
+        await self.runtime.close()
         await self.store.close()
         log.info("OpenDispatch stopped")
 

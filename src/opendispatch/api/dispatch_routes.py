@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.validation import validate_create_workflow_json
-from opendispatch.api.views import workflow_page, workflow_view
+from opendispatch.api.views import message_view, workflow_page, workflow_view
 from opendispatch.auth.authenticator import Authenticator, Principal
 from opendispatch.config import Settings
 from opendispatch.errors import (
@@ -23,8 +23,9 @@ from opendispatch.errors import (
     UnsupportedMediaType,
 )
 from opendispatch.ids import is_uuid, uuid7
+from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
-from opendispatch.store.records import NewWorkflow
+from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
 
@@ -45,11 +46,13 @@ class DispatchRoutes:
         *,
         settings: Settings,
         store: Store,
+        runtime: Runtime,
         authenticator: Authenticator,
         clock_ms: Callable[[], int],
     ) -> None:
         self._settings = settings
         self._store = store
+        self._runtime = runtime
         self._authenticator = authenticator
         self._clock_ms = clock_ms
 
@@ -71,14 +74,15 @@ class DispatchRoutes:
         valid = validate_create_workflow_json(body, max_messages=self._settings.max_messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
-        await self._store.create_workflow(
+        await self._runtime.accept(
             NewWorkflow(
                 dispatch_uuid=dispatch_uuid,
                 application_id=principal.application_id,
                 template=valid.template,
                 request_json=body.decode(),  # as submitted, byte for byte
                 created_at_ms=created_at_ms,
-            )
+            ),
+            principal.credentials,
         )
         return json_response(
             202,
@@ -88,13 +92,23 @@ class DispatchRoutes:
 
     async def get(self, request: Request) -> Response:
         principal = await self._principal(request)
-        dispatch_uuid = request.path_params["dispatch_uuid"]
-        record = None
-        if is_uuid(dispatch_uuid):
-            record = await self._store.get_workflow(principal.application_id, dispatch_uuid)
-        if record is None:
+        loaded = await self._owned_workflow(principal, request.path_params["dispatch_uuid"])
+        webhooks = await self._store.list_webhooks(loaded.record.dispatch_uuid)
+        return json_response(200, workflow_view(loaded, webhooks))
+
+    async def get_message(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        loaded = await self._owned_workflow(principal, request.path_params["dispatch_uuid"])
+        body = message_view(loaded, request.path_params["message_uuid"])
+        if body is None:
+            raise NotFound("No such message in this workflow.")
+        return json_response(200, body)
+
+    async def _owned_workflow(self, principal: Principal, dispatch_uuid: str) -> LoadedWorkflow:
+        loaded = await self._store.load_workflow(dispatch_uuid) if is_uuid(dispatch_uuid) else None
+        if loaded is None or loaded.record.application_id != principal.application_id:
             raise NotFound(f"No workflow {dispatch_uuid} for this application.")
-        return json_response(200, workflow_view(record))
+        return loaded
 
     async def list(self, request: Request) -> Response:
         principal = await self._principal(request)

@@ -12,6 +12,9 @@ __all__ = [
     "Health",
     "InvalidParameterBody",
     "Link",
+    "MessageView",
+    "Usage",
+    "WebhookView",
     "WorkflowLinks",
     "WorkflowPage",
     "WorkflowPageLinks",
@@ -69,7 +72,64 @@ class WorkflowSummary(_Model):
     links: WorkflowLinks = Field(alias="_links")
 
 
+class Usage(_Model):
+    price: str = Field(examples=["0.0333"], description="A decimal string.")
+    currency: str = Field(examples=["EUR"])
+
+
+class MessageErrorBody(_Model):
+    code: int = Field(examples=[1300])
+    reason: str = Field(examples=["Not part of the provider network"])
+
+
+class StatusEntry(_Model):
+    status: str = Field(examples=["delivered"])
+    timestamp: str
+
+
+class MessageLinks(_Model):
+    self: Link
+    workflow: Link
+
+
+class MessageView(_Model):
+    message_uuid: str
+    step: int = Field(description="Position of the message in the submitted workflow (from 0).")
+    channel: str
+    status: str | None = Field(
+        description="The furthest status reached; null until the provider answers."
+    )
+    sent_at: str = Field(description="When the workflow asked for this message to be sent.")
+    history: list[StatusEntry] = Field(description="Every status reported, in arrival order.")
+    usage: Usage | None = None
+    error: MessageErrorBody | None = None
+    links: MessageLinks = Field(alias="_links")
+
+
+class WebhookView(_Model):
+    event_id: str = Field(description="Sent as the `webhook-id` header; stable across retries.")
+    kind: str = Field(examples=["message_status", "final_report"])
+    message_uuid: str | None = None
+    status: str = Field(description="The message status forwarded, or the workflow's outcome.")
+    url: str
+    state: str = Field(description="`pending`, `delivered` or `dead` (gave up).")
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    next_attempt_at: str | None = Field(default=None, description="When it is tried next.")
+    created_at: str
+    delivered_at: str | None = None
+
+
 class WorkflowView(WorkflowSummary):
+    usage: Usage = Field(description="The sum of the messages' prices so far.")
+    next_deadline: str | None = Field(
+        default=None,
+        description="When the current step expires (or the last message's final-status "
+        "deadline passes); null once the workflow has ended.",
+    )
+    messages: list[MessageView] = Field(description="Every message sent so far, in order.")
+    webhooks: list[WebhookView] = Field(description="Every webhook and its delivery state.")
     workflow: list[dict[str, Any]] = Field(
         description="The workflow's messages exactly as they were submitted."
     )

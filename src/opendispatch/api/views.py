@@ -8,6 +8,12 @@ import msgspec
 
 from opendispatch.api.response_models import (
     Link,
+    MessageErrorBody,
+    MessageLinks,
+    MessageView,
+    StatusEntry,
+    Usage,
+    WebhookView,
     WorkflowLinks,
     WorkflowPage,
     WorkflowPageEmbedded,
@@ -15,15 +21,24 @@ from opendispatch.api.response_models import (
     WorkflowSummary,
     WorkflowView,
 )
-from opendispatch.store.records import WorkflowRecord
+from opendispatch.engine.model import MessageState, WorkflowState
+from opendispatch.runtime.shell import decode_state
+from opendispatch.store.records import LoadedWorkflow, WebhookRecord, WorkflowRecord
 from opendispatch.timefmt import iso_ms
+from opendispatch.webhooks.payloads import total_price
 
-__all__ = ["workflow_href", "workflow_page", "workflow_view"]
+__all__ = ["message_href", "message_view", "workflow_href", "workflow_page", "workflow_view"]
+
+_CURRENCY = "EUR"
 
 
 def workflow_href(dispatch_uuid: str) -> str:
     """The `href` the spec's webhook payloads carry; OpenDispatch serves it."""
     return f"/workflows/{dispatch_uuid}"
+
+
+def message_href(dispatch_uuid: str, message_uuid: str) -> str:
+    return f"/workflows/{dispatch_uuid}/messages/{message_uuid}"
 
 
 def _summary_fields(record: WorkflowRecord) -> dict[str, Any]:
@@ -37,10 +52,72 @@ def _summary_fields(record: WorkflowRecord) -> dict[str, Any]:
     }
 
 
-def workflow_view(record: WorkflowRecord) -> bytes:
-    submitted = msgspec.json.decode(record.request_json)
-    view = WorkflowView(**_summary_fields(record), workflow=submitted["workflow"])
+def _message(state: WorkflowState, message: MessageState) -> MessageView:
+    status = message.status
+    return MessageView(
+        message_uuid=message.message_uuid,
+        step=message.step,
+        channel=state.steps[message.step].channel,
+        status=None if status is None else status.value,
+        sent_at=iso_ms(message.sent_at_ms),
+        history=[
+            StatusEntry(status=record.status.value, timestamp=iso_ms(record.at_ms))
+            for record in message.history
+        ],
+        usage=None if message.price is None else Usage(price=message.price, currency=_CURRENCY),
+        error=None
+        if message.error is None
+        else MessageErrorBody(code=message.error.code, reason=message.error.reason),
+        _links=MessageLinks(
+            self=Link(href=message_href(state.dispatch_uuid, message.message_uuid)),
+            workflow=Link(href=workflow_href(state.dispatch_uuid)),
+        ),
+    )
+
+
+def _webhook(webhook: WebhookRecord) -> WebhookView:
+    return WebhookView(
+        event_id=webhook.event_id,
+        kind=webhook.kind,
+        message_uuid=webhook.message_uuid,
+        status=webhook.status,
+        url=webhook.url,
+        state=webhook.state,
+        attempts=webhook.attempts,
+        last_status_code=webhook.last_status_code,
+        last_error=webhook.last_error,
+        next_attempt_at=None
+        if webhook.next_attempt_at_ms is None
+        else iso_ms(webhook.next_attempt_at_ms),
+        created_at=iso_ms(webhook.created_at_ms),
+        delivered_at=None if webhook.delivered_at_ms is None else iso_ms(webhook.delivered_at_ms),
+    )
+
+
+def workflow_view(loaded: LoadedWorkflow, webhooks: list[WebhookRecord]) -> bytes:
+    record = loaded.record
+    state = None if loaded.state_json is None else decode_state(loaded.state_json)
+    messages = [] if state is None else [_message(state, m) for m in state.messages]
+    price = total_price(() if state is None else (m.price for m in state.messages))
+    view = WorkflowView(
+        **_summary_fields(record),
+        usage=Usage(price=price, currency=_CURRENCY),
+        next_deadline=None if state is None or state.due_at_ms is None else iso_ms(state.due_at_ms),
+        messages=messages,
+        webhooks=[_webhook(webhook) for webhook in webhooks],
+        workflow=msgspec.json.decode(record.request_json)["workflow"],
+    )
     return view.model_dump_json(by_alias=True).encode()
+
+
+def message_view(loaded: LoadedWorkflow, message_uuid: str) -> bytes | None:
+    if loaded.state_json is None:
+        return None
+    state = decode_state(loaded.state_json)
+    message = state.message(message_uuid)
+    if message is None:
+        return None
+    return _message(state, message).model_dump_json(by_alias=True).encode()
 
 
 def workflow_page(

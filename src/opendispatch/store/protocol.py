@@ -2,28 +2,55 @@
 
 Handlers and workers depend on this and nothing below it; `tests/integration/test_store.py`
 runs one suite against every implementation.
+
+Two kinds of operation matter most:
+
+- `create_workflow` and `apply` are the engine's transactions: load a workflow, run a
+  transition function on it (the pure engine plus the rendering of its effects), write the
+  new state and every effect (sends, webhooks) together. A caller's future resolves only
+  once that is durable.
+- `claim_due_*` hand out due work with a lease; whoever holds the lease performs it and
+  records the result, which makes the work idempotent across crashes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from opendispatch.store.records import (
+    NO_SIDE_WRITES,
     Application,
     ApplicationCredentials,
+    InboxEvent,
+    LoadedWorkflow,
+    MessageOwner,
     NewWorkflow,
+    SendJob,
+    SideWrites,
+    Transition,
+    WebhookAttempt,
+    WebhookJob,
+    WebhookRecord,
     WorkflowRecord,
 )
 
-__all__ = ["Store"]
+__all__ = ["Store", "TransitionFunction"]
+
+# Runs inside the transaction, on the loaded workflow; None means "nothing changes".
+TransitionFunction = Callable[[LoadedWorkflow], Transition | None]
 
 
 class Store(Protocol):
+    dialect: str
+
     async def open(self) -> None:
         """Connect and bring the schema up to date (safe to run from several processes)."""
 
     async def close(self) -> None:
         """Commit what is pending, then release connections."""
+
+    # -- applications ----------------------------------------------------------------------
 
     async def create_application(self, credentials: ApplicationCredentials) -> None: ...
 
@@ -33,13 +60,80 @@ class Store(Protocol):
 
     async def find_credentials(self, application_id: str) -> ApplicationCredentials | None: ...
 
-    async def create_workflow(self, workflow: NewWorkflow) -> None:
-        """Returns only once the workflow is durable: this is what a 202 promises."""
+    # -- workflows -------------------------------------------------------------------------
+
+    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
+        """Store a workflow with its first transition; returns only once it is durable."""
+
+    async def apply(
+        self,
+        *,
+        transition: TransitionFunction,
+        dispatch_uuid: str | None = None,
+        message_uuid: str | None = None,
+        side: SideWrites = NO_SIDE_WRITES,
+    ) -> Transition | None:
+        """One event, one transaction (see the module docstring). `side` commits with it even
+        when the workflow is unknown or nothing changes (the event is consumed either way)."""
 
     async def get_workflow(self, application_id: str, dispatch_uuid: str) -> WorkflowRecord | None:
         """The workflow, if it exists and belongs to this application."""
+
+    async def load_workflow(self, dispatch_uuid: str) -> LoadedWorkflow | None: ...
 
     async def list_workflows(
         self, application_id: str, *, limit: int, before: str | None = None
     ) -> list[WorkflowRecord]:
         """Newest first; `before` is the last `dispatch_uuid` of the previous page."""
+
+    async def unstarted_workflows(self, limit: int) -> list[str]:
+        """Workflows stored before the engine existed (schema version 1): to be started."""
+
+    async def message_owner(self, message_uuid: str) -> MessageOwner | None: ...
+
+    # -- sends -----------------------------------------------------------------------------
+
+    async def claim_due_sends(self, *, now_ms: int, limit: int, lease_ms: int) -> list[SendJob]: ...
+
+    async def retry_send(
+        self, message_uuid: str, *, next_attempt_at_ms: int, error: str
+    ) -> None: ...
+
+    async def next_send_due_ms(self) -> int | None: ...
+
+    async def expire_send_leases(self, *, now_ms: int) -> None: ...
+
+    # -- timers ----------------------------------------------------------------------------
+
+    async def due_timers(self, *, now_ms: int, limit: int) -> list[str]: ...
+
+    async def next_timer_due_ms(self) -> int | None: ...
+
+    # -- provider statuses waiting to be applied ---------------------------------------------
+
+    async def claim_due_inbox(
+        self, *, now_ms: int, limit: int, lease_ms: int
+    ) -> list[InboxEvent]: ...
+
+    async def next_inbox_due_ms(self) -> int | None: ...
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    async def claim_due_webhooks(
+        self, *, now_ms: int, limit: int, lease_ms: int, exclude_applications: frozenset[str]
+    ) -> list[WebhookJob]: ...
+
+    async def next_webhook_due_ms(self, *, exclude_applications: frozenset[str]) -> int | None: ...
+
+    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None: ...
+
+    async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]: ...
+
+    # -- recovery and the sandbox ------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """At start, where one process owns the database: free a dead predecessor's claims."""
+
+    async def sandbox_record_send(
+        self, *, message_uuid: str, channel: str, recipient: str, outcome: str, now_ms: int
+    ) -> int: ...

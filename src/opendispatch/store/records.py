@@ -4,7 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Application", "ApplicationCredentials", "NewWorkflow", "WorkflowRecord"]
+__all__ = [
+    "NO_SIDE_WRITES",
+    "Application",
+    "ApplicationCredentials",
+    "InboxEvent",
+    "LoadedWorkflow",
+    "MessageOwner",
+    "NewInboxEvent",
+    "NewSend",
+    "NewWebhook",
+    "NewWorkflow",
+    "SendCompletion",
+    "SendJob",
+    "SideWrites",
+    "Transition",
+    "WebhookAttempt",
+    "WebhookJob",
+    "WebhookRecord",
+    "WorkflowRecord",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,3 +73,155 @@ class WorkflowRecord:
     request_json: str
     created_at_ms: int
     updated_at_ms: int
+
+
+# -- the engine's transitions, as the store writes them -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewSend:
+    """A message to hand to a provider (the engine's `SendMessage`, made concrete)."""
+
+    message_uuid: str
+    dispatch_uuid: str
+    step: int
+    channel: str
+    provider: str
+    payload_json: str
+    next_attempt_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewWebhook:
+    event_id: str
+    dispatch_uuid: str
+    application_id: str
+    kind: str  # "message_status" | "final_report"
+    message_uuid: str | None
+    status: str
+    url: str
+    payload: str
+    next_attempt_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    """Everything one event changes, written in one transaction with the new state."""
+
+    state_json: str
+    status: str
+    due_at_ms: int | None
+    updated_at_ms: int
+    sends: tuple[NewSend, ...] = ()
+    cancel_sends: tuple[str, ...] = ()
+    webhooks: tuple[NewWebhook, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadedWorkflow:
+    """A workflow as an event finds it, with what rendering its effects needs."""
+
+    record: WorkflowRecord
+    state_json: str | None
+    api_key: str
+    status_url: str
+    final_report_url: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendCompletion:
+    """How a send ended, written with the event it produced."""
+
+    message_uuid: str
+    send_state: str  # "sent" | "failed"
+    provider_message_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewInboxEvent:
+    message_uuid: str
+    status: str
+    due_at_ms: int
+    error_code: int | None = None
+    error_reason: str | None = None
+    price: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboxEvent(NewInboxEvent):
+    id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SideWrites:
+    """Writes that must commit with the event's transition (exactly-once bookkeeping)."""
+
+    complete_send: SendCompletion | None = None
+    inbox_done: int | None = None  # the inbox row this event came from
+    schedule: tuple[NewInboxEvent, ...] = ()  # statuses a provider announced for later
+
+
+NO_SIDE_WRITES = SideWrites()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendJob:
+    """A claimed send: the worker owns it until `lease_until_ms`."""
+
+    message_uuid: str
+    dispatch_uuid: str
+    step: int
+    channel: str
+    provider: str
+    payload_json: str
+    attempts: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookJob:
+    id: int
+    event_id: str
+    application_id: str
+    url: str
+    payload: str
+    attempts: int
+    created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookAttempt:
+    """The outcome of one delivery attempt: delivered, to retry at a time, or dead."""
+
+    id: int
+    state: str  # "delivered" | "pending" | "dead"
+    next_attempt_at_ms: int | None
+    status_code: int | None
+    error: str | None
+    at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookRecord:
+    event_id: str
+    kind: str
+    message_uuid: str | None
+    status: str
+    url: str
+    state: str
+    attempts: int
+    next_attempt_at_ms: int | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at_ms: int
+    delivered_at_ms: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageOwner:
+    """Which workflow and application a message belongs to."""
+
+    message_uuid: str
+    dispatch_uuid: str
+    application_id: str

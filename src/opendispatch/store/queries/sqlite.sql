@@ -28,8 +28,9 @@ WHERE a.application_id = ?;
 
 -- name: insert_workflow
 INSERT INTO workflows
-    (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+    (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms,
+     state_json, due_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: get_workflow
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
@@ -42,3 +43,163 @@ FROM workflows
 WHERE application_id = ? AND dispatch_uuid < ?
 ORDER BY dispatch_uuid DESC
 LIMIT ?;
+
+-- The engine's transitions ------------------------------------------------------------------
+
+-- name: load_workflow
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
+       a.final_report_url
+FROM workflows w JOIN applications a ON a.application_id = w.application_id
+WHERE w.dispatch_uuid = ?;
+
+-- name: workflow_of_message
+SELECT dispatch_uuid FROM messages WHERE message_uuid = ?;
+
+-- name: update_workflow_state
+UPDATE workflows SET state_json = ?, status = ?, due_at_ms = ?, updated_at_ms = ?
+WHERE dispatch_uuid = ?;
+
+-- name: insert_send
+INSERT INTO messages
+    (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
+     next_attempt_at_ms, created_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?);
+
+-- name: cancel_send
+UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL
+WHERE message_uuid = ? AND send_state = 'pending';
+
+-- name: insert_webhook
+INSERT INTO webhooks
+    (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
+     next_attempt_at_ms, created_at_ms)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?);
+
+-- name: complete_send
+UPDATE messages
+SET send_state = ?, provider_message_id = ?, last_error = ?, lease_until_ms = NULL
+WHERE message_uuid = ?;
+
+-- name: insert_inbox
+INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms)
+VALUES (?, ?, ?, ?, ?, ?);
+
+-- name: delete_inbox
+DELETE FROM inbox WHERE id = ?;
+
+-- Sends ---------------------------------------------------------------------------------------
+
+-- name: claim_sends
+UPDATE messages SET send_state = 'sending', lease_until_ms = ?, attempts = attempts + 1
+WHERE message_uuid IN (
+    SELECT message_uuid FROM messages
+    WHERE send_state = 'pending' AND next_attempt_at_ms <= ?
+    ORDER BY next_attempt_at_ms
+    LIMIT ?)
+RETURNING message_uuid, dispatch_uuid, step, channel, provider, payload_json, attempts,
+          created_at_ms;
+
+-- name: retry_send
+UPDATE messages
+SET send_state = 'pending', next_attempt_at_ms = ?, lease_until_ms = NULL, last_error = ?
+WHERE message_uuid = ? AND send_state = 'sending';
+
+-- name: expire_send_leases
+UPDATE messages SET send_state = 'pending', lease_until_ms = NULL
+WHERE send_state = 'sending' AND lease_until_ms <= ?;
+
+-- name: next_send_due
+SELECT min(due) FROM (
+    SELECT min(next_attempt_at_ms) AS due FROM messages WHERE send_state = 'pending'
+    UNION ALL
+    SELECT min(lease_until_ms) FROM messages WHERE send_state = 'sending');
+
+-- Timers ----------------------------------------------------------------------------------------
+
+-- name: due_timers
+SELECT dispatch_uuid FROM workflows
+WHERE due_at_ms IS NOT NULL AND due_at_ms <= ?
+ORDER BY due_at_ms
+LIMIT ?;
+
+-- name: next_timer_due
+SELECT min(due_at_ms) FROM workflows WHERE due_at_ms IS NOT NULL;
+
+-- Inbox -----------------------------------------------------------------------------------------
+
+-- name: claim_inbox
+UPDATE inbox SET lease_until_ms = ?
+WHERE id IN (
+    SELECT id FROM inbox
+    WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
+    ORDER BY due_at_ms
+    LIMIT ?)
+RETURNING id, message_uuid, status, error_code, error_reason, price, due_at_ms;
+
+-- name: next_inbox_due
+SELECT min(max(due_at_ms, coalesce(lease_until_ms, 0))) FROM inbox;
+
+-- Webhooks --------------------------------------------------------------------------------------
+
+-- A final report waits until every earlier webhook of its workflow is delivered or dead.
+-- name: claim_webhooks
+UPDATE webhooks SET lease_until_ms = ?, attempts = attempts + 1
+WHERE id IN (
+    SELECT w.id FROM webhooks w
+    WHERE w.state = 'pending' AND w.next_attempt_at_ms <= ?
+      AND (w.lease_until_ms IS NULL OR w.lease_until_ms <= ?)
+      AND w.application_id NOT IN (SELECT value FROM json_each(?))
+      AND (w.kind <> 'final_report' OR NOT EXISTS (
+          SELECT 1 FROM webhooks e
+          WHERE e.dispatch_uuid = w.dispatch_uuid AND e.id < w.id AND e.state = 'pending'))
+    ORDER BY w.next_attempt_at_ms
+    LIMIT ?)
+RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms;
+
+-- name: next_webhook_due
+SELECT min(max(w.next_attempt_at_ms, coalesce(w.lease_until_ms, 0))) FROM webhooks w
+WHERE w.state = 'pending'
+  AND w.application_id NOT IN (SELECT value FROM json_each(?))
+  AND (w.kind <> 'final_report' OR NOT EXISTS (
+      SELECT 1 FROM webhooks e
+      WHERE e.dispatch_uuid = w.dispatch_uuid AND e.id < w.id AND e.state = 'pending'));
+
+-- name: record_webhook_attempt
+UPDATE webhooks
+SET state = ?, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), lease_until_ms = NULL,
+    last_status_code = ?, last_error = ?, delivered_at_ms = ?
+WHERE id = ?;
+
+-- name: list_webhooks
+SELECT event_id, kind, message_uuid, status, url, state, attempts,
+       CASE WHEN state = 'pending' THEN next_attempt_at_ms END,
+       last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks WHERE dispatch_uuid = ? ORDER BY id;
+
+-- Lookups and recovery --------------------------------------------------------------------------
+
+-- name: message_owner
+SELECT m.message_uuid, m.dispatch_uuid, w.application_id
+FROM messages m JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
+WHERE m.message_uuid = ?;
+
+-- name: unstarted_workflows
+SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT ?;
+
+-- name: release_send_leases
+UPDATE messages SET send_state = 'pending', lease_until_ms = NULL WHERE send_state = 'sending';
+
+-- name: release_webhook_leases
+UPDATE webhooks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
+
+-- name: release_inbox_leases
+UPDATE inbox SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
+
+-- Sandbox provider ----------------------------------------------------------------------------
+
+-- name: sandbox_record_send
+INSERT INTO sandbox_sends (message_uuid, channel, recipient, outcome, attempts, first_sent_at_ms)
+VALUES (?, ?, ?, ?, 1, ?)
+ON CONFLICT (message_uuid) DO UPDATE SET attempts = attempts + 1
+RETURNING attempts;

@@ -1,0 +1,107 @@
+"""`POST /v0.1/sandbox/messages/{message_uuid}/status`: inject any status by hand.
+
+For developers trying their receivers and their failover logic: the injected status is an
+engine event like any provider's, so it is forwarded as a webhook, counted in the usage, and
+moves the workflow exactly as a real one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from opendispatch.api.http import Request, Response, json_response
+from opendispatch.auth.authenticator import Authenticator
+from opendispatch.engine.model import MessageError, MessageStatus
+from opendispatch.errors import InvalidParameter, InvalidRequest, NotFound
+from opendispatch.ids import is_uuid
+from opendispatch.runtime.service import Runtime
+from opendispatch.store.protocol import Store
+from opendispatch.timefmt import parse_iso_ms
+
+__all__ = ["InjectedStatus", "SandboxRoutes"]
+
+
+class _ErrorBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+    code: int
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class _UsageBody(BaseModel):
+    model_config = ConfigDict(strict=True)
+    price: Annotated[str, Field(pattern=r"^\d{1,10}(\.\d{1,10})?$")]
+    currency: Literal["EUR"] = "EUR"
+
+
+class InjectedStatus(BaseModel):
+    """A status to report for a message, as a provider would."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    status: Literal["submitted", "delivered", "read", "rejected", "undeliverable"]
+    error: _ErrorBody | None = None
+    usage: _UsageBody | None = None
+    timestamp: str | None = Field(
+        default=None, description="ISO 8601; when the status happened (default: now)."
+    )
+
+
+class SandboxRoutes:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._store = store
+        self._runtime = runtime
+        self._authenticator = authenticator
+        self._clock_ms = clock_ms
+
+    async def inject_status(self, request: Request) -> Response:
+        principal = await self._authenticator.authenticate(
+            request.header(b"authorization"), now_s=self._clock_ms() / 1000
+        )
+        message_uuid = request.path_params["message_uuid"]
+        owner = await self._store.message_owner(message_uuid) if is_uuid(message_uuid) else None
+        if owner is None or owner.application_id != principal.application_id:
+            raise NotFound(f"No message {message_uuid} for this application.")
+        body = await request.body(64 * 1024)
+        try:
+            injected = InjectedStatus.model_validate_json(body or b"null")
+            at_ms = None if injected.timestamp is None else parse_iso_ms(injected.timestamp)
+        except ValidationError as exc:
+            raise InvalidRequest(
+                "The status did not validate.",
+                invalid_parameters=tuple(
+                    InvalidParameter(
+                        ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
+                    )
+                    for error in exc.errors(include_url=False)
+                ),
+            ) from None
+        except ValueError:
+            raise InvalidRequest(
+                "The timestamp is not ISO 8601.",
+                invalid_parameters=(InvalidParameter("timestamp", "must be ISO 8601"),),
+            ) from None
+        await self._runtime.report_status(
+            message_uuid,
+            MessageStatus(injected.status),
+            at_ms=at_ms,
+            error=None
+            if injected.error is None
+            else MessageError(code=injected.error.code, reason=injected.error.reason),
+            price=None if injected.usage is None else injected.usage.price,
+        )
+        answer = {
+            "message_uuid": message_uuid,
+            "dispatch_uuid": owner.dispatch_uuid,
+            "status": injected.status,
+        }
+        return json_response(202, msgspec.json.encode(answer))

@@ -1,0 +1,277 @@
+"""The failover template: every rule of it lives in this file.
+
+`decide(state, event, now_ms) -> (state, effects)` is a pure function, in the manner of h11:
+no clock, no database, no network, no randomness. Ids and the time come in as arguments, and
+what should happen in the world goes out as effects (`SendMessage`, `CancelSend`,
+`EmitStatus`, `EmitFinalReport`); the workflow's one timer is `state.due_at_ms`, which the
+shell stores in an indexed column. The shell applies one event in one transaction, so a crash
+leaves either the old state with its effects pending or the new one.
+
+How a workflow moves, in words (the table `TRANSITIONS` says the same):
+
+- Accepting a workflow sends its first message. Each step's message has its own
+  `message_uuid`, chosen at accept time.
+- A step starts when its message is sent, and gets a deadline: its `failover.expiry_time`, or,
+  for a last message without `failover`, `final_status_timeout_s`.
+- A status of the current message is classified as a *signal*: `rejected` and `undeliverable`
+  FAIL at once; a status that satisfies the step's condition is MET (`delivered` is met by
+  `delivered` or `read`, `read` only by `read`; a last message without `failover` has the
+  condition `delivered`); anything else is PROGRESS. The deadline passing is EXPIRED.
+- MET completes the workflow. FAILED or EXPIRED moves to the next message; on the last
+  message, they end the workflow in `error`. PROGRESS waits.
+- A step whose provider never answered by its deadline is given up: its send is cancelled
+  (`CancelSend`: a message sent that late would only confuse) and its message is recorded
+  `rejected` with error 1400, so every message in the final report has a status.
+- A status of the current message that happened at or after the step's deadline, applied
+  before the timer loop got to it, does not meet the step: the step expires first, and the
+  status is late.
+  (The outcome depends on when things happened, not on how busy the timer loop was.)
+- Every status is forwarded (`EmitStatus`) and counted in the usage, including late ones: a
+  status of a message the workflow already moved past, or one after the final report. Those
+  never change the outcome. A repeat that brings nothing new (same message, same status, no
+  new error or price) is dropped; a provider's own `rejected` after the engine gave the
+  message up is new: its error and price are recorded and forwarded.
+- Exactly one `EmitFinalReport` per workflow, when it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from enum import StrEnum
+from typing import Final
+
+from opendispatch.engine.model import (
+    CancelSend,
+    Condition,
+    Effect,
+    EmitFinalReport,
+    EmitStatus,
+    Event,
+    FinalMessage,
+    MessageError,
+    MessageState,
+    MessageStatus,
+    SendMessage,
+    StatusRecord,
+    StatusReported,
+    StepPlan,
+    TimerFired,
+    WorkflowAccepted,
+    WorkflowState,
+    WorkflowStatus,
+)
+from opendispatch.errors import InvalidTransition
+
+__all__ = ["ABANDONED", "TRANSITIONS", "Move", "Signal", "decide", "signal_for"]
+
+Decision = tuple[WorkflowState, tuple[Effect, ...]]
+
+# Recorded as the `rejected` error of a message whose provider never answered its send before
+# the step's deadline (for instance, a provider down for longer than `expiry_time`).
+ABANDONED: Final = MessageError(
+    code=1400, reason="The provider did not accept the message before the step's deadline."
+)
+
+
+class Signal(StrEnum):
+    """What an event means for the current step."""
+
+    PROGRESS = "progress"  # the message moved on, without deciding anything
+    MET = "met"  # it reached the step's condition
+    FAILED = "failed"  # rejected or undeliverable
+    EXPIRED = "expired"  # the step's deadline passed first
+
+
+class Move(StrEnum):
+    WAIT = "wait"
+    COMPLETE = "complete"  # the workflow ends `completed`
+    NEXT = "next"  # send the next message
+    FAIL = "fail"  # the workflow ends `error`
+
+
+# (signal, is the current step the last one?) -> move. Only open workflows consult it: once a
+# workflow has ended, events are forwarded and counted, nothing more.
+TRANSITIONS: Final[dict[tuple[Signal, bool], Move]] = {
+    (Signal.PROGRESS, False): Move.WAIT,
+    (Signal.PROGRESS, True): Move.WAIT,
+    (Signal.MET, False): Move.COMPLETE,
+    (Signal.MET, True): Move.COMPLETE,
+    (Signal.FAILED, False): Move.NEXT,
+    (Signal.FAILED, True): Move.FAIL,
+    (Signal.EXPIRED, False): Move.NEXT,
+    (Signal.EXPIRED, True): Move.FAIL,
+}
+
+_FAILURES: Final = frozenset({MessageStatus.REJECTED, MessageStatus.UNDELIVERABLE})
+
+
+def decide(state: WorkflowState | None, event: Event, now_ms: int) -> Decision:
+    """The next state of the workflow and what to do about it; the input is never changed."""
+    if isinstance(event, WorkflowAccepted):
+        if state is not None:
+            raise InvalidTransition(f"workflow {state.dispatch_uuid} was already accepted")
+        return _accept(event, now_ms)
+    if state is None:
+        raise InvalidTransition(f"{type(event).__name__} for a workflow that does not exist")
+    if isinstance(event, StatusReported):
+        return _status(state, event, now_ms)
+    if isinstance(event, TimerFired):
+        return _timer(state, now_ms)
+    raise InvalidTransition(f"unknown event {event!r}")
+
+
+def signal_for(plan: StepPlan, status: MessageStatus) -> Signal:
+    if status in _FAILURES:
+        return Signal.FAILED
+    condition = plan.condition or Condition.DELIVERED
+    if status is MessageStatus.READ or (
+        status is MessageStatus.DELIVERED and condition is Condition.DELIVERED
+    ):
+        return Signal.MET
+    return Signal.PROGRESS
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def _accept(event: WorkflowAccepted, now_ms: int) -> Decision:
+    state = WorkflowState(
+        dispatch_uuid=event.dispatch_uuid,
+        status=WorkflowStatus.IN_PROGRESS,
+        steps=event.steps,
+        message_uuids=event.message_uuids,
+        final_status_timeout_s=event.final_status_timeout_s,
+    )
+    return _start_step(state, 0, now_ms, ())
+
+
+def _status(state: WorkflowState, event: StatusReported, now_ms: int) -> Decision:
+    message = state.message(event.message_uuid)
+    if message is None:
+        return state, ()  # not a message this workflow sent (yet): nothing to forward
+    if _is_repeat(message, event):
+        return state, ()  # a provider repeating itself
+    expired: tuple[Effect, ...] = ()
+    due = state.due_at_ms
+    on_current = state.is_open and message.step == state.current
+    if on_current and due is not None and now_ms >= due and event.at_ms >= due:
+        state, expired = _timer(state, now_ms)  # the deadline came first
+        message = state.message(event.message_uuid) or message
+    message = _record(message, event.status, event.at_ms, event.error, event.price)
+    state = _with_message(state, message)
+    error = event.error if event.status in _FAILURES else None
+    effects: tuple[Effect, ...] = (*expired, _emit(message, event.status, event.at_ms, error))
+    if not state.is_open or message.step != state.current:
+        return state, effects  # late: forwarded and counted, never changes the outcome
+    signal = signal_for(state.steps[message.step], event.status)
+    return _move(state, signal, now_ms, effects)
+
+
+def _is_repeat(message: MessageState, event: StatusReported) -> bool:
+    return (
+        any(record.status is event.status for record in message.history)
+        and (event.error is None or event.error == message.error)
+        and (event.price is None or event.price == message.price)
+    )
+
+
+def _timer(state: WorkflowState, now_ms: int) -> Decision:
+    if not state.is_open or state.due_at_ms is None or now_ms < state.due_at_ms:
+        return state, ()  # a stale or early firing: the deadline moved or was never reached
+    effects: tuple[Effect, ...] = ()
+    current = state.messages[-1]
+    if current.status is None:
+        given_up = _record(current, MessageStatus.REJECTED, now_ms, ABANDONED, None)
+        state = _with_message(state, given_up)
+        effects = (
+            CancelSend(message_uuid=given_up.message_uuid),
+            _emit(given_up, MessageStatus.REJECTED, now_ms, ABANDONED),
+        )
+    return _move(state, Signal.EXPIRED, now_ms, effects)
+
+
+# -- moves ------------------------------------------------------------------------------------
+
+
+def _move(
+    state: WorkflowState, signal: Signal, now_ms: int, effects: tuple[Effect, ...]
+) -> Decision:
+    is_last = state.current == len(state.steps) - 1
+    move = TRANSITIONS[(signal, is_last)]
+    if move is Move.WAIT:
+        return state, effects
+    if move is Move.NEXT:
+        return _start_step(state, state.current + 1, now_ms, effects)
+    status = WorkflowStatus.COMPLETED if move is Move.COMPLETE else WorkflowStatus.ERROR
+    ended = replace(state, status=status, due_at_ms=None, ended_at_ms=now_ms)
+    report = EmitFinalReport(
+        status=status,
+        at_ms=now_ms,
+        messages=tuple(
+            FinalMessage(
+                message_uuid=message.message_uuid,
+                channel=ended.steps[message.step].channel,
+                status=message.status,
+                price=message.price,
+            )
+            for message in ended.messages
+        ),
+    )
+    return ended, (*effects, report)
+
+
+def _start_step(
+    state: WorkflowState, step: int, now_ms: int, effects: tuple[Effect, ...]
+) -> Decision:
+    plan = state.steps[step]
+    timeout_s = plan.expiry_s if plan.expiry_s is not None else state.final_status_timeout_s
+    message_uuid = state.message_uuids[step]
+    started = replace(
+        state,
+        current=step,
+        messages=(
+            *state.messages,
+            MessageState(message_uuid=message_uuid, step=step, sent_at_ms=now_ms),
+        ),
+        due_at_ms=now_ms + timeout_s * 1000,
+    )
+    return started, (*effects, SendMessage(step=step, message_uuid=message_uuid))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _record(
+    message: MessageState,
+    status: MessageStatus,
+    at_ms: int,
+    error: MessageError | None,
+    price: str | None,
+) -> MessageState:
+    return replace(
+        message,
+        history=(*message.history, StatusRecord(status=status, at_ms=at_ms)),
+        price=price if price is not None else message.price,
+        error=error if error is not None else message.error,
+    )
+
+
+def _with_message(state: WorkflowState, message: MessageState) -> WorkflowState:
+    messages = tuple(
+        message if existing.message_uuid == message.message_uuid else existing
+        for existing in state.messages
+    )
+    return replace(state, messages=messages)
+
+
+def _emit(
+    message: MessageState, status: MessageStatus, at_ms: int, error: MessageError | None
+) -> EmitStatus:
+    return EmitStatus(
+        step=message.step,
+        message_uuid=message.message_uuid,
+        status=status,
+        at_ms=at_ms,
+        error=error,
+        price=message.price,
+    )

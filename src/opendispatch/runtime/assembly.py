@@ -1,0 +1,58 @@
+"""Build a `Runtime` from settings: the one place that knows every concrete part."""
+
+from __future__ import annotations
+
+from opendispatch.config import Settings
+from opendispatch.providers.sandbox import SandboxProvider, SandboxSettings
+from opendispatch.retry import RetryPolicy
+from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.service import Runtime, RuntimeSettings
+from opendispatch.runtime.webhook_worker import WebhookPoster
+from opendispatch.store.protocol import Store
+from opendispatch.webhooks.client import WebhookClient
+from opendispatch.webhooks.signing import Signer
+
+__all__ = ["CHANNELS", "build_runtime"]
+
+CHANNELS = ("sms", "mms", "whatsapp", "viber_service_msg", "messenger")
+
+
+def build_runtime(
+    settings: Settings,
+    *,
+    store: Store,
+    clock: Clock,
+    webhook_client: WebhookPoster | None = None,
+) -> Runtime:
+    sandbox = SandboxProvider(
+        store,
+        clock.now_ms,
+        SandboxSettings(
+            delivered_after_ms=settings.sandbox_delivered_after_ms,
+            read_after_ms=settings.sandbox_read_after_ms,
+            prices=settings.sandbox_prices,
+        ),
+    )
+    return Runtime(
+        store=store,
+        clock=clock,
+        providers={sandbox.name: sandbox},
+        provider_for_channel=dict.fromkeys(CHANNELS, sandbox.name),
+        webhook_client=webhook_client
+        or WebhookClient(
+            timeout_s=settings.webhook_timeout_s,
+            max_connections=settings.webhook_concurrency,
+            max_connections_per_host=settings.webhook_concurrency,
+        ),
+        signer=Signer(issuer=settings.webhook_issuer),
+        settings=RuntimeSettings(
+            final_status_timeout_s=settings.final_status_timeout_s,
+            webhook_retry=RetryPolicy(
+                first_delay_ms=1_000,
+                max_delay_ms=settings.webhook_max_retry_delay_s * 1000,
+                give_up_after_ms=settings.webhook_retry_period_s * 1000,
+            ),
+            webhook_concurrency=settings.webhook_concurrency,
+            webhook_per_application=settings.webhook_per_application,
+        ),
+    )

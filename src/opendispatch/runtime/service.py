@@ -1,0 +1,204 @@
+"""The runtime: the engine's shell and its workers, started and stopped with the server.
+
+It is also the one door for events from outside the workers: the API accepts workflows and
+injects sandbox statuses through it. After every transaction it wakes the workers that have
+new work sooner than they planned to look, so a rejection reaches the next send in
+milliseconds, not after a polling interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
+from opendispatch.providers.base import Provider
+from opendispatch.retry import RetryPolicy
+from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.shell import Shell
+from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
+from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
+from opendispatch.store.protocol import Store
+from opendispatch.store.records import ApplicationCredentials, NewWorkflow, Transition
+from opendispatch.webhooks.signing import Signer
+
+__all__ = ["Runtime", "RuntimeSettings"]
+
+log = logging.getLogger(__name__)
+
+
+# A provider that answers "try later" is retried for up to an hour (a step's own deadline
+# usually ends the wait sooner).
+_SEND_RETRY = RetryPolicy(first_delay_ms=1_000, max_delay_ms=60_000, give_up_after_ms=3_600_000)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuntimeSettings:
+    final_status_timeout_s: int = 86_400
+    send_retry: RetryPolicy = field(default_factory=lambda: _SEND_RETRY)
+    webhook_retry: RetryPolicy = field(default_factory=RetryPolicy)
+    webhook_concurrency: int = 256
+    webhook_per_application: int = 64
+    send_concurrency: int = 64
+
+
+class Runtime:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        providers: Mapping[str, Provider],
+        provider_for_channel: Mapping[str, str],
+        webhook_client: WebhookPoster,
+        signer: Signer,
+        settings: RuntimeSettings,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.providers = providers
+        self.shell = Shell(
+            final_status_timeout_s=settings.final_status_timeout_s,
+            provider_for=lambda channel: provider_for_channel.get(channel, "sandbox"),
+        )
+        self.sends = SendWorker(
+            clock=clock,
+            store=store,
+            shell=self.shell,
+            providers=providers,
+            retry=settings.send_retry,
+            after_transition=self.after_transition,
+            on_scheduled=self._inbox_scheduled,
+            concurrency=settings.send_concurrency,
+        )
+        self.timers = TimerWorker(
+            clock=clock, store=store, shell=self.shell, after_transition=self.after_transition
+        )
+        self.inbox = InboxWorker(
+            clock=clock, store=store, shell=self.shell, after_transition=self.after_transition
+        )
+        self.webhooks = WebhookWorker(
+            clock=clock,
+            store=store,
+            client=webhook_client,
+            signer=signer,
+            retry=settings.webhook_retry,
+            concurrency=settings.webhook_concurrency,
+            per_application=settings.webhook_per_application,
+        )
+        self.workers: tuple[Worker, ...] = (self.sends, self.timers, self.inbox, self.webhooks)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.store.dialect == "sqlite":
+            await self.store.release_leases()
+        await self._start_unstarted()
+        self._tasks = [
+            asyncio.create_task(worker.run(), name=f"opendispatch-{worker.name}")
+            for worker in self.workers
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        # Work in flight is abandoned, not lost: its lease expires (or, on SQLite, is
+        # released at the next start) and it is performed again.
+
+    async def close(self) -> None:
+        """Release the providers' and the webhook client's connections."""
+        for provider in self.providers.values():
+            await provider.close()
+        await self.webhooks.client.close()
+
+    async def _start_unstarted(self) -> None:
+        """Workflows accepted before this version had an engine: start them now."""
+        while batch := await self.store.unstarted_workflows(500):
+            for dispatch_uuid in batch:
+                transition = await self.store.apply(
+                    dispatch_uuid=dispatch_uuid,
+                    transition=self.shell.start_unstarted(self.clock.now_ms()),
+                )
+                self.after_transition(transition)
+            log.info("started %d workflows accepted before the engine existed", len(batch))
+
+    # -- the API's door ----------------------------------------------------------------------
+
+    async def accept(self, workflow: NewWorkflow, credentials: ApplicationCredentials) -> None:
+        """Store the workflow with its first step; returns once both are durable."""
+        app = credentials.application
+        transition = self.shell.accept(
+            workflow,
+            status_url=app.status_url,
+            final_report_url=app.final_report_url,
+            now_ms=self.clock.now_ms(),
+        )
+        await self.store.create_workflow(workflow, transition)
+        self.after_transition(transition)
+
+    async def report_status(
+        self,
+        message_uuid: str,
+        status: MessageStatus,
+        *,
+        at_ms: int | None = None,
+        error: MessageError | None = None,
+        price: str | None = None,
+    ) -> Transition | None:
+        """A status from outside (the sandbox's injection endpoint, later real providers)."""
+        now = self.clock.now_ms()
+        event = StatusReported(
+            message_uuid=message_uuid,
+            status=status,
+            at_ms=now if at_ms is None else at_ms,
+            error=error,
+            price=price,
+        )
+        transition = await self.store.apply(
+            message_uuid=message_uuid, transition=self.shell.transition_for(event, now)
+        )
+        self.after_transition(transition)
+        return transition
+
+    # -- wake-ups ------------------------------------------------------------------------------
+
+    def after_transition(self, transition: Transition | None) -> None:
+        if transition is None:
+            return
+        if transition.sends:
+            self.sends.notify()
+        if transition.webhooks:
+            self.webhooks.notify()
+        due = transition.due_at_ms
+        if due is not None and _sooner(due, self.timers):
+            self.timers.notify()
+
+    def _inbox_scheduled(self, due_at_ms: int) -> None:
+        if _sooner(due_at_ms, self.inbox):
+            self.inbox.notify()
+
+    async def settled(self, timeout_s: float = 10.0) -> None:
+        """Wait until nothing is due now and nothing is in flight (tests drive time with it)."""
+        async with asyncio.timeout(timeout_s):
+            quiet_rounds = 0
+            while quiet_rounds < 3:
+                await asyncio.sleep(0)
+                if all(worker.idle.is_set() and not worker.busy for worker in self.workers):
+                    quiet_rounds += 1
+                else:
+                    quiet_rounds = 0
+                    await asyncio.sleep(0.001)
+
+
+def _sooner(due_at_ms: int, worker: Worker) -> bool:
+    """Wake a sleeping worker only if this is earlier than it planned to look."""
+    planned = worker.sleeping_until
+    return not worker.idle.is_set() or planned is None or due_at_ms < planned

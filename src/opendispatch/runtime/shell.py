@@ -1,0 +1,269 @@
+"""The shell around the engine: one event in, one `Transition` (rows to write) out.
+
+`Shell.accept` builds a new workflow's first transition; `Shell.transition_for(event)` builds
+the function `Store.apply` runs inside its transaction on the loaded workflow. Both run the
+pure engine (`engine.failover.decide`) and then make its effects concrete: a `SendMessage`
+becomes a send row carrying the step's message as submitted, an `EmitStatus` or
+`EmitFinalReport` becomes a webhook row with its exact JSON body and a stable event id.
+No failover rule is decided here: only how the engine's decisions are written down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from opendispatch.engine.failover import decide
+from opendispatch.engine.model import (
+    CancelSend,
+    Condition,
+    Effect,
+    EmitFinalReport,
+    EmitStatus,
+    Event,
+    SendMessage,
+    StepPlan,
+    WorkflowAccepted,
+    WorkflowState,
+)
+from opendispatch.ids import uuid7
+from opendispatch.store.protocol import TransitionFunction
+from opendispatch.store.records import (
+    LoadedWorkflow,
+    NewSend,
+    NewWebhook,
+    NewWorkflow,
+    Transition,
+)
+from opendispatch.webhooks import payloads
+
+__all__ = ["Shell", "decode_state", "steps_from_request"]
+
+_encode = msgspec.json.Encoder().encode
+_decode_request = msgspec.json.Decoder().decode
+decode_state = msgspec.json.Decoder(WorkflowState).decode
+
+
+def steps_from_request(workflow: Sequence[dict[str, Any]]) -> tuple[StepPlan, ...]:
+    """What the engine needs of each submitted message: its channel and its `failover`."""
+    steps = []
+    for message in workflow:
+        failover = message.get("failover") or {}
+        condition = failover.get("condition_status")
+        steps.append(
+            StepPlan(
+                channel=message["to"]["type"],
+                condition=None if condition is None else Condition(condition),
+                expiry_s=failover.get("expiry_time"),
+            )
+        )
+    return tuple(steps)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Context:
+    """What rendering effects needs to know about the workflow besides its state."""
+
+    dispatch_uuid: str
+    application_id: str
+    template: str
+    submitted: list[dict[str, Any]]
+    status_url: str
+    final_report_url: str
+
+
+class Shell:
+    def __init__(
+        self,
+        *,
+        final_status_timeout_s: int,
+        provider_for: Callable[[str], str],
+        new_id: Callable[[], str] = uuid7,
+    ) -> None:
+        self._final_status_timeout_s = final_status_timeout_s
+        self._provider_for = provider_for
+        self._new_id = new_id
+
+    def accept(
+        self,
+        workflow: NewWorkflow,
+        *,
+        status_url: str,
+        final_report_url: str | None,
+        now_ms: int,
+    ) -> Transition:
+        """The first transition of a workflow just validated: its state and first send."""
+        submitted = _decode_request(workflow.request_json)["workflow"]
+        event = WorkflowAccepted(
+            dispatch_uuid=workflow.dispatch_uuid,
+            steps=steps_from_request(submitted),
+            message_uuids=tuple(self._new_id() for _ in submitted),
+            final_status_timeout_s=self._final_status_timeout_s,
+        )
+        state, effects = decide(None, event, now_ms)
+        context = _Context(
+            dispatch_uuid=workflow.dispatch_uuid,
+            application_id=workflow.application_id,
+            template=workflow.template,
+            submitted=submitted,
+            status_url=status_url,
+            final_report_url=final_report_url or status_url,
+        )
+        return self._transition(context, state, effects, now_ms)
+
+    def transition_for(self, event: Event, now_ms: int) -> TransitionFunction:
+        """The function `Store.apply` runs on the workflow inside its transaction."""
+
+        def transition(loaded: LoadedWorkflow) -> Transition | None:
+            if loaded.state_json is None:
+                return None  # not started yet: the runtime starts it first
+            state = decode_state(loaded.state_json)
+            new_state, effects = decide(state, event, now_ms)
+            if not effects and new_state == state:
+                return None
+            record = loaded.record
+            context = _Context(
+                dispatch_uuid=record.dispatch_uuid,
+                application_id=record.application_id,
+                template=record.template,
+                submitted=_decode_request(record.request_json)["workflow"],
+                status_url=loaded.status_url,
+                final_report_url=loaded.final_report_url or loaded.status_url,
+            )
+            return self._transition(context, new_state, effects, now_ms)
+
+        return transition
+
+    def start_unstarted(self, now_ms: int) -> TransitionFunction:
+        """For workflows stored before the engine existed: accept them now."""
+
+        def transition(loaded: LoadedWorkflow) -> Transition | None:
+            if loaded.state_json is not None:
+                return None
+            record = loaded.record
+            workflow = NewWorkflow(
+                dispatch_uuid=record.dispatch_uuid,
+                application_id=record.application_id,
+                template=record.template,
+                request_json=record.request_json,
+                created_at_ms=record.created_at_ms,
+            )
+            return self.accept(
+                workflow,
+                status_url=loaded.status_url,
+                final_report_url=loaded.final_report_url,
+                now_ms=now_ms,
+            )
+
+        return transition
+
+    # -- effects to rows -------------------------------------------------------------------
+
+    def _transition(
+        self,
+        context: _Context,
+        state: WorkflowState,
+        effects: tuple[Effect, ...],
+        now_ms: int,
+    ) -> Transition:
+        sends: list[NewSend] = []
+        cancels: list[str] = []
+        webhooks: list[NewWebhook] = []
+        for effect in effects:
+            if isinstance(effect, SendMessage):
+                sends.append(self._send(context, effect, now_ms))
+            elif isinstance(effect, CancelSend):
+                cancels.append(effect.message_uuid)
+            elif isinstance(effect, EmitStatus):
+                webhooks.append(self._status_webhook(context, effect, now_ms))
+            elif isinstance(effect, EmitFinalReport):
+                webhooks.append(self._final_report(context, effect, now_ms))
+        return Transition(
+            state_json=_encode(state).decode(),
+            status=state.status.value,
+            due_at_ms=state.due_at_ms,
+            updated_at_ms=now_ms,
+            sends=tuple(sends),
+            cancel_sends=tuple(cancels),
+            webhooks=tuple(webhooks),
+        )
+
+    def _send(self, context: _Context, effect: SendMessage, now_ms: int) -> NewSend:
+        submitted = context.submitted[effect.step]
+        channel = submitted["to"]["type"]
+        payload = {
+            "to": submitted["to"],
+            "from": submitted["from"],
+            "message": submitted["message"],
+        }
+        return NewSend(
+            message_uuid=effect.message_uuid,
+            dispatch_uuid=context.dispatch_uuid,
+            step=effect.step,
+            channel=channel,
+            provider=self._provider_for(channel),
+            payload_json=_encode(payload).decode(),
+            next_attempt_at_ms=now_ms,
+        )
+
+    def _status_webhook(self, context: _Context, effect: EmitStatus, now_ms: int) -> NewWebhook:
+        submitted = context.submitted[effect.step]
+        body = payloads.render_message_status(
+            payloads.MessageStatusPayload(
+                message_uuid=effect.message_uuid,
+                to=submitted["to"],
+                from_=submitted["from"],
+                timestamp_ms=effect.at_ms,
+                status=effect.status.value,
+                error=effect.error,
+                price=effect.price,
+                dispatch_uuid=context.dispatch_uuid,
+            )
+        )
+        return NewWebhook(
+            event_id=self._new_id(),
+            dispatch_uuid=context.dispatch_uuid,
+            application_id=context.application_id,
+            kind="message_status",
+            message_uuid=effect.message_uuid,
+            status=effect.status.value,
+            url=context.status_url,
+            payload=body.decode(),
+            next_attempt_at_ms=now_ms,
+        )
+
+    def _final_report(self, context: _Context, effect: EmitFinalReport, now_ms: int) -> NewWebhook:
+        messages = tuple(
+            payloads.FinalReportMessage(
+                message_uuid=message.message_uuid,
+                channel=message.channel,
+                # The engine gives every message of an ended workflow a status.
+                status=(message.status.value if message.status else "submitted"),
+                price=message.price,
+            )
+            for message in effect.messages
+        )
+        body = payloads.render_final_report(
+            payloads.FinalReportPayload(
+                dispatch_uuid=context.dispatch_uuid,
+                template=context.template,
+                status=effect.status.value,
+                timestamp_ms=effect.at_ms,
+                price=payloads.total_price(message.price for message in effect.messages),
+                messages=messages,
+            )
+        )
+        return NewWebhook(
+            event_id=self._new_id(),
+            dispatch_uuid=context.dispatch_uuid,
+            application_id=context.application_id,
+            kind="final_report",
+            message_uuid=None,
+            status=effect.status.value,
+            url=context.final_report_url,
+            payload=body.decode(),
+            next_attempt_at_ms=now_ms,
+        )

@@ -1,0 +1,345 @@
+"""The loops that turn due work into engine events: sends, timers, provider statuses.
+
+Each worker claims what is due, performs it, and otherwise sleeps until its earliest due
+time, or until the runtime wakes it because a transaction just created earlier work. Nothing
+pending lives in memory: a worker's whole state is a query away, which is why a restart loses
+nothing and 100,000 pending timers cost no more memory than 1,000.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+import msgspec
+
+from opendispatch.engine.model import MessageError, MessageStatus, StatusReported, TimerFired
+from opendispatch.providers.base import (
+    Accepted,
+    OutboundMessage,
+    Provider,
+    Rejected,
+    SendResult,
+    Unavailable,
+)
+from opendispatch.retry import RetryPolicy, next_attempt_at
+from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.shell import Shell
+from opendispatch.store.protocol import Store
+from opendispatch.store.records import (
+    NewInboxEvent,
+    SendCompletion,
+    SendJob,
+    SideWrites,
+    Transition,
+)
+
+__all__ = ["PROVIDER_UNAVAILABLE", "InboxWorker", "SendWorker", "TimerWorker", "Worker"]
+
+log = logging.getLogger(__name__)
+
+_decode = msgspec.json.Decoder().decode
+
+# A send that kept failing transiently for the whole retry period is rejected with this.
+PROVIDER_UNAVAILABLE: Final = MessageError(
+    code=1410, reason="The provider could not be reached; gave up retrying."
+)
+
+AfterTransition = Callable[[Transition | None], None]
+
+
+class Worker(ABC):
+    """Claim due work, perform it, sleep until more is due or `notify()` is called."""
+
+    name = "worker"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self.idle = asyncio.Event()  # set while asleep with nothing due now (tests wait on it)
+        self.sleeping_until: int | None = None
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                if await self.run_once():
+                    await asyncio.sleep(0)  # let the rest of the server breathe between batches
+                    continue
+                deadline = await self.next_due_ms()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed; retrying in 1 s", self.name)
+                deadline = self.clock.now_ms() + 1000
+            self.sleeping_until = deadline
+            if deadline is None or deadline > self.clock.now_ms():
+                self.idle.set()
+            await self.clock.sleep_until(deadline, self._wake)
+            self.idle.clear()
+            self.sleeping_until = None
+
+    @abstractmethod
+    async def run_once(self) -> bool:
+        """Do what is due now; True if anything was found (look again at once)."""
+
+    @abstractmethod
+    async def next_due_ms(self) -> int | None:
+        """When something becomes due, if anything will."""
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+
+class SendWorker(Worker):
+    """Hands due messages to their provider; the answer becomes the message's first status."""
+
+    name = "sends"
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        shell: Shell,
+        providers: Mapping[str, Provider],
+        retry: RetryPolicy,
+        after_transition: AfterTransition,
+        on_scheduled: Callable[[int], None],
+        concurrency: int = 64,
+        lease_ms: int = 60_000,
+    ) -> None:
+        super().__init__(clock)
+        self._store = store
+        self._shell = shell
+        self._providers = providers
+        self._retry = retry
+        self._after = after_transition
+        self._on_scheduled = on_scheduled
+        self._concurrency = concurrency
+        self._lease_ms = lease_ms
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._random = random.Random()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._in_flight)
+
+    async def run_once(self) -> bool:
+        room = self._concurrency - len(self._in_flight)
+        if room <= 0:
+            return False
+        jobs = await self._store.claim_due_sends(
+            now_ms=self.clock.now_ms(), limit=room, lease_ms=self._lease_ms
+        )
+        for job in jobs:
+            task = asyncio.ensure_future(self._send(job))
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+        return bool(jobs)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("send failed unexpectedly", exc_info=task.exception())
+        self.notify()  # room for more
+
+    async def next_due_ms(self) -> int | None:
+        if len(self._in_flight) >= self._concurrency:
+            return None  # a finishing send wakes us
+        return await self._store.next_send_due_ms()
+
+    async def _send(self, job: SendJob) -> None:
+        payload: dict[str, Any] = _decode(job.payload_json)
+        message = OutboundMessage(
+            message_uuid=job.message_uuid,
+            dispatch_uuid=job.dispatch_uuid,
+            channel=job.channel,
+            to=payload["to"],
+            from_=payload["from"],
+            message=payload["message"],
+            attempt=job.attempts,
+        )
+        provider = self._providers.get(job.provider)
+        result: SendResult
+        if provider is None:
+            result = Unavailable(reason=f"no provider {job.provider!r} is configured")
+        else:
+            try:
+                result = await provider.send(message)
+            except Exception as exc:  # a provider bug must not lose the message
+                log.exception("provider %s raised", job.provider)
+                result = Unavailable(reason=f"provider error: {type(exc).__name__}")
+        await self._record(job, result)
+
+    async def _record(self, job: SendJob, result: SendResult) -> None:
+        now = self.clock.now_ms()
+        if isinstance(result, Unavailable):
+            retry_at = next_attempt_at(
+                self._retry,
+                attempts=job.attempts,
+                first_attempt_at_ms=job.created_at_ms,
+                now_ms=now,
+                jitter=self._random.random(),
+            )
+            if retry_at is not None:
+                if result.retry_after_ms is not None:
+                    retry_at = max(retry_at, now + result.retry_after_ms)
+                await self._store.retry_send(
+                    job.message_uuid, next_attempt_at_ms=retry_at, error=result.reason
+                )
+                self.notify()
+                return
+            result = Rejected(error=PROVIDER_UNAVAILABLE)
+        if isinstance(result, Accepted):
+            event = StatusReported(
+                message_uuid=job.message_uuid,
+                status=MessageStatus.SUBMITTED,
+                at_ms=now,
+                price=result.price,
+            )
+            side = SideWrites(
+                complete_send=SendCompletion(
+                    message_uuid=job.message_uuid,
+                    send_state="sent",
+                    provider_message_id=result.provider_message_id,
+                ),
+                schedule=tuple(
+                    NewInboxEvent(
+                        message_uuid=job.message_uuid,
+                        status=later.status.value,
+                        due_at_ms=now + later.after_ms,
+                        error_code=None if later.error is None else later.error.code,
+                        error_reason=None if later.error is None else later.error.reason,
+                    )
+                    for later in result.later
+                ),
+            )
+        else:
+            event = StatusReported(
+                message_uuid=job.message_uuid,
+                status=MessageStatus.REJECTED,
+                at_ms=now,
+                error=result.error,
+            )
+            side = SideWrites(
+                complete_send=SendCompletion(
+                    message_uuid=job.message_uuid, send_state="failed", error=result.error.reason
+                )
+            )
+        transition = await self._store.apply(
+            message_uuid=job.message_uuid,
+            transition=self._shell.transition_for(event, now),
+            side=side,
+        )
+        self._after(transition)
+        if side.schedule:
+            self._on_scheduled(min(event.due_at_ms for event in side.schedule))
+
+
+class TimerWorker(Worker):
+    """Fires each workflow's deadline (`due_at_ms`) as a `TimerFired` event."""
+
+    name = "timers"
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        shell: Shell,
+        after_transition: AfterTransition,
+        batch: int = 512,
+    ) -> None:
+        super().__init__(clock)
+        self._store = store
+        self._shell = shell
+        self._after = after_transition
+        self._batch = batch
+
+    async def run_once(self) -> bool:
+        now = self.clock.now_ms()
+        due = await self._store.due_timers(now_ms=now, limit=self._batch)
+        if not due:
+            return False
+        fire = self._shell.transition_for(TimerFired(), now)
+        transitions = await asyncio.gather(
+            *(
+                self._store.apply(dispatch_uuid=dispatch_uuid, transition=fire)
+                for dispatch_uuid in due
+            )
+        )
+        for transition in transitions:
+            self._after(transition)
+        return True
+
+    async def next_due_ms(self) -> int | None:
+        return await self._store.next_timer_due_ms()
+
+
+class InboxWorker(Worker):
+    """Applies provider statuses whose time has come (the sandbox's, for now)."""
+
+    name = "inbox"
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        shell: Shell,
+        after_transition: AfterTransition,
+        batch: int = 512,
+        lease_ms: int = 60_000,
+    ) -> None:
+        super().__init__(clock)
+        self._store = store
+        self._shell = shell
+        self._after = after_transition
+        self._batch = batch
+        self._lease_ms = lease_ms
+
+    async def run_once(self) -> bool:
+        now = self.clock.now_ms()
+        events = await self._store.claim_due_inbox(
+            now_ms=now, limit=self._batch, lease_ms=self._lease_ms
+        )
+        if not events:
+            return False
+        transitions = await asyncio.gather(
+            *(
+                self._store.apply(
+                    message_uuid=event.message_uuid,
+                    transition=self._shell.transition_for(
+                        StatusReported(
+                            message_uuid=event.message_uuid,
+                            status=MessageStatus(event.status),
+                            at_ms=event.due_at_ms,
+                            error=None
+                            if event.error_code is None
+                            else MessageError(
+                                code=event.error_code, reason=event.error_reason or ""
+                            ),
+                            price=event.price,
+                        ),
+                        now,
+                    ),
+                    side=SideWrites(inbox_done=event.id),
+                )
+                for event in events
+            )
+        )
+        for transition in transitions:
+            self._after(transition)
+        return True
+
+    async def next_due_ms(self) -> int | None:
+        return await self._store.next_inbox_due_ms()

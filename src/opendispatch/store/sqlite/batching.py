@@ -1,0 +1,181 @@
+"""The embedded default store: one SQLite file in WAL mode.
+
+Writes are where throughput is won, and every 202 waits for one, so writes are batched
+(group commit): `_GroupCommit` queues the write operations of many concurrent requests and
+runs them in one `BEGIN IMMEDIATE ... COMMIT`, one fsync for all. `synchronous=FULL` makes
+that COMMIT durable (the WAL is fsynced) before any caller's future resolves, so no 202 is
+ever answered for a workflow that is not on disk.
+
+Measured on the project's 2-core target, with the same handlers: one fsync per request caps
+the server at a few thousand requests/s; a writer thread doing the batching served ~21,500/s
+(GIL hand-offs per request); running the statements on the event loop and only the COMMIT on
+a dedicated thread, one batch in flight while the next gathers, serves the most, and keeps
+the loop busy parsing while the disk syncs. WAL checkpoints run on their own thread.
+
+Reads use a second connection: in WAL mode a reader never waits for the writer, and it sees
+every committed write, including those of other processes (`opendispatch apps create`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from opendispatch.errors import StoreError
+
+__all__ = ["Checkpointer", "GroupCommit", "WriteOperation"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+WriteOperation = Callable[[sqlite3.Connection], T]
+
+
+class GroupCommit:
+    """Runs queued write operations together: one transaction, one fsync, per batch.
+
+    The statements run on the event loop thread (they only touch SQLite's page cache); the
+    COMMIT, whose fsync is most of a batch's wall time, runs on one dedicated thread, with the
+    GIL released, while the loop goes on parsing and validating the next requests. Only one
+    batch is in flight at a time; whatever arrives meanwhile forms the next batch, so batches
+    grow with load instead of fsyncs multiplying.
+    """
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._connection = connection
+        self._pending: list[tuple[WriteOperation[Any], asyncio.Future[Any]]] = []
+        self._scheduled = False
+        self._in_flight: asyncio.Future[None] | None = None
+        self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
+        self.batches = 0
+        self.operations = 0
+
+    def submit(self, operation: WriteOperation[T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending.append((operation, future))
+        self._schedule(loop)
+        return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        if not self._scheduled and self._in_flight is None:
+            self._scheduled = True
+            loop.call_soon(self._start_batch)
+
+    def _start_batch(self) -> None:
+        self._scheduled = False
+        batch = self._take_pending()
+        if not batch:
+            return
+        connection = self._connection
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            results = [operation(connection) for operation, _ in batch]
+        except Exception:  # any failure: no future may be left unresolved
+            self._rollback()
+            self._run_one_by_one(batch)
+            self._schedule(asyncio.get_running_loop())
+            return
+        loop = asyncio.get_running_loop()
+        self._in_flight = loop.run_in_executor(self._committer, connection.commit)
+        self._in_flight.add_done_callback(lambda done: self._finish_batch(done, batch, results))
+
+    def _finish_batch(
+        self,
+        done: asyncio.Future[Any],
+        batch: list[tuple[WriteOperation[Any], asyncio.Future[Any]]],
+        results: list[Any],
+    ) -> None:
+        self._in_flight = None
+        error = done.exception()
+        if error is None:
+            self.batches += 1
+            self.operations += len(batch)
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        else:
+            self._rollback()
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(_store_error(error))
+        if self._pending:
+            self._schedule(asyncio.get_running_loop())
+
+    def _run_one_by_one(self, batch: list[tuple[WriteOperation[Any], asyncio.Future[Any]]]) -> None:
+        """After a failed batch: each operation alone, so one bad write fails only itself."""
+        connection = self._connection
+        for operation, future in batch:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                result = operation(connection)
+                connection.execute("COMMIT")
+            except Exception as exc:
+                self._rollback()
+                future.set_exception(_store_error(exc) if isinstance(exc, sqlite3.Error) else exc)
+            else:
+                future.set_result(result)
+
+    def _take_pending(self) -> list[tuple[WriteOperation[Any], asyncio.Future[Any]]]:
+        batch = [item for item in self._pending if not item[1].cancelled()]
+        self._pending = []
+        return batch
+
+    def _rollback(self) -> None:
+        if self._connection.in_transaction:
+            self._connection.execute("ROLLBACK")
+
+    async def drain(self) -> None:
+        """At close: let the batch in flight finish, commit what is queued, stop the thread."""
+        while self._in_flight is not None or self._pending:
+            if self._in_flight is not None:
+                await asyncio.wait([self._in_flight])
+            else:
+                self._schedule(asyncio.get_running_loop())
+            await asyncio.sleep(0)  # lets `_finish_batch` / `_start_batch` run
+        self._committer.shutdown(wait=True)
+
+
+class Checkpointer:
+    """Copies the WAL back into the database file from its own thread and connection.
+
+    SQLite's automatic checkpoint runs inside whichever COMMIT crosses the threshold, so that
+    batch (and every request waiting on it) would also wait for the database file's fsync:
+    measured as 30-145 ms stalls. PASSIVE checkpoints run beside the writer instead.
+    """
+
+    def __init__(self, path: Path, interval_s: float = 0.5) -> None:
+        self._path = path
+        self._interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            connection.execute("PRAGMA busy_timeout = 5000")
+            while not self._stop.wait(self._interval_s):
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # a busy database is retried next round
+                    log.debug("checkpoint skipped: %s", exc)
+        finally:
+            connection.close()
+
+
+def _store_error(exc: BaseException) -> StoreError:
+    retryable = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    return StoreError(f"write failed: {exc}", retryable=retryable)

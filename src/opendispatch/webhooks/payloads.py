@@ -1,0 +1,171 @@
+"""The two webhook bodies of the Dispatch API, rendered once to the exact bytes we send.
+
+A body is rendered once, stored, signed (its SHA-256 goes into the JWT) and re-sent unchanged on
+every retry: re-rendering could change a byte (key order, number format) and break the receiver's
+`payload_hash` check or its de-duplication. So rendering happens here, to `bytes`, and nowhere
+else.
+
+Key order follows the spec's example payloads, since some receivers compare bodies as text and
+people read them in logs. Optional objects are *omitted*, not `null`: the spec shows `error` only
+for failures and `usage` only when a price is known.
+
+Prices are strings of decimal numbers, as Vonage sends them; they are added with `Decimal` so
+that "0.0333" + "0.0333" is "0.0666", never "0.06660000000000001".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+
+from opendispatch.engine.model import MessageError
+from opendispatch.timefmt import iso_ms
+
+__all__ = [
+    "CURRENCY",
+    "FinalReportMessage",
+    "FinalReportPayload",
+    "MessageError",
+    "MessageStatusPayload",
+    "render_final_report",
+    "render_message_status",
+    "total_price",
+]
+
+CURRENCY = "EUR"  # The spec allows only EUR (ISO 4217).
+
+MESSAGE_STATUSES = frozenset({"submitted", "delivered", "read", "rejected", "undeliverable"})
+FINAL_STATUSES = frozenset({"completed", "error"})
+
+_encode = msgspec.json.Encoder().encode
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageStatusPayload:
+    """One status event of one message of a workflow (the "Message Status callback").
+
+    `to` and `from_` are the workflow's own address objects (`type`, `id`, `number`), passed
+    through as the client wrote them; `from_` has a trailing underscore only because `from` is a
+    Python keyword.
+    """
+
+    message_uuid: str
+    to: dict[str, Any]
+    from_: dict[str, Any]
+    timestamp_ms: int
+    status: str
+    error: MessageError | None
+    price: str | None
+    dispatch_uuid: str
+
+    def __post_init__(self) -> None:
+        # An unknown status is a bug upstream; refusing it here keeps it out of users' inboxes.
+        if self.status not in MESSAGE_STATUSES:
+            raise ValueError(f"unknown message status {self.status!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinalReportMessage:
+    """One message of the workflow as the final report lists it; `price` None = not known."""
+
+    message_uuid: str
+    channel: str
+    status: str
+    price: str | None
+
+    def __post_init__(self) -> None:
+        if self.status not in MESSAGE_STATUSES:
+            raise ValueError(f"unknown message status {self.status!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FinalReportPayload:
+    """The workflow's last word (the "Final Report callback"); `price` is the workflow total."""
+
+    dispatch_uuid: str
+    template: str
+    status: str
+    timestamp_ms: int
+    price: str
+    messages: tuple[FinalReportMessage, ...]
+
+    def __post_init__(self) -> None:
+        if self.status not in FINAL_STATUSES:
+            raise ValueError(f"final report status must be completed or error, not {self.status!r}")
+
+
+def render_message_status(payload: MessageStatusPayload) -> bytes:
+    """The Message Status callback body, keys in the order of the spec's example."""
+    body: dict[str, Any] = {
+        "message_uuid": payload.message_uuid,
+        "to": payload.to,
+        "from": payload.from_,
+        "timestamp": iso_ms(payload.timestamp_ms),
+        "status": payload.status,
+    }
+    if payload.error is not None:
+        body["error"] = {"code": payload.error.code, "reason": payload.error.reason}
+    if payload.price is not None:
+        body["usage"] = {"currency": CURRENCY, "price": payload.price}
+    body["_links"] = {
+        "workflow": {
+            "dispatch_uuid": payload.dispatch_uuid,
+            "href": f"/workflows/{payload.dispatch_uuid}",
+        }
+    }
+    return _encode(body)
+
+
+def render_final_report(payload: FinalReportPayload) -> bytes:
+    """The Final Report callback body, keys in the order of the spec's example.
+
+    Each message's `href` is `/workflows/<dispatch_uuid>/messages/<message_uuid>`: the spec's
+    example shows a bare uuid there, but says these are links to resources (not yet served),
+    and a path is what the Message Status callback's `workflow.href` uses too.
+    """
+    messages: list[dict[str, Any]] = []
+    for message in payload.messages:
+        item: dict[str, Any] = {
+            "message_uuid": message.message_uuid,
+            "href": f"/workflows/{payload.dispatch_uuid}/messages/{message.message_uuid}",
+            "channel": message.channel,
+        }
+        if message.price is not None:
+            item["usage"] = {"currency": CURRENCY, "price": message.price}
+        item["status"] = message.status
+        messages.append(item)
+    return _encode(
+        {
+            "dispatch_uuid": payload.dispatch_uuid,
+            "template": payload.template,
+            "status": payload.status,
+            "timestamp": iso_ms(payload.timestamp_ms),
+            "usage": {"price": payload.price, "currency": CURRENCY},
+            "_links": {"messages": messages},
+        }
+    )
+
+
+def total_price(prices: Iterable[str | None]) -> str:
+    """Exact sum of the known prices, in plain notation ("0.00000001", never "1E-8").
+
+    Unknown prices (None) are skipped rather than failing the report: the spec warns that the
+    total may not reflect the true cost, and a partial total is still useful. No known price at
+    all gives "0".
+    """
+    total = Decimal(0)
+    for price in prices:
+        if price is None:
+            continue
+        try:
+            amount = Decimal(price)
+        except InvalidOperation:
+            raise ValueError(f"price is not a decimal number: {price!r}") from None
+        if not amount.is_finite():
+            raise ValueError(f"price is not a finite number: {price!r}")
+        total += amount
+    return format(total, "f")

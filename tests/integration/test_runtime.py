@@ -1,0 +1,463 @@
+"""Workflows run to their final report: the ASGI app, its runtime and workers, a real SQLite
+file, the sandbox provider and a real HTTP webhook receiver; time is driven, never slept."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from opendispatch.api.app import DispatchApp
+from opendispatch.auth.provisioning import provision_application
+from opendispatch.config import Settings
+from opendispatch.runtime.clock import ManualClock
+from opendispatch.webhooks.signing import verify_webhook
+from tests.receiver import ReceivedWebhook, WebhookReceiver
+from tests.support import AppCredentials
+
+pytestmark = pytest.mark.anyio
+
+FROM_WA = {"type": "whatsapp", "number": "447700900000"}
+FROM_SMS = {"type": "sms", "number": "447700900000"}
+
+
+def whatsapp_then_sms(
+    whatsapp_to: str, sms_to: str, *, condition: str = "read", expiry: int = 600
+) -> dict[str, Any]:
+    return {
+        "template": "failover",
+        "workflow": [
+            {
+                "to": {"type": "whatsapp", "number": whatsapp_to},
+                "from": FROM_WA,
+                "message": {"content": {"type": "text", "text": "Your code is 1234"}},
+                "failover": {"expiry_time": expiry, "condition_status": condition},
+            },
+            {
+                "to": {"type": "sms", "number": sms_to},
+                "from": FROM_SMS,
+                "message": {"content": {"type": "text", "text": "Your code is 1234"}},
+            },
+        ],
+    }
+
+
+def sms_only(to: str) -> dict[str, Any]:
+    return {"template": "failover", "workflow": [whatsapp_then_sms("1", to)["workflow"][1]]}
+
+
+@dataclass
+class Env:
+    app: DispatchApp
+    clock: ManualClock
+    client: httpx.AsyncClient
+    receiver: WebhookReceiver
+    credentials: AppCredentials
+    database: Path
+
+    async def post(self, body: dict[str, Any]) -> str:
+        response = await self.client.post(
+            "/v0.1/dispatch", json=body, headers=self.credentials.basic()
+        )
+        assert response.status_code == 202, response.text
+        await self.app.runtime.settled()
+        return str(response.json()["dispatch_uuid"])
+
+    async def advance(self, ms: int) -> None:
+        await self.clock.advance(ms)
+        await self.app.runtime.settled()
+
+    async def view(self, dispatch_uuid: str) -> dict[str, Any]:
+        response = await self.client.get(
+            f"/v0.1/dispatch/{dispatch_uuid}", headers=self.credentials.basic()
+        )
+        assert response.status_code == 200
+        return dict(response.json())
+
+    def webhooks(self, dispatch_uuid: str, kind: str | None = None) -> list[ReceivedWebhook]:
+        found = []
+        for webhook in self.receiver.received:
+            body = webhook.json
+            owner = body.get("dispatch_uuid") or body["_links"]["workflow"]["dispatch_uuid"]
+            is_final = "template" in body
+            if owner == dispatch_uuid and (kind is None or (kind == "final") == is_final):
+                found.append(webhook)
+        return found
+
+    def statuses(self, dispatch_uuid: str) -> list[tuple[str, str]]:
+        """(channel, status) of every status webhook of the workflow, in arrival order."""
+        return [
+            (webhook.json["to"]["type"], webhook.json["status"])
+            for webhook in self.webhooks(dispatch_uuid, "status")
+        ]
+
+    def final(self, dispatch_uuid: str) -> dict[str, Any]:
+        finals = self.webhooks(dispatch_uuid, "final")
+        assert len(finals) == 1, [w.summary() for w in finals]
+        return dict(finals[0].json)
+
+    def sandbox_sends(self) -> dict[str, int]:
+        with sqlite3.connect(self.database) as connection:
+            rows = connection.execute("SELECT message_uuid, attempts FROM sandbox_sends")
+            return dict(rows.fetchall())
+
+
+EnvFactory = Callable[..., Any]
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async for made in _env(tmp_path):
+        yield made
+
+
+async def _env(tmp_path: Path, **settings: Any) -> AsyncIterator[Env]:
+    database = tmp_path / "runtime.db"
+    clock = ManualClock(start_ms=int(time.time() * 1000))
+    with WebhookReceiver() as receiver:
+        app = DispatchApp(Settings(database=f"sqlite:///{database}", **settings), clock=clock)
+        await app.startup()
+        provisioned = await provision_application(
+            app.store,
+            name="shop",
+            status_url=f"{receiver.url}/status",
+            final_report_url=f"{receiver.url}/final",
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            yield Env(
+                app, clock, client, receiver, AppCredentials.from_provisioned(provisioned), database
+            )
+        await app.shutdown()
+
+
+# -- the failover rules, end to end -----------------------------------------------------------
+
+
+async def test_read_in_time_completes_without_sending_the_sms(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900005", "447700900005"))
+    assert env.statuses(uuid) == [("whatsapp", "submitted")]
+    await env.advance(1000)
+    await env.advance(1000)
+    assert env.statuses(uuid) == [
+        ("whatsapp", "submitted"),
+        ("whatsapp", "delivered"),
+        ("whatsapp", "read"),
+    ]
+    final = env.final(uuid)
+    assert final["status"] == "completed"
+    assert [m["channel"] for m in final["_links"]["messages"]] == ["whatsapp"]
+    assert len(env.sandbox_sends()) == 1
+    assert (await env.view(uuid))["status"] == "completed"
+
+
+async def test_delivered_but_unread_whatsapp_fails_over_to_sms_at_expiry(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900003", "447700900006", expiry=600))
+    await env.advance(2000)
+    assert env.statuses(uuid) == [("whatsapp", "submitted"), ("whatsapp", "delivered")]
+    assert env.webhooks(uuid, "final") == []
+    await env.advance(597_999)  # one millisecond before the expiry: nothing yet
+    assert len(env.sandbox_sends()) == 1
+    await env.advance(1)
+    assert env.statuses(uuid)[-1] == ("sms", "submitted")
+    await env.advance(1000)
+    final = env.final(uuid)
+    assert final["status"] == "completed"
+    assert [(m["channel"], m["status"]) for m in final["_links"]["messages"]] == [
+        ("whatsapp", "delivered"),
+        ("sms", "delivered"),
+    ]
+
+
+async def test_rejected_at_submit_fails_over_at_once_without_waiting(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900001", "447700900009"))
+    # No time has passed: the rejection alone moved the workflow to the SMS.
+    assert env.statuses(uuid) == [("whatsapp", "rejected"), ("sms", "submitted")]
+    rejected = env.webhooks(uuid, "status")[0].json
+    assert rejected["error"]["code"] == 1300
+    await env.advance(1000)
+    assert env.final(uuid)["status"] == "completed"
+
+
+async def test_undeliverable_last_message_ends_in_error(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900001", "447700900002"))
+    await env.advance(1000)
+    assert env.statuses(uuid)[-1] == ("sms", "undeliverable")
+    final = env.final(uuid)
+    assert final["status"] == "error"
+    assert [m["status"] for m in final["_links"]["messages"]] == ["rejected", "undeliverable"]
+
+
+async def test_condition_delivered_is_met_by_delivered(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900003", "447700900003", condition="delivered"))
+    await env.advance(1000)
+    assert env.final(uuid)["status"] == "completed"
+    assert len(env.sandbox_sends()) == 1
+
+
+async def test_silent_last_message_ends_in_error_at_the_final_status_deadline(tmp_path: Path):
+    async for env in _env(tmp_path, final_status_timeout_s=3600):
+        uuid = await env.post(sms_only("447700900004"))
+        await env.advance(3_599_999)
+        assert env.webhooks(uuid, "final") == []
+        assert (await env.view(uuid))["next_deadline"] is not None
+        await env.advance(1)
+        final = env.final(uuid)
+        assert final["status"] == "error"
+        assert final["_links"]["messages"][0]["status"] == "submitted"
+        assert (await env.view(uuid))["next_deadline"] is None
+
+
+async def test_spec_example_single_message_with_failover_completes_on_its_condition(env: Env):
+    body = sms_only("447700900003")
+    body["workflow"][0]["failover"] = {"expiry_time": 60, "condition_status": "delivered"}
+    uuid = await env.post(body)
+    await env.advance(1000)
+    assert env.final(uuid)["status"] == "completed"
+
+
+async def test_single_message_with_read_condition_that_is_never_read_ends_in_error(env: Env):
+    body = whatsapp_then_sms("447700900003", "1", expiry=60)
+    body["workflow"].pop()
+    uuid = await env.post(body)
+    await env.advance(59_999)
+    assert env.webhooks(uuid, "final") == []
+    await env.advance(1)
+    assert env.final(uuid)["status"] == "error"
+
+
+async def test_late_read_after_failover_is_forwarded_but_does_not_change_outcome(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900003", "447700900003", expiry=60))
+    await env.advance(60_000)
+    await env.advance(1000)
+    assert env.final(uuid)["status"] == "completed"
+    whatsapp_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    injected = await env.client.post(
+        f"/v0.1/sandbox/messages/{whatsapp_uuid}/status",
+        json={"status": "read", "usage": {"price": "0.0100", "currency": "EUR"}},
+        headers=env.credentials.basic(),
+    )
+    assert injected.status_code == 202
+    await env.app.runtime.settled()
+    assert env.statuses(uuid)[-1] == ("whatsapp", "read")
+    env.final(uuid)  # still exactly one final report
+    view = await env.view(uuid)
+    assert view["status"] == "completed"
+    # The late status is counted: whatsapp now costs 0.0100, the sms 0.0070.
+    assert Decimal(view["usage"]["price"]) == Decimal("0.0170")
+
+
+async def test_usage_is_the_sum_of_the_messages_prices(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900003", "447700900003", expiry=60))
+    await env.advance(60_000)  # expiry: the sms is sent now...
+    await env.advance(1000)  # ...and delivered a second later
+    final = env.final(uuid)
+    prices = [Decimal(m["usage"]["price"]) for m in final["_links"]["messages"]]
+    assert prices == [Decimal("0.0140"), Decimal("0.0070")]
+    assert Decimal(final["usage"]["price"]) == sum(prices)
+    assert final["usage"]["currency"] == "EUR"
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+async def test_webhooks_are_signed_as_vonage_signs_messages_webhooks(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900001", "447700900003", expiry=60))
+    assert len(env.webhooks(uuid)) == 2  # rejected, submitted: signed at the real time
+    for webhook in env.webhooks(uuid):
+        claims = verify_webhook(
+            webhook.headers["authorization"],
+            webhook.body,
+            signature_secret=env.credentials.signature_secret,
+        )
+        assert claims["iss"] == "Vonage"
+        assert claims["api_key"] == env.credentials.api_key
+        assert claims["application_id"] == env.credentials.application_id
+        assert webhook.headers["webhook-id"]
+    status = env.webhooks(uuid, "status")[0]
+    assert status.path == "/status"
+    body = status.json
+    assert set(body) >= {"message_uuid", "to", "from", "timestamp", "status", "_links"}
+    assert body["_links"]["workflow"] == {"dispatch_uuid": uuid, "href": f"/workflows/{uuid}"}
+    assert body["timestamp"].endswith("Z")
+    assert len(body["timestamp"]) == 24
+    await env.advance(1000)
+    final = env.webhooks(uuid, "final")[0]
+    assert final.path == "/final"
+    assert len({w.headers["webhook-id"] for w in env.webhooks(uuid)}) == len(env.webhooks(uuid))
+
+
+async def test_final_report_waits_for_the_earlier_status_webhooks(env: Env):
+    env.receiver.fail_next(3, status=503)
+    uuid = await env.post(whatsapp_then_sms("447700900001", "447700900006"))
+    await env.advance(1000)  # sms delivered: the workflow is complete
+    assert (await env.view(uuid))["status"] == "completed"
+    for _ in range(10):
+        await env.advance(10_000)  # retries become due
+    arrived = [w for w in env.webhooks(uuid) if w.answered_status == 200]
+    kinds = ["final" if "template" in w.json else w.json["status"] for w in arrived]
+    assert kinds[-1] == "final"
+    assert sorted(kinds[:-1]) == ["delivered", "rejected", "submitted"]
+
+
+async def test_failing_receiver_is_retried_with_backoff_then_marked_dead(tmp_path: Path):
+    async for env in _env(tmp_path, webhook_retry_period_s=120):
+        env.receiver.respond_with(503)
+        uuid = await env.post(sms_only("447700900001"))  # rejected at once: two webhooks
+        webhook = (await env.view(uuid))["webhooks"][0]
+        assert webhook["state"] == "pending"
+        assert webhook["attempts"] == 1
+        assert webhook["last_error"] == "HTTP 503"
+        assert webhook["next_attempt_at"] is not None
+        for _ in range(30):
+            await env.advance(10_000)
+        webhooks = (await env.view(uuid))["webhooks"]
+        assert [w["state"] for w in webhooks] == ["dead", "dead"]
+        attempts = webhooks[0]["attempts"]
+        assert 4 <= attempts <= 10  # 1 s, 2 s, 4 s ... within two minutes, not hammering
+        assert webhooks[0]["next_attempt_at"] is None
+        received = len(env.receiver.received)
+        await env.advance(600_000)
+        assert len(env.receiver.received) == received  # dead means no more attempts
+
+
+async def test_get_shows_messages_history_usage_and_webhook_delivery(env: Env):
+    uuid = await env.post(whatsapp_then_sms("447700900001", "447700900005"))
+    await env.advance(1000)
+    view = await env.view(uuid)
+    first, second = view["messages"]
+    assert (first["channel"], first["status"]) == ("whatsapp", "rejected")
+    assert first["error"]["code"] == 1300
+    assert first["usage"] is None
+    assert [h["status"] for h in second["history"]] == ["submitted", "delivered"]
+    assert second["usage"] == {"price": "0.0070", "currency": "EUR"}
+    assert view["usage"]["price"] == "0.0070"
+    assert all(w["state"] == "delivered" for w in view["webhooks"])
+    assert [w["kind"] for w in view["webhooks"]][-1] == "final_report"
+    message = await env.client.get(
+        second["_links"]["self"]["href"], headers=env.credentials.basic()
+    )
+    assert message.json()["message_uuid"] == second["message_uuid"]
+
+
+# -- the sandbox ----------------------------------------------------------------------------
+
+
+async def test_injected_statuses_move_a_silent_message(env: Env):
+    uuid = await env.post(sms_only("447700900004"))
+    message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    response = await env.client.post(
+        f"/v0.1/sandbox/messages/{message_uuid}/status",
+        json={"status": "delivered", "timestamp": "2026-11-27T10:00:00.000Z"},
+        headers=env.credentials.basic(),
+    )
+    assert response.status_code == 202
+    await env.app.runtime.settled()
+    assert env.final(uuid)["status"] == "completed"
+    delivered = env.webhooks(uuid, "status")[-1].json
+    assert delivered["timestamp"] == "2026-11-27T10:00:00.000Z"
+
+
+@pytest.mark.parametrize(
+    ("body", "name"),
+    [
+        ({"status": "seen"}, "status"),
+        ({}, "status"),
+        ({"status": "rejected", "error": {"code": "x", "reason": "r"}}, "error.code"),
+        ({"status": "delivered", "usage": {"price": "-1"}}, "usage.price"),
+        ({"status": "delivered", "colour": "blue"}, "colour"),
+    ],
+)
+async def test_bad_injected_status_is_refused_and_changes_nothing(
+    env: Env, body: dict[str, Any], name: str
+):
+    uuid = await env.post(sms_only("447700900004"))
+    message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    response = await env.client.post(
+        f"/v0.1/sandbox/messages/{message_uuid}/status", json=body, headers=env.credentials.basic()
+    )
+    assert response.status_code == 400
+    assert response.json()["invalid_parameters"][0]["name"] == name
+    await env.app.runtime.settled()
+    assert env.statuses(uuid) == [("sms", "submitted")]
+
+
+async def test_injection_into_another_applications_message_is_not_found(env: Env):
+    uuid = await env.post(sms_only("447700900004"))
+    message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    other = await provision_application(env.app.store, name="other", status_url="http://x.test/")
+    response = await env.client.post(
+        f"/v0.1/sandbox/messages/{message_uuid}/status",
+        json={"status": "delivered"},
+        headers=AppCredentials.from_provisioned(other).basic(),
+    )
+    assert response.status_code == 404
+
+
+async def test_sandbox_outcomes_by_last_digit(env: Env):
+    expected = {
+        "1": [("sms", "rejected")],
+        "2": [("sms", "submitted"), ("sms", "undeliverable")],
+        "3": [("sms", "submitted"), ("sms", "delivered")],
+        "4": [("sms", "submitted")],
+        "7": [("sms", "submitted"), ("sms", "delivered")],
+    }
+    uuids = {digit: await env.post(sms_only(f"44770090000{digit}")) for digit in expected}
+    await env.advance(5000)
+    for digit, statuses in expected.items():
+        assert env.statuses(uuids[digit]) == statuses, digit
+    wa = await env.post(whatsapp_then_sms("447700900007", "1"))
+    await env.advance(2000)
+    assert env.statuses(wa) == [
+        ("whatsapp", "submitted"),
+        ("whatsapp", "delivered"),
+        ("whatsapp", "read"),
+    ]
+
+
+# -- nothing lost, nothing twice ----------------------------------------------------------------
+
+
+async def test_a_restart_resumes_timers_and_sends_no_step_twice(tmp_path: Path):
+    database = tmp_path / "restart.db"
+    clock = ManualClock(start_ms=int(time.time() * 1000))
+    with WebhookReceiver() as receiver:
+        settings = Settings(database=f"sqlite:///{database}")
+        first = DispatchApp(settings, clock=clock)
+        await first.startup()
+        provisioned = await provision_application(
+            first.store, name="shop", status_url=f"{receiver.url}/s"
+        )
+        credentials = AppCredentials.from_provisioned(provisioned)
+        transport = httpx.ASGITransport(app=first)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            response = await client.post(
+                "/v0.1/dispatch",
+                json=whatsapp_then_sms("447700900003", "447700900006", expiry=60),
+                headers=credentials.basic(),
+            )
+            uuid = response.json()["dispatch_uuid"]
+        await first.runtime.settled()
+        await clock.advance(1000)
+        await first.runtime.settled()
+        await first.shutdown()  # the WhatsApp is delivered; its expiry is pending
+
+        second = DispatchApp(settings, clock=clock)
+        await second.startup()
+        await clock.advance(59_000)  # the expiry, now due, fires in the new process
+        await second.runtime.settled()
+        await clock.advance(1000)
+        await second.runtime.settled()
+        await second.shutdown()
+    finals = [w.json for w in receiver.received if w.json.get("dispatch_uuid") == uuid]
+    assert [f["status"] for f in finals] == ["completed"]
+    with sqlite3.connect(database) as connection:
+        attempts = [row[0] for row in connection.execute("SELECT attempts FROM sandbox_sends")]
+    assert attempts == [1, 1]
