@@ -69,8 +69,40 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 @_env_option("--max-messages", default=10, type=int, help="Most messages in one workflow.")
 @_env_option("--max-body-bytes", default=256 * 1024, type=int, help="Largest request body.")
 @_env_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@_env_option(
+    "--final-status-timeout",
+    default=86_400,
+    type=int,
+    help="Seconds a last message without failover may stay without a final status.",
+)
+@_env_option(
+    "--sandbox-delivered-after-ms", default=1000, type=int, help="Sandbox: submitted -> delivered."
+)
+@_env_option("--sandbox-read-after-ms", default=1000, type=int, help="Sandbox: delivered -> read.")
+@_env_option(
+    "--sandbox-price",
+    multiple=True,
+    help="Sandbox price in EUR per channel, e.g. sms=0.0070 (repeatable).",
+)
+@_env_option("--webhook-timeout", default=5.0, type=float, help="Seconds per delivery attempt.")
+@_env_option(
+    "--webhook-retry-period", default=86_400, type=int, help="Seconds to retry before dead."
+)
+@_env_option("--webhook-issuer", default="Vonage", help="The `iss` claim of webhook JWTs.")
 def serve(
-    host: str, port: int, database: str, max_messages: int, max_body_bytes: int, log_level: str
+    host: str,
+    port: int,
+    database: str,
+    max_messages: int,
+    max_body_bytes: int,
+    log_level: str,
+    final_status_timeout: int,
+    sandbox_delivered_after_ms: int,
+    sandbox_read_after_ms: int,
+    sandbox_price: tuple[str, ...],
+    webhook_timeout: float,
+    webhook_retry_period: int,
+    webhook_issuer: str,
 ) -> None:
     """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
     import uvicorn
@@ -85,6 +117,13 @@ def serve(
             max_messages=max_messages,
             max_body_bytes=max_body_bytes,
             log_level=log_level,
+            final_status_timeout_s=final_status_timeout,
+            sandbox_delivered_after_ms=sandbox_delivered_after_ms,
+            sandbox_read_after_ms=sandbox_read_after_ms,
+            sandbox_prices=_prices(sandbox_price),
+            webhook_timeout_s=webhook_timeout,
+            webhook_retry_period_s=webhook_retry_period,
+            webhook_issuer=webhook_issuer,
         )
         app = DispatchApp(settings, freeze_heap_after_startup=True)
     except ConfigurationError as exc:
@@ -109,6 +148,23 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _prices(given: tuple[str, ...]) -> dict[str, str]:
+    from opendispatch.providers.sandbox import DEFAULT_PRICES
+
+    prices = dict(DEFAULT_PRICES)
+    for item in given:
+        for pair in item.split(","):
+            channel, equals, price = pair.partition("=")
+            if not equals or channel.strip() not in DEFAULT_PRICES:
+                raise click.BadParameter(
+                    f"{pair!r}: expected CHANNEL=PRICE with a channel among "
+                    + ", ".join(DEFAULT_PRICES),
+                    param_hint="--sandbox-price",
+                )
+            prices[channel.strip()] = price.strip()
+    return prices
 
 
 def _configure_logging(level: str) -> None:

@@ -97,3 +97,16 @@ def test_errors_are_logged_with_the_request_id_and_without_secrets(
     assert refused.json()["instance"] in log
     assert credentials.api_secret not in log
     assert "wrong-secret-value" not in log
+
+
+def test_a_second_server_on_the_same_sqlite_file_refuses_to_start(
+    server_factory: Any, tmp_path: Path
+):
+    database = f"sqlite:///{tmp_path / 'one.db'}"
+    first = server_factory(database).start()
+    second = server_factory(database)
+    with pytest.raises(AssertionError, match="already serving"):
+        second.start()
+    assert httpx.get(f"{first.url}/health").status_code == 200
+    # The CLI still works beside the running server.
+    create_app_with_cli(database, name="beside")

@@ -3,6 +3,7 @@ file, the sandbox provider and a real HTTP webhook receiver; time is driven, nev
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
@@ -461,3 +462,59 @@ async def test_a_restart_resumes_timers_and_sends_no_step_twice(tmp_path: Path):
     with sqlite3.connect(database) as connection:
         attempts = [row[0] for row in connection.execute("SELECT attempts FROM sandbox_sends")]
     assert attempts == [1, 1]
+
+
+async def test_a_slow_receiver_delays_neither_other_applications_nor_workflows(tmp_path: Path):
+    clock = ManualClock(start_ms=int(time.time() * 1000))
+    settings = Settings(
+        database=f"sqlite:///{tmp_path / 'iso.db'}",
+        webhook_per_application=2,
+        webhook_concurrency=4,
+        webhook_timeout_s=10,
+    )
+    with WebhookReceiver(delay_s=2.0) as slow, WebhookReceiver() as fast:
+        app = DispatchApp(settings, clock=clock)
+        await app.startup()
+        try:
+            slow_app = AppCredentials.from_provisioned(
+                await provision_application(app.store, name="slow", status_url=slow.url + "/s")
+            )
+            fast_app = AppCredentials.from_provisioned(
+                await provision_application(app.store, name="fast", status_url=fast.url + "/s")
+            )
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                slow_uuids = [
+                    (
+                        await client.post(
+                            "/v0.1/dispatch",
+                            json=sms_only("447700900001"),
+                            headers=slow_app.basic(),
+                        )
+                    ).json()["dispatch_uuid"]
+                    for _ in range(10)
+                ]
+                started = time.monotonic()
+                fast_uuid = (
+                    await client.post(
+                        "/v0.1/dispatch", json=sms_only("447700900001"), headers=fast_app.basic()
+                    )
+                ).json()["dispatch_uuid"]
+                # The fast application's two webhooks arrive while the slow receiver still
+                # holds its own two slots (it answers after 2 s).
+                for _ in range(300):
+                    if len(fast.received) == 2:
+                        break
+                    await asyncio.sleep(0.01)
+                assert len(fast.received) == 2
+                assert time.monotonic() - started < 1.5
+                assert fast.received[-1].json["dispatch_uuid"] == fast_uuid
+                # And no workflow waited for a webhook: all of them have ended.
+                for dispatch_uuid in slow_uuids:
+                    view = await client.get(
+                        f"/v0.1/dispatch/{dispatch_uuid}", headers=slow_app.basic()
+                    )
+                    assert view.json()["status"] == "error"
+                assert len(slow.received) <= 2
+        finally:
+            await app.shutdown()

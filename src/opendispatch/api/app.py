@@ -49,7 +49,9 @@ class DispatchApp:
         self.settings = settings
         self._freeze_heap = freeze_heap_after_startup
         self._run_workers = run_workers
-        self.store = store if store is not None else create_store(settings.database)
+        self.store = (
+            store if store is not None else create_store(settings.database, serving=run_workers)
+        )
         self.clock = clock or SystemClock()
         self.runtime = build_runtime(
             settings, store=self.store, clock=self.clock, webhook_client=webhook_client

@@ -103,15 +103,17 @@ class Runtime:
             for worker in self.workers
         ]
 
-    async def stop(self) -> None:
+    async def stop(self, drain_timeout_s: float = 10.0) -> None:
+        """Stop claiming work, then let sends and deliveries in flight finish, so a graceful
+        restart sends no step twice. What does not finish in time is not lost: its claim is
+        released at the next start (or its lease expires) and it is performed again."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        # Work in flight is abandoned, not lost: its lease expires (or, on SQLite, is
-        # released at the next start) and it is performed again.
+        await asyncio.gather(*(worker.drain(drain_timeout_s) for worker in self.workers))
 
     async def close(self) -> None:
         """Release the providers' and the webhook client's connections."""

@@ -72,16 +72,11 @@ class WebhookWorker(Worker):
         self._concurrency = concurrency
         self._per_application = per_application
         self._lease_ms = lease_ms
-        self._in_flight: set[asyncio.Task[None]] = set()
         self._per_app_in_flight: Counter[str] = Counter()
         self._credentials: dict[str, _CachedCredentials] = {}
         self._random = random.Random()
         self.delivered = 0
         self.failed_attempts = 0
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._in_flight)
 
     def _saturated(self) -> frozenset[str]:
         limit = self._per_application

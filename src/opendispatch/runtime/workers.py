@@ -62,6 +62,7 @@ class Worker(ABC):
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()  # set while asleep with nothing due now (tests wait on it)
         self.sleeping_until: int | None = None
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     def notify(self) -> None:
         self._wake.set()
@@ -96,7 +97,12 @@ class Worker(ABC):
 
     @property
     def busy(self) -> bool:
-        return False
+        return bool(self._in_flight)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Let work in flight finish (the loop itself is already stopped)."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout_s)
 
 
 class SendWorker(Worker):
@@ -126,12 +132,7 @@ class SendWorker(Worker):
         self._on_scheduled = on_scheduled
         self._concurrency = concurrency
         self._lease_ms = lease_ms
-        self._in_flight: set[asyncio.Task[None]] = set()
         self._random = random.Random()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._in_flight)
 
     async def run_once(self) -> bool:
         room = self._concurrency - len(self._in_flight)

@@ -9,9 +9,10 @@ from opendispatch.store.sqlite import SqliteStore, sqlite_path_from_url
 __all__ = ["create_store"]
 
 
-def create_store(database: str) -> Store:
+def create_store(database: str, *, serving: bool = False) -> Store:
+    """`serving`: for the process that runs the workers (see `SqliteStore`)."""
     if database.startswith(("postgres://", "postgresql://")):
         raise ConfigurationError("PostgreSQL is not supported yet; use a sqlite:/// URL")
     if "://" in database and not database.startswith("sqlite:"):
         raise ConfigurationError(f"unsupported database URL {database!r}")
-    return SqliteStore(sqlite_path_from_url(database))
+    return SqliteStore(sqlite_path_from_url(database), serving=serving)

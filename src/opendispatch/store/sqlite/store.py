@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, TypeVar
@@ -61,8 +63,11 @@ class SqliteStore(SqliteOutbox):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, serving: bool = False) -> None:
+        """`serving`: this process runs the workers, so it must be the file's only server."""
         self.path = Path(path)
+        self._serving = serving
+        self._owner_lock: int | None = None
         self._queries = load_queries("sqlite")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -72,6 +77,8 @@ class SqliteStore(SqliteOutbox):
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        if self._serving:
+            self._owner_lock = _take_owner_lock(self.path)
         self._writer = self._connect()
         migrate(self._writer)
         self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see Checkpointer
@@ -91,6 +98,9 @@ class SqliteStore(SqliteOutbox):
                 connection.close()
         self._writer = self._reader = None
         self._group_commit = None
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)  # releases the lock
+            self._owner_lock = None
 
     def _connect(self) -> sqlite3.Connection:
         if self.path.parent and not self.path.parent.exists():
@@ -288,6 +298,22 @@ def _credentials(row: tuple[Any, ...]) -> ApplicationCredentials:
         signature_secret=row[7],
         public_key_pem=row[8],
     )
+
+
+def _take_owner_lock(path: Path) -> int:
+    """One serving process per file: its workers own every queue (and, at start, release the
+    claims a dead predecessor left). The kernel drops the lock when the process dies, even by
+    SIGKILL, so a restart is never blocked by a crash."""
+    descriptor = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise StoreError(
+            f"another OpenDispatch server is already serving {path}: an SQLite database is "
+            "served by one process (use PostgreSQL to run several)"
+        ) from None
+    return descriptor
 
 
 def _loaded(row: tuple[Any, ...]) -> LoadedWorkflow:
