@@ -16,10 +16,18 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_last_second = -1
+_last_prefix = ""
+
+
 def iso_ms(unix_ms: int) -> str:
     """`1577887200000` -> `"2020-01-01T14:00:00.000Z"`."""
+    global _last_second, _last_prefix
     seconds, millis = divmod(unix_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    if seconds != _last_second:  # most timestamps in a burst share their second
+        _last_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+        _last_second = seconds
+    return f"{_last_prefix}.{millis:03d}Z"
 
 
 def parse_iso_ms(text: str) -> int:

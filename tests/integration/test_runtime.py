@@ -179,8 +179,9 @@ async def test_delivered_but_unread_whatsapp_fails_over_to_sms_at_expiry(env: En
 
 async def test_rejected_at_submit_fails_over_at_once_without_waiting(env: Env):
     uuid = await env.post(whatsapp_then_sms("447700900001", "447700900009"))
-    # No time has passed: the rejection alone moved the workflow to the SMS.
-    assert env.statuses(uuid) == [("whatsapp", "rejected"), ("sms", "submitted")]
+    # No time has passed: the rejection alone moved the workflow to the SMS. (Status
+    # webhooks are delivered concurrently: their arrival order is not promised.)
+    assert sorted(env.statuses(uuid)) == [("sms", "submitted"), ("whatsapp", "rejected")]
     rejected = env.webhooks(uuid, "status")[0].json
     assert rejected["error"]["code"] == 1300
     await env.advance(1000)

@@ -112,7 +112,10 @@ class WebhookView(_Model):
     message_uuid: str | None = None
     status: str = Field(description="The message status forwarded, or the workflow's outcome.")
     url: str
-    state: str = Field(description="`pending`, `delivered` or `dead` (gave up).")
+    state: str = Field(
+        description="`pending`, `delivered`, `dead` (gave up), or `held` (a final report waiting "
+        "for its workflow's earlier webhooks)."
+    )
     attempts: int
     last_status_code: int | None = None
     last_error: str | None = None

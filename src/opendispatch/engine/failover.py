@@ -36,9 +36,10 @@ How a workflow moves, in words (the table `TRANSITIONS` says the same):
 
 from __future__ import annotations
 
-from dataclasses import replace
 from enum import StrEnum
 from typing import Final
+
+from msgspec.structs import replace
 
 from opendispatch.engine.model import (
     CancelSend,

@@ -165,7 +165,7 @@ class Runtime:
             price=price,
         )
         transition = await self.store.apply(
-            message_uuid=message_uuid, transition=self.shell.transition_for(event, now)
+            message_uuid=message_uuid, transition=self.shell.transition_for(event, now_ms=now)
         )
         self.after_transition(transition)
         return transition

@@ -10,6 +10,7 @@ No failover rule is decided here: only how the engine's decisions are written do
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -86,6 +87,18 @@ class Shell:
         self._final_status_timeout_s = final_status_timeout_s
         self._provider_for = provider_for
         self._new_id = new_id
+        # Submitted messages never change: each event of a workflow needs its addresses, so
+        # the decoded request is kept for the workflows seen most recently.
+        self._submitted: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+
+    def _submitted_messages(self, dispatch_uuid: str, request_json: str) -> list[dict[str, Any]]:
+        submitted = self._submitted.get(dispatch_uuid)
+        if submitted is None:
+            submitted = _decode_request(request_json)["workflow"]
+            self._submitted[dispatch_uuid] = submitted
+            if len(self._submitted) > 10_000:
+                self._submitted.popitem(last=False)
+        return submitted
 
     def accept(
         self,
@@ -96,7 +109,7 @@ class Shell:
         now_ms: int,
     ) -> Transition:
         """The first transition of a workflow just validated: its state and first send."""
-        submitted = _decode_request(workflow.request_json)["workflow"]
+        submitted = self._submitted_messages(workflow.dispatch_uuid, workflow.request_json)
         event = WorkflowAccepted(
             dispatch_uuid=workflow.dispatch_uuid,
             steps=steps_from_request(submitted),
@@ -114,14 +127,18 @@ class Shell:
         )
         return self._transition(context, state, effects, now_ms)
 
-    def transition_for(self, event: Event, now_ms: int) -> TransitionFunction:
-        """The function `Store.apply` runs on the workflow inside its transaction."""
+    def transition_for(self, *events: Event, now_ms: int) -> TransitionFunction:
+        """The function `Store.apply` runs on the workflow inside its transaction: the events
+        are decided in order, and their effects written together."""
 
         def transition(loaded: LoadedWorkflow) -> Transition | None:
             if loaded.state_json is None:
                 return None  # not started yet: the runtime starts it first
-            state = decode_state(loaded.state_json)
-            new_state, effects = decide(state, event, now_ms)
+            state = new_state = decode_state(loaded.state_json)
+            effects: tuple[Effect, ...] = ()
+            for event in events:
+                new_state, more = decide(new_state, event, now_ms)
+                effects += more
             if not effects and new_state == state:
                 return None
             record = loaded.record
@@ -129,7 +146,7 @@ class Shell:
                 dispatch_uuid=record.dispatch_uuid,
                 application_id=record.application_id,
                 template=record.template,
-                submitted=_decode_request(record.request_json)["workflow"],
+                submitted=self._submitted_messages(record.dispatch_uuid, record.request_json),
                 status_url=loaded.status_url,
                 final_report_url=loaded.final_report_url or loaded.status_url,
             )

@@ -15,7 +15,6 @@ import functools
 import logging
 import random
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -74,6 +73,9 @@ class WebhookWorker(Worker):
         self._lease_ms = lease_ms
         self._per_app_in_flight: Counter[str] = Counter()
         self._credentials: dict[str, _CachedCredentials] = {}
+        self._outcomes: list[WebhookAttempt] = []
+        self._found_nothing = False
+        self._recording: asyncio.Future[None] | None = None
         self._random = random.Random()
         self.delivered = 0
         self.failed_attempts = 0
@@ -92,6 +94,7 @@ class WebhookWorker(Worker):
             lease_ms=self._lease_ms,
             exclude_applications=self._saturated(),
         )
+        self._found_nothing = not jobs
         for job in jobs:
             self._per_app_in_flight[job.application_id] += 1
             task = asyncio.ensure_future(self._deliver(job))
@@ -111,7 +114,13 @@ class WebhookWorker(Worker):
     async def next_due_ms(self) -> int | None:
         if len(self._in_flight) >= self._concurrency:
             return None  # a finishing delivery wakes us
-        return await self._store.next_webhook_due_ms(exclude_applications=self._saturated())
+        due = await self._store.next_webhook_due_ms()
+        now = self.clock.now_ms()
+        if due is not None and due <= now and self._found_nothing:
+            # Due, yet nothing could be claimed: it belongs to an application at its limit.
+            # A finishing delivery wakes us; look again in a second regardless.
+            return now + 1000
+        return due
 
     async def _deliver(self, job: WebhookJob) -> None:
         credentials = await self._credentials_for(job.application_id)
@@ -129,13 +138,25 @@ class WebhookWorker(Worker):
                     api_key=credentials.application.api_key,
                     application_id=job.application_id,
                     now_s=self.clock.now_ms() // 1000,
-                    jti=str(uuid.uuid4()),
+                    jti=f"{job.event_id}.{job.attempts}",  # unique per attempt
                 ),
                 "webhook-id": job.event_id,
                 "User-Agent": _USER_AGENT,
             }
             outcome = await self.client.post(job.url, body, headers)
-        await self._store.record_webhook_attempt(self._attempt(job, outcome))
+        await self._record(self._attempt(job, outcome))
+
+    def _record(self, attempt: WebhookAttempt) -> asyncio.Future[None]:
+        """Deliveries finishing in the same loop turn share one write."""
+        self._outcomes.append(attempt)
+        if self._recording is None:
+            self._recording = asyncio.ensure_future(self._record_outcomes())
+        return asyncio.shield(self._recording)
+
+    async def _record_outcomes(self) -> None:
+        await asyncio.sleep(0)  # the other deliveries of this turn add theirs
+        outcomes, self._outcomes, self._recording = self._outcomes, [], None
+        await self._store.record_webhook_attempts(outcomes)
 
     def _attempt(self, job: WebhookJob, outcome: DeliveryOutcome) -> WebhookAttempt:
         now = self.clock.now_ms()
@@ -143,6 +164,7 @@ class WebhookWorker(Worker):
             self.delivered += 1
             return WebhookAttempt(
                 id=job.id,
+                dispatch_uuid=job.dispatch_uuid,
                 state="delivered",
                 next_attempt_at_ms=None,
                 status_code=outcome.status_code,
@@ -161,6 +183,7 @@ class WebhookWorker(Worker):
             log.warning("webhook %s to %s is dead: %s", job.event_id, job.url, outcome.error)
         return WebhookAttempt(
             id=job.id,
+            dispatch_uuid=job.dispatch_uuid,
             state="pending" if retry_at is not None else "dead",
             next_attempt_at_ms=retry_at,
             status_code=outcome.status_code,

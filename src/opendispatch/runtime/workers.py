@@ -201,12 +201,26 @@ class SendWorker(Worker):
                 return
             result = Rejected(error=PROVIDER_UNAVAILABLE)
         if isinstance(result, Accepted):
-            event = StatusReported(
-                message_uuid=job.message_uuid,
-                status=MessageStatus.SUBMITTED,
-                at_ms=now,
-                price=result.price,
-            )
+            events = [
+                StatusReported(
+                    message_uuid=job.message_uuid,
+                    status=MessageStatus.SUBMITTED,
+                    at_ms=now,
+                    price=result.price,
+                )
+            ]
+            # Statuses the provider reports as due already are applied now, in the same
+            # transaction, rather than stored and picked up again (the sandbox at zero delay).
+            due_now = [later for later in result.later if later.after_ms <= 0]
+            events += [
+                StatusReported(
+                    message_uuid=job.message_uuid,
+                    status=later.status,
+                    at_ms=now,
+                    error=later.error,
+                )
+                for later in due_now
+            ]
             side = SideWrites(
                 complete_send=SendCompletion(
                     message_uuid=job.message_uuid,
@@ -222,15 +236,18 @@ class SendWorker(Worker):
                         error_reason=None if later.error is None else later.error.reason,
                     )
                     for later in result.later
+                    if later.after_ms > 0
                 ),
             )
         else:
-            event = StatusReported(
-                message_uuid=job.message_uuid,
-                status=MessageStatus.REJECTED,
-                at_ms=now,
-                error=result.error,
-            )
+            events = [
+                StatusReported(
+                    message_uuid=job.message_uuid,
+                    status=MessageStatus.REJECTED,
+                    at_ms=now,
+                    error=result.error,
+                )
+            ]
             side = SideWrites(
                 complete_send=SendCompletion(
                     message_uuid=job.message_uuid, send_state="failed", error=result.error.reason
@@ -238,7 +255,7 @@ class SendWorker(Worker):
             )
         transition = await self._store.apply(
             message_uuid=job.message_uuid,
-            transition=self._shell.transition_for(event, now),
+            transition=self._shell.transition_for(*events, now_ms=now),
             side=side,
         )
         self._after(transition)
@@ -271,7 +288,7 @@ class TimerWorker(Worker):
         due = await self._store.due_timers(now_ms=now, limit=self._batch)
         if not due:
             return False
-        fire = self._shell.transition_for(TimerFired(), now)
+        fire = self._shell.transition_for(TimerFired(), now_ms=now)
         transitions = await asyncio.gather(
             *(
                 self._store.apply(dispatch_uuid=dispatch_uuid, transition=fire)
@@ -331,7 +348,7 @@ class InboxWorker(Worker):
                             ),
                             price=event.price,
                         ),
-                        now,
+                        now_ms=now,
                     ),
                     side=SideWrites(inbox_done=event.id),
                 )

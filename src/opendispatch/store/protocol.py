@@ -15,7 +15,7 @@ Two kinds of operation matter most:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from opendispatch.store.records import (
@@ -123,9 +123,10 @@ class Store(Protocol):
         self, *, now_ms: int, limit: int, lease_ms: int, exclude_applications: frozenset[str]
     ) -> list[WebhookJob]: ...
 
-    async def next_webhook_due_ms(self, *, exclude_applications: frozenset[str]) -> int | None: ...
+    async def next_webhook_due_ms(self) -> int | None:
+        """When the next webhook is due; it may belong to an application at its limit."""
 
-    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None: ...
+    async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None: ...
 
     async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]: ...
 

@@ -183,6 +183,7 @@ class SendJob:
 class WebhookJob:
     id: int
     event_id: str
+    dispatch_uuid: str
     application_id: str
     url: str
     payload: str
@@ -195,6 +196,7 @@ class WebhookAttempt:
     """The outcome of one delivery attempt: delivered, to retry at a time, or dead."""
 
     id: int
+    dispatch_uuid: str
     state: str  # "delivered" | "pending" | "dead"
     next_attempt_at_ms: int | None
     status_code: int | None

@@ -5,42 +5,47 @@ seam turns refused connections, DNS failures, TLS errors, timeouts and non-2xx a
 `DeliveryOutcome` with a short reason for logs and the dead-letter record. Only programming
 errors (and cancellation) propagate.
 
-Built on aiohttp, chosen by measurement (`bench/webhook_client.py`, 400-byte bodies to a local
-receiver on 2 cores): aiohttp sustained about 18,000 posts/s at 64 concurrent posts and 9,000/s
-at 256, where httpx.AsyncClient managed about 600/s and 380/s, and never more than about
-1,700/s even one post at a time (it spends ~0.5 ms of CPU per request, and its pool degrades
-with concurrency: encode/httpx#3215). Our target is 2,000 webhooks/s with the receiver on the
-same machine, which httpx cannot reach.
+Why this is not a general HTTP client library, by measurement. httpx.AsyncClient managed about
+600 posts/s (encode/httpx#3215), far below the 2,000 webhooks/s goal. aiohttp managed 18,000/s
+alone, but inside the loaded server it took 27.5 % of the CPU at 800 workflows/s (four
+webhooks each), the largest single cost, keeping the server under its 1,000 workflows/s goal.
+A webhook needs very little of HTTP: a POST of bytes, a status line, a body to drain,
+keep-alive. So the protocol is an asyncio `Protocol`, and everything that is hard about HTTP/1.1
+responses (chunked bodies, content lengths, keep-alive rules, malformed input) is left to
+httptools, the llhttp binding uvicorn already depends on; TLS and DNS are asyncio's.
 
 Choices that matter for a multi-tenant webhook sender:
-- no cookie jar: a cookie one receiver sets must never be sent with another tenant's webhook;
-- no redirects: a 3xx is not a delivery (following one would turn the POST into a GET or send
-  the signed body somewhere the application did not configure);
-- keep-alive connections expire after `keepalive_s` (4 s), just under the 5 s idle timeout of
-  common servers (Node, uvicorn), so we rarely reuse a connection the receiver is closing;
-- a per-host connection limit, so one slow receiver cannot take the whole pool.
+- no cookies and no redirects: a 3xx is not a delivery (following one would send the signed
+  body somewhere the application did not configure);
+- keep-alive connections are reused for `keepalive_s` (4 s), just under the 5 s idle timeout of
+  common servers (Node, uvicorn); a kept connection the receiver closed meanwhile is retried
+  once on a fresh one, before anything was received;
+- one time budget (`timeout_s`) covers waiting for a connection slot, connecting, sending and
+  reading the status; a per-host connection limit keeps one receiver from taking the pool.
 
-One `WebhookClient` serves one event loop: the aiohttp session is created on the first post,
-inside the running loop, and must be closed with `close()` (or `async with`).
+One `WebhookClient` serves one event loop, and must be closed with `close()` (or `async with`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
+from urllib.parse import urlsplit
 
-import aiohttp
+import httptools
 
 __all__ = ["DeliveryOutcome", "WebhookClient", "describe_failure"]
 
 _MAX_ERROR_CHARS = 200
 # Answers are read (so the connection can be reused) but not kept; past this much we stop
-# reading and let the connection close rather than buffer a receiver's large page.
+# reading and close the connection rather than take in a receiver's large page.
 _MAX_DRAIN_BYTES = 64 * 1024
+_FORBIDDEN_IN_HEADERS = frozenset("\r\n\0")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,32 +58,38 @@ class DeliveryOutcome:
     elapsed_ms: float
 
 
-def describe_failure(exc: BaseException, *, timeout_s: float) -> str:
+class InvalidUrlError(ValueError):
+    pass
+
+
+class ServerDisconnectedError(ConnectionError):
+    pass
+
+
+class InvalidResponseError(Exception):
+    pass
+
+
+def describe_failure(exc: BaseException, *, timeout_s: float, host: str = "") -> str:
     """A short, stable reason for a failed attempt ("connection refused", "timed out ...")."""
-    # Order matters: aiohttp's timeouts are also OSErrors, its TLS errors also connector errors.
     if isinstance(exc, TimeoutError):
         return f"timed out after {timeout_s} s"
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+    if isinstance(exc, InvalidUrlError):
         return _short(f"invalid URL: {exc}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        host = exc.host
-        if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
-            exc.os_error, socket.gaierror
-        ):
-            return _short(f"DNS lookup failed for {host}")
-        if isinstance(exc, aiohttp.ClientSSLError) or isinstance(exc.os_error, ssl.SSLError):
-            return _short(f"TLS error with {host}: {_reason(exc.os_error)}")
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return "connection refused"
-        return _short(f"cannot connect to {host}: {_reason(exc.os_error)}")
+    if isinstance(exc, socket.gaierror):
+        return _short(f"DNS lookup failed for {host}")
     if isinstance(exc, ssl.SSLError):
-        return _short(f"TLS error: {_reason(exc)}")
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return _short(f"TLS error with {host}: {_reason(exc)}")
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ServerDisconnectedError):
         return "server disconnected before answering"
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
-    if isinstance(exc, aiohttp.ClientResponseError | aiohttp.ClientPayloadError):
+    if isinstance(exc, InvalidResponseError):
         return _short(f"invalid HTTP response: {exc}")
+    if isinstance(exc, OSError):
+        return _short(f"cannot connect to {host}: {_reason(exc)}")
     return _short(f"{type(exc).__name__}: {exc}")
 
 
@@ -94,6 +105,114 @@ def _reason(error: BaseException) -> str:
 
 def _short(text: str) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 3] + "..."
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A webhook URL, parsed once: where to connect and what to put in the request line."""
+
+    key: tuple[str, str, int]  # (scheme, host, port): connections are pooled by it
+    request_line: bytes  # b"POST /path?query HTTP/1.1\r\nHost: host[:port]\r\n"
+
+    @property
+    def host(self) -> str:
+        return self.key[1]
+
+    @property
+    def tls(self) -> bool:
+        return self.key[0] == "https"
+
+
+def _parse_target(url: str) -> _Target:
+    if any(character in _FORBIDDEN_IN_HEADERS or character == " " for character in url):
+        raise InvalidUrlError(url)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidUrlError(f"{url}: {exc}") from None
+    host = parts.hostname
+    if parts.scheme not in ("http", "https") or not host:
+        raise InvalidUrlError(url)
+    default_port = 443 if parts.scheme == "https" else 80
+    port = port or default_port
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    host_header = f"[{host}]" if ":" in host else host
+    if port != default_port:
+        host_header += f":{port}"
+    line = f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n".encode()
+    return _Target((parts.scheme, host, port), line)
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection, one request at a time; httptools parses the answers."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._answer: asyncio.Future[int] | None = None
+        self._status = 0
+        self._drained = 0
+        self.closed = False
+        self.reusable = False
+        self.received_any = False
+        self.idle_since = 0.0
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        self.received_any = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._settle(exception=InvalidResponseError(str(exc) or type(exc).__name__))
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._settle(exception=exc if exc is not None else ServerDisconnectedError())
+
+    # -- httptools callbacks -------------------------------------------------------------
+
+    def on_headers_complete(self) -> None:
+        self._status = self._parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        self._drained += len(body)
+        if self._drained > _MAX_DRAIN_BYTES:  # the status decided; stop reading
+            self._settle(status=self._status)
+            self.close()
+
+    def on_message_complete(self) -> None:
+        self.reusable = self._parser.should_keep_alive()
+        self._settle(status=self._status)
+
+    # -- use -----------------------------------------------------------------------------
+
+    async def exchange(self, request: bytes) -> int:
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self._status = self._drained = 0
+        self.received_any = self.reusable = False
+        self.transport.write(request)
+        return await self._answer
+
+    def _settle(self, *, status: int | None = None, exception: BaseException | None = None) -> None:
+        answer = self._answer
+        if answer is None or answer.done():
+            return
+        if exception is not None:
+            answer.set_exception(exception)
+        else:
+            answer.set_result(status or 0)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
 class WebhookClient:
@@ -116,45 +235,32 @@ class WebhookClient:
         self._max_connections = max_connections
         self._max_connections_per_host = max_connections_per_host
         self._keepalive_s = keepalive_s
-        self._user_agent = user_agent
-        self._session: aiohttp.ClientSession | None = None
+        self._user_agent = f"User-Agent: {user_agent}\r\n".encode()
+        self._tls = ssl.create_default_context()
+        self._targets: dict[str, _Target] = {}
+        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._per_host: dict[tuple[str, str, int], asyncio.Semaphore] = {}
+        self._slots: asyncio.Semaphore | None = None
         self._closed = False
-
-    def _open_session(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections,
-            limit_per_host=self._max_connections_per_host,
-            keepalive_timeout=self._keepalive_s,
-        )
-        return aiohttp.ClientSession(
-            connector=connector,
-            # One budget for the whole attempt: waiting for a pooled connection, connecting,
-            # sending and reading the answer. A receiver that takes longer has not accepted.
-            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            headers={"User-Agent": self._user_agent},
-            auto_decompress=False,
-            raise_for_status=False,
-        )
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> DeliveryOutcome:
         """POST `body` to `url` with exactly `headers` (plus Host, Content-Length, User-Agent)."""
         if self._closed:
             raise RuntimeError("WebhookClient is closed")
-        if self._session is None:
-            self._session = self._open_session()
         started = time.perf_counter()
+        target: _Target | None = None
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                await _drain(response)
-        except (aiohttp.ClientError, OSError) as exc:
+            target = self._target(url)
+            request = self._request(target, body, headers)
+            async with asyncio.timeout(self.timeout_s), self._slot(target.key):
+                status = await self._exchange(target, request)
+        except (OSError, TimeoutError, InvalidUrlError, InvalidResponseError) as exc:
             return DeliveryOutcome(
                 delivered=False,
                 status_code=None,
-                error=describe_failure(exc, timeout_s=self.timeout_s),
+                error=describe_failure(
+                    exc, timeout_s=self.timeout_s, host="" if target is None else target.host
+                ),
                 elapsed_ms=(time.perf_counter() - started) * 1000,
             )
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -166,12 +272,91 @@ class WebhookClient:
             delivered=False, status_code=status, error=f"HTTP {status}", elapsed_ms=elapsed_ms
         )
 
+    # -- pieces --------------------------------------------------------------------------
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            target = _parse_target(url)
+            if len(self._targets) > 10_000:  # bounded: URLs come from application settings
+                self._targets.clear()
+            self._targets[url] = target
+        return target
+
+    def _request(self, target: _Target, body: bytes, headers: Mapping[str, str]) -> bytes:
+        lines = [target.request_line, self._user_agent]
+        for name, value in headers.items():
+            if name.lower() in ("host", "content-length", "user-agent"):
+                continue
+            if _FORBIDDEN_IN_HEADERS.intersection(name + value):
+                raise InvalidResponseError(f"header {name!r} has a line break")  # our own bug
+            lines.append(f"{name}: {value}\r\n".encode())
+        lines.append(b"Content-Length: %d\r\n\r\n" % len(body))
+        lines.append(body)
+        return b"".join(lines)
+
+    def _slot(self, key: tuple[str, str, int]) -> _Slot:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max_connections)
+        per_host = self._per_host.get(key)
+        if per_host is None:
+            per_host = self._per_host[key] = asyncio.Semaphore(self._max_connections_per_host)
+        return _Slot(self._slots, per_host)
+
+    async def _exchange(self, target: _Target, request: bytes) -> int:
+        connection = self._take_idle(target.key)
+        if connection is not None:
+            try:
+                return await self._send(connection, target, request)
+            except (ServerDisconnectedError, ConnectionResetError):
+                if connection.received_any:
+                    raise
+                # The receiver closed this kept-alive connection while it sat idle: the
+                # request never reached it, so trying once on a new connection is safe.
+        connection = await self._connect(target)
+        return await self._send(connection, target, request)
+
+    async def _send(self, connection: _Connection, target: _Target, request: bytes) -> int:
+        try:
+            status = await connection.exchange(request)
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable and not connection.closed and not self._closed:
+            connection.idle_since = time.monotonic()
+            self._idle.setdefault(target.key, []).append(connection)
+        else:
+            connection.close()
+        return status
+
+    def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
+        idle = self._idle.get(key)
+        now = time.monotonic()
+        while idle:
+            connection = idle.pop()
+            if not connection.closed and now - connection.idle_since < self._keepalive_s:
+                return connection
+            connection.close()
+        return None
+
+    async def _connect(self, target: _Target) -> _Connection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            _Connection,
+            target.host,
+            target.key[2],
+            ssl=self._tls if target.tls else None,
+            server_hostname=target.host if target.tls else None,
+        )
+        return connection
+
     async def close(self) -> None:
         """Close pooled connections; the client cannot post afterwards."""
         self._closed = True
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.close()
+        self._idle.clear()
 
     async def __aenter__(self) -> WebhookClient:
         return self
@@ -185,19 +370,23 @@ class WebhookClient:
         await self.close()
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read and drop the answer so the connection returns to the pool.
+class _Slot:
+    """Holds one global and one per-host connection slot for the length of a request."""
 
-    The status line already decided the outcome: a receiver that answered 2xx and then stalled
-    or broke off its body has still accepted the webhook, so errors here are not failures (the
-    connection is then closed instead of reused).
-    """
-    received = 0
-    try:
-        while received <= _MAX_DRAIN_BYTES:
-            chunk = await response.content.readany()
-            if not chunk:
-                return
-            received += len(chunk)
-    except (aiohttp.ClientError, OSError):
-        return
+    __slots__ = ("_host", "_total")
+
+    def __init__(self, total: asyncio.Semaphore, host: asyncio.Semaphore) -> None:
+        self._total = total
+        self._host = host
+
+    async def __aenter__(self) -> None:
+        await self._host.acquire()
+        try:
+            await self._total.acquire()
+        except BaseException:
+            self._host.release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._total.release()
+        self._host.release()

@@ -8,7 +8,12 @@ re-serialised.
 
 Signing is pure: the caller passes the time (`now_s`) and the token id (`jti`), so a delivery
 attempt can be replayed in a test and produce the same header. It runs once per attempt (a retry
-is re-signed with a fresh `iat` and `jti`), so it stays a single PyJWT call, about 15 us.
+is re-signed with a fresh `iat` and `jti`), four times per typical workflow, which is why it is
+written out here rather than left to PyJWT: `jwt.encode` measured 13.7 us per token (most of it
+re-validating the key on every call and stdlib JSON), 10 % of the server's time under load; an
+HS256 JWT is just base64url(header) "." base64url(claims) "." base64url(HMAC-SHA256), which
+takes ~3 us with the key's HMAC state prepared once per secret. PyJWT stays the judge: the tests
+and `verify_webhook` decode every token we make with it.
 
 Receiver side, for users and for our tests::
 
@@ -18,17 +23,29 @@ Receiver side, for users and for our tests::
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
+import msgspec
 
 __all__ = ["Signer", "WebhookSignatureError", "payload_hash", "verify_webhook"]
 
 _ALGORITHM = "HS256"
 _REQUIRED_CLAIMS = ["iat", "jti", "iss", "payload_hash"]
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+_HEADER = _b64(b'{"alg":"HS256","typ":"JWT"}')
 
 
 class WebhookSignatureError(Exception):
@@ -49,6 +66,7 @@ class Signer:
     """
 
     issuer: str = "Vonage"
+    _keys: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def authorization(
         self,
@@ -69,7 +87,17 @@ class Signer:
             "application_id": application_id,
             "payload_hash": hashlib.sha256(body).hexdigest(),
         }
-        return "Bearer " + jwt.encode(claims, signature_secret, algorithm=_ALGORITHM)
+        signing_input = _HEADER + b"." + _b64(_encode(claims))
+        mac = self._keys.get(signature_secret)
+        if mac is None:
+            if len(self._keys) > 10_000:  # bounded: one entry per application
+                self._keys.clear()
+            mac = self._keys[signature_secret] = hmac.new(
+                signature_secret.encode(), digestmod=hashlib.sha256
+            )
+        signature = mac.copy()
+        signature.update(signing_input)
+        return "Bearer " + (signing_input + b"." + _b64(signature.digest())).decode()
 
 
 def verify_webhook(

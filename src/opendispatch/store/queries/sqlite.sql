@@ -70,11 +70,17 @@ VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?);
 UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL
 WHERE message_uuid = ? AND send_state = 'pending';
 
+-- A final report is held while its workflow still has webhooks to deliver (the same
+-- transition's status webhooks are inserted before it, so they count).
 -- name: insert_webhook
 INSERT INTO webhooks
     (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
      next_attempt_at_ms, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?);
+SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
+       CASE WHEN ?4 = 'final_report' AND EXISTS (
+                SELECT 1 FROM webhooks WHERE dispatch_uuid = ?2 AND state = 'pending')
+            THEN 'held' ELSE 'pending' END,
+       ?9, ?10;
 
 -- name: complete_send
 UPDATE messages
@@ -131,39 +137,46 @@ SELECT min(due_at_ms) FROM workflows WHERE due_at_ms IS NOT NULL;
 -- name: claim_inbox
 UPDATE inbox SET lease_until_ms = ?
 WHERE id IN (
-    SELECT id FROM inbox
-    WHERE due_at_ms <= ? AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
+    SELECT id FROM (
+        SELECT id, due_at_ms FROM inbox WHERE due_at_ms <= ? AND lease_until_ms IS NULL
+        UNION ALL
+        SELECT id, due_at_ms FROM inbox WHERE lease_until_ms <= ?)
     ORDER BY due_at_ms
     LIMIT ?)
 RETURNING id, message_uuid, status, error_code, error_reason, price, due_at_ms;
 
 -- name: next_inbox_due
-SELECT min(max(due_at_ms, coalesce(lease_until_ms, 0))) FROM inbox;
+SELECT min(due) FROM (
+    SELECT min(due_at_ms) AS due FROM inbox WHERE lease_until_ms IS NULL
+    UNION ALL
+    SELECT min(lease_until_ms) FROM inbox WHERE lease_until_ms IS NOT NULL);
 
 -- Webhooks --------------------------------------------------------------------------------------
 
--- A final report waits until every earlier webhook of its workflow is delivered or dead.
 -- name: claim_webhooks
 UPDATE webhooks SET lease_until_ms = ?, attempts = attempts + 1
 WHERE id IN (
-    SELECT w.id FROM webhooks w
-    WHERE w.state = 'pending' AND w.next_attempt_at_ms <= ?
-      AND (w.lease_until_ms IS NULL OR w.lease_until_ms <= ?)
-      AND w.application_id NOT IN (SELECT value FROM json_each(?))
-      AND (w.kind <> 'final_report' OR NOT EXISTS (
-          SELECT 1 FROM webhooks e
-          WHERE e.dispatch_uuid = w.dispatch_uuid AND e.id < w.id AND e.state = 'pending'))
-    ORDER BY w.next_attempt_at_ms
+    SELECT id FROM webhooks
+    WHERE state = 'pending' AND next_attempt_at_ms <= ?
+      AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
+      AND application_id NOT IN (SELECT value FROM json_each(?))
+    ORDER BY next_attempt_at_ms
     LIMIT ?)
-RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms;
+RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms, dispatch_uuid;
 
+-- The earliest time a webhook becomes claimable: walks the due index past the few in flight.
 -- name: next_webhook_due
-SELECT min(max(w.next_attempt_at_ms, coalesce(w.lease_until_ms, 0))) FROM webhooks w
-WHERE w.state = 'pending'
-  AND w.application_id NOT IN (SELECT value FROM json_each(?))
-  AND (w.kind <> 'final_report' OR NOT EXISTS (
-      SELECT 1 FROM webhooks e
-      WHERE e.dispatch_uuid = w.dispatch_uuid AND e.id < w.id AND e.state = 'pending'));
+SELECT min(due) FROM (
+    SELECT (SELECT next_attempt_at_ms FROM webhooks
+            WHERE state = 'pending' AND lease_until_ms IS NULL
+            ORDER BY next_attempt_at_ms LIMIT 1) AS due
+    UNION ALL
+    SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL);
+
+-- name: release_final_report
+UPDATE webhooks SET state = 'pending'
+WHERE dispatch_uuid = ?1 AND state = 'held'
+  AND NOT EXISTS (SELECT 1 FROM webhooks WHERE dispatch_uuid = ?1 AND state = 'pending');
 
 -- name: record_webhook_attempt
 UPDATE webhooks

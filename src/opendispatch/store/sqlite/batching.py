@@ -45,10 +45,18 @@ class GroupCommit:
     GIL released, while the loop goes on parsing and validating the next requests. Only one
     batch is in flight at a time; whatever arrives meanwhile forms the next batch, so batches
     grow with load instead of fsyncs multiplying.
+
+    A batch also waits `window_s` after its first operation before it starts (PostgreSQL's
+    `commit_delay` idea). Measured: a transaction of one operation costs ~140 us of CPU (the
+    fsync, file locks and the hand-off to the commit thread), one of twenty ~12 us per
+    operation. The failover runtime's operations trickle in one per loop turn at moderate load,
+    so without the window nearly every one paid the full price; a millisecond gathers them.
     """
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(self, connection: sqlite3.Connection, *, window_s: float = 0.001) -> None:
         self._connection = connection
+        self._window_s = window_s
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[WriteOperation[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
         self._in_flight: asyncio.Future[None] | None = None
@@ -57,7 +65,11 @@ class GroupCommit:
         self.operations = 0
 
     def submit(self, operation: WriteOperation[T]) -> asyncio.Future[T]:
-        loop = asyncio.get_running_loop()
+        # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid()
+        # system call, measured at 4 % of the server's time under load.
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((operation, future))
         self._schedule(loop)
@@ -66,7 +78,10 @@ class GroupCommit:
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self._scheduled and self._in_flight is None:
             self._scheduled = True
-            loop.call_soon(self._start_batch)
+            if self._window_s > 0:
+                loop.call_later(self._window_s, self._start_batch)
+            else:
+                loop.call_soon(self._start_batch)
 
     def _start_batch(self) -> None:
         self._scheduled = False
@@ -80,9 +95,9 @@ class GroupCommit:
         except Exception:  # any failure: no future may be left unresolved
             self._rollback()
             self._run_one_by_one(batch)
-            self._schedule(asyncio.get_running_loop())
+            self._schedule(self._loop or asyncio.get_running_loop())
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()
         self._in_flight = loop.run_in_executor(self._committer, connection.commit)
         self._in_flight.add_done_callback(lambda done: self._finish_batch(done, batch, results))
 
@@ -106,7 +121,7 @@ class GroupCommit:
                 if not future.done():
                     future.set_exception(_store_error(error))
         if self._pending:
-            self._schedule(asyncio.get_running_loop())
+            self._schedule(self._loop or asyncio.get_running_loop())
 
     def _run_one_by_one(self, batch: list[tuple[WriteOperation[Any], asyncio.Future[Any]]]) -> None:
         """After a failed batch: each operation alone, so one bad write fails only itself."""

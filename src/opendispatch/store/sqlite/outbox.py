@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from opendispatch.store.records import (
@@ -115,6 +116,7 @@ class SqliteOutbox:
             WebhookJob(
                 id=row[0],
                 event_id=row[1],
+                dispatch_uuid=row[7],
                 application_id=row[2],
                 url=row[3],
                 payload=row[4],
@@ -124,24 +126,31 @@ class SqliteOutbox:
             for row in rows
         ]
 
-    async def next_webhook_due_ms(self, *, exclude_applications: frozenset[str]) -> int | None:
-        excluded = json.dumps(sorted(exclude_applications))
-        due: int | None = self._read_one("next_webhook_due", (excluded,))[0]
+    async def next_webhook_due_ms(self) -> int | None:
+        due: int | None = self._read_one("next_webhook_due", ())[0]
         return due
 
-    async def record_webhook_attempt(self, attempt: WebhookAttempt) -> None:
+    async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None:
         sql = self._queries["record_webhook_attempt"]
-        parameters = (
-            attempt.state,
-            attempt.next_attempt_at_ms,
-            attempt.status_code,
-            attempt.error,
-            attempt.at_ms if attempt.state == "delivered" else None,
-            attempt.id,
-        )
+        rows = [
+            (
+                attempt.state,
+                attempt.next_attempt_at_ms,
+                attempt.status_code,
+                attempt.error,
+                attempt.at_ms if attempt.state == "delivered" else None,
+                attempt.id,
+            )
+            for attempt in attempts
+        ]
+
+        release = self._queries["release_final_report"]
+        # A settled webhook (delivered or dead) may be the last one its final report waited for.
+        settled = {(a.dispatch_uuid,) for a in attempts if a.state in ("delivered", "dead")}
 
         def operation(connection: sqlite3.Connection) -> None:
-            connection.execute(sql, parameters)
+            connection.executemany(sql, rows)
+            connection.executemany(release, settled)
 
         await self._write(operation)
 

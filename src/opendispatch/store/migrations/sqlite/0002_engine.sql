@@ -29,7 +29,7 @@ CREATE INDEX messages_by_workflow ON messages (dispatch_uuid, step);
 -- Webhooks to deliver, at least once. Rows stay after delivery: GET shows their state.
 CREATE TABLE webhooks (
     id                 INTEGER PRIMARY KEY,  -- also the order of a workflow's webhooks
-    event_id           TEXT NOT NULL UNIQUE, -- sent as `webhook-id`: receivers drop repeats
+    event_id           TEXT NOT NULL,        -- sent as `webhook-id`: receivers drop repeats
     dispatch_uuid      TEXT NOT NULL,
     application_id     TEXT NOT NULL,
     kind               TEXT NOT NULL,        -- message_status | final_report
@@ -37,7 +37,9 @@ CREATE TABLE webhooks (
     status             TEXT NOT NULL,        -- the message status, or the workflow's outcome
     url                TEXT NOT NULL,
     payload            TEXT NOT NULL,        -- the exact body, signed at each attempt
-    state              TEXT NOT NULL,        -- pending | delivered | dead
+    -- pending | delivered | dead, or held: a final report waiting for its workflow's earlier
+    -- webhooks to be delivered or dead (released when the last of them settles)
+    state              TEXT NOT NULL,
     attempts           INTEGER NOT NULL DEFAULT 0,
     next_attempt_at_ms INTEGER NOT NULL,
     lease_until_ms     INTEGER,
@@ -47,7 +49,8 @@ CREATE TABLE webhooks (
     delivered_at_ms    INTEGER
 );
 CREATE INDEX webhooks_due ON webhooks (next_attempt_at_ms) WHERE state = 'pending';
-CREATE INDEX webhooks_by_workflow ON webhooks (dispatch_uuid, id);
+CREATE INDEX webhooks_leased ON webhooks (lease_until_ms) WHERE lease_until_ms IS NOT NULL;
+CREATE INDEX webhooks_by_workflow ON webhooks (dispatch_uuid, state, id);
 
 -- Provider status events waiting to be applied, at or after `due_at_ms`. The sandbox
 -- schedules its simulated statuses here, so they survive a restart like real callbacks.
@@ -61,7 +64,8 @@ CREATE TABLE inbox (
     due_at_ms      INTEGER NOT NULL,
     lease_until_ms INTEGER
 );
-CREATE INDEX inbox_due ON inbox (due_at_ms);
+CREATE INDEX inbox_due ON inbox (due_at_ms) WHERE lease_until_ms IS NULL;
+CREATE INDEX inbox_leased ON inbox (lease_until_ms) WHERE lease_until_ms IS NOT NULL;
 
 -- The sandbox provider's own record of what it was asked to send, written before it
 -- answers (as a real provider's would be): tests read it to prove no step went out twice.

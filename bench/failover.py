@@ -1,0 +1,361 @@
+"""Benchmarks of the failover engine end to end: a real server, sandbox, webhook receiver.
+
+    .venv/bin/python bench/failover.py e2e --rates 1000,1500 --seconds 20
+    .venv/bin/python bench/failover.py timers --pending 100000
+    .venv/bin/python bench/failover.py webhooks --workflows 20000
+
+e2e       two-step workflows whose first message is rejected (WhatsApp to ...01, then SMS to
+          ...09, delivered at once: sandbox delays 0), offered at fixed rates. Prints accepted/s,
+          completed/s (final report received by the receiver), accept-to-final-report latency,
+          webhooks/s, and the time from the WhatsApp's rejection to the SMS's send starting
+          (read from the database afterwards: rejection time in the workflow's state, send start
+          in the sandbox's own log).
+timers    fills the server with workflows waiting on a timer (silent WhatsApp, expiry 1 day),
+          measures its memory at 1,000 and at --pending, then offers probe workflows with a 15 s
+          expiry and prints timer lateness: how long after the step's deadline the next
+          message's send started.
+webhooks  creates workflows that end at once (both messages rejected: 3 webhooks each) as fast
+          as it can and prints the rate at which the receiver got them.
+
+The server, the receiver and this load generator share the machine; the figures include that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import Server, rss_kib, start_receiver, start_server, use_uvloop
+from loadgen import build_request, run_closed, run_fixed_rate
+
+ZERO_DELAY = ["--sandbox-delivered-after-ms", "0", "--sandbox-read-after-ms", "0"]
+
+
+def step(channel: str, number: str, failover: dict[str, Any] | None = None) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "to": {"type": channel, "number": number},
+        "from": {"type": channel, "number": "447700900000"},
+        "message": {"content": {"type": "text", "text": "Your code is 64873"}},
+    }
+    if failover is not None:
+        message["failover"] = failover
+    return message
+
+
+def post_request(server: Server, workflow: list[dict[str, Any]]) -> bytes:
+    credentials = server.credentials
+    token = base64.b64encode(f"{credentials['api_key']}:{credentials['api_secret']}".encode())
+    body = json.dumps({"template": "failover", "workflow": workflow}).encode()
+    headers = [("Authorization", "Basic " + token.decode()), ("Content-Type", "application/json")]
+    return build_request("POST", "/v0.1/dispatch", body=body, headers=headers)
+
+
+def percentiles(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+    return f"p50 {at(0.5):.1f} ms  p99 {at(0.99):.1f} ms  max {ordered[-1]:.1f} ms"
+
+
+def uuid_ms(dispatch_uuid: str) -> int:
+    return int(dispatch_uuid.replace("-", "")[:12], 16)
+
+
+def receiver_stats(url: str, finals: bool = False) -> dict[str, Any]:
+    result: dict[str, Any] = httpx.get(
+        f"{url}/stats", params={"finals": "1"} if finals else {}, timeout=30
+    ).json()
+    return result
+
+
+def wait_for_finals(receiver: str, expected: int, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        stats = receiver_stats(receiver)
+        if stats["final"] >= expected:
+            break
+        time.sleep(0.2)
+    return receiver_stats(receiver, finals=True)
+
+
+def next_send_latencies(database: Path) -> list[float]:
+    """Per workflow: from the first message's rejection to the second's send starting."""
+    latencies = []
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        sent = dict(connection.execute("SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
+        for (state_json,) in connection.execute("SELECT state_json FROM workflows"):
+            messages = json.loads(state_json)["messages"]
+            if len(messages) < 2 or not messages[0]["history"]:
+                continue
+            rejected_at = messages[0]["history"][0]["at_ms"]
+            started = sent.get(messages[1]["message_uuid"])
+            if started is not None:
+                latencies.append(float(started - rejected_at))
+    return latencies
+
+
+# -- e2e ---------------------------------------------------------------------------------------
+
+
+def e2e(args: argparse.Namespace) -> None:
+    print("e2e: two-step workflows, WhatsApp rejected -> SMS delivered;", end=" ")
+    print(f"{args.seconds:.0f} s per rate")
+    for rate in args.rates:
+        workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
+        receiver, receiver_url = start_receiver()
+        server = start_server(
+            workdir,
+            status_url=f"{receiver_url}/status",
+            final_report_url=f"{receiver_url}/final",
+            extra=ZERO_DELAY,
+        )
+        try:
+            first = step(
+                "whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"}
+            )
+            request = post_request(server, [first, step("sms", "447700900009")])
+            started_ms = time.time_ns() // 1_000_000
+            result = asyncio.run(
+                run_fixed_rate(
+                    f"offered {rate:,}/s", "127.0.0.1", server.port, lambda _, r=request: r,
+                    rate=rate, connections=64, seconds=args.seconds,
+                )
+            )  # fmt: skip
+            ended_ms = time.time_ns() // 1_000_000
+            accepted = result.statuses[202]
+            stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
+            finals: dict[str, int] = stats["finals"]
+            within = [t for t in finals.values() if t <= ended_ms]
+            latencies = [float(t - uuid_ms(u)) for u, t in finals.items()]
+            last = max(finals.values()) if finals else ended_ms
+            rss, peak = rss_kib(server.process.pid)
+            print(
+                f"  offered {rate:>6,}/s  accepted {accepted / result.seconds:>7,.0f}/s  "
+                f"completed {len(within) / ((ended_ms - started_ms) / 1000):>7,.0f}/s during the "
+                f"run, {len(finals):,}/{accepted:,} in all, last {last - ended_ms:,} ms after"
+            )
+            print(f"    accept -> final report received: {percentiles(latencies)}")
+            print(f"    POST latency: {percentiles([x * 1000 for x in result.latencies_s])}")
+            webhooks = stats["status"] + stats["final"]
+            per_second = webhooks / ((last - started_ms) / 1000)
+            print(f"    webhooks received {webhooks:,} = {per_second:,.0f}/s")
+            server.stop()
+            latencies = next_send_latencies(server.database)
+            print(f"    rejection -> next send started: {percentiles(latencies)}")
+            print(f"    server RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)")
+        finally:
+            server.stop()
+            receiver.terminate()
+
+
+# -- timers --------------------------------------------------------------------------------------
+
+
+async def create(server: Server, workflow: list[dict[str, Any]], count: int) -> None:
+    request = post_request(server, workflow)
+    sent = 0
+    while sent < count:
+        batch = min(count - sent, 20_000)
+        result = await run_closed_count(server.port, request, batch)
+        sent += result
+
+
+async def run_closed_count(port: int, request: bytes, count: int) -> int:
+    """Send exactly `count` requests over 32 connections; returns how many got a 202."""
+    remaining = count
+    accepted = 0
+
+    def next_request(_: int) -> bytes:
+        return request
+
+    while remaining > 0:
+        result = await run_closed(
+            "create", "127.0.0.1", port, next_request, connections=32, seconds=0.5
+        )
+        accepted += result.statuses[202]
+        remaining = count - accepted
+    return accepted
+
+
+def wait_sent(database: Path, count: int, timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+            done = connection.execute("SELECT count(*) FROM sandbox_sends").fetchone()[0]
+        if done >= count:
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"only {done} of {count} sends happened")
+
+
+def timer_lateness(database: Path, expiry_ms: int) -> list[float]:
+    latencies = []
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        sent = dict(connection.execute("SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
+        for (state_json,) in connection.execute(
+            "SELECT w.state_json FROM workflows w WHERE w.request_json LIKE ?",
+            (f'%"expiry_time":{expiry_ms // 1000},%',),
+        ):
+            messages = json.loads(state_json)["messages"]
+            if len(messages) == 2 and messages[1]["message_uuid"] in sent:
+                deadline = messages[0]["sent_at_ms"] + expiry_ms
+                latencies.append(float(sent[messages[1]["message_uuid"]] - deadline))
+    return latencies
+
+
+def timers(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="od-timers-"))
+    server = start_server(workdir)
+    silent_day = [
+        step("whatsapp", "447700900004", {"expiry_time": 86_400, "condition_status": "read"}),
+        step("sms", "447700900004"),
+    ]
+    probe = [
+        step("whatsapp", "447700900004", {"expiry_time": 15, "condition_status": "read"}),
+        step("sms", "447700900004"),
+    ]
+    try:
+        pending = 1000
+        asyncio.run(create(server, silent_day, pending))
+        wait_sent(server.database, pending)
+        time.sleep(2)
+        rss_small, _ = rss_kib(server.process.pid)
+        print(f"timers: {pending:,} workflows pending on a timer:", end=" ")
+        print(f"server RSS {rss_small / 1024:.1f} MiB")
+        asyncio.run(probe_lateness(server, probe, args, "with 1,000 pending"))
+        started = time.monotonic()
+        asyncio.run(create(server, silent_day, args.pending - pending))
+        wait_sent(server.database, args.pending + int(args.probe_rate * args.probe_seconds) * 2)
+        print(f"  created {args.pending - pending:,} more in {time.monotonic() - started:.0f} s")
+        time.sleep(2)
+        rss_large, peak = rss_kib(server.process.pid)
+        change = (rss_large - rss_small) / rss_small * 100
+        print(
+            f"  {args.pending:,} pending: server RSS {rss_large / 1024:.1f} MiB "
+            f"({change:+.1f} % vs 1,000 pending; peak {peak / 1024:.1f} MiB)"
+        )
+        asyncio.run(probe_lateness(server, probe, args, f"with {args.pending:,} pending"))
+    finally:
+        server.stop()
+
+
+async def probe_lateness(
+    server: Server, probe: list[dict[str, Any]], args: argparse.Namespace, label: str
+) -> None:
+    """Offer 15 s-expiry workflows at a steady rate; measure lateness once they all fired."""
+    before = set(timer_lateness_keys(server.database))
+    request = post_request(server, probe)
+    await run_fixed_rate(
+        "probe", "127.0.0.1", server.port, lambda _: request,
+        rate=args.probe_rate, connections=8, seconds=args.probe_seconds,
+    )  # fmt: skip
+    await asyncio.sleep(15 + 3)
+    lateness = [
+        late
+        for key, late in zip(
+            timer_lateness_keys(server.database),
+            timer_lateness(server.database, 15_000),
+            strict=False,
+        )
+        if key not in before
+    ]
+    print(
+        f"  timer lateness {label} ({args.probe_rate}/s probes for {args.probe_seconds:.0f} s, "
+        f"{len(lateness)} fired): {percentiles(lateness)}"
+    )
+
+
+def timer_lateness_keys(database: Path) -> list[str]:
+    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
+        sent = {row[0] for row in connection.execute("SELECT message_uuid FROM sandbox_sends")}
+        keys = []
+        for dispatch_uuid, state_json in connection.execute(
+            "SELECT dispatch_uuid, state_json FROM workflows WHERE request_json LIKE ?",
+            ('%"expiry_time":15,%',),
+        ):
+            messages = json.loads(state_json)["messages"]
+            if len(messages) == 2 and messages[1]["message_uuid"] in sent:
+                keys.append(dispatch_uuid)
+        return keys
+
+
+# -- webhooks ------------------------------------------------------------------------------------
+
+
+def webhooks(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="od-webhooks-"))
+    receiver, receiver_url = start_receiver()
+    server = start_server(
+        workdir, status_url=f"{receiver_url}/status", final_report_url=f"{receiver_url}/final"
+    )
+    workflow = [
+        step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"}),
+        step("sms", "447700900001"),
+    ]
+    try:
+        started = time.monotonic()
+        asyncio.run(create(server, workflow, args.workflows))
+        created = time.monotonic() - started
+        expected = args.workflows * 3  # rejected, rejected, final report
+        samples: list[tuple[float, int]] = []
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            stats = receiver_stats(receiver_url)
+            samples.append((time.monotonic(), stats["status"] + stats["final"]))
+            if samples[-1][1] >= expected:
+                break
+            time.sleep(0.25)
+        total = samples[-1][1]
+        elapsed = samples[-1][0] - started
+        print(f"webhooks: {args.workflows:,} workflows created in {created:.1f} s")
+        print(f"  {total:,} of {expected:,} webhooks received in {elapsed:.1f} s:", end=" ")
+        print(f"{total / elapsed:,.0f}/s")
+        rates = [
+            (later[1] - earlier[1]) / (later[0] - earlier[0])
+            for earlier, later in zip(samples, samples[4:], strict=False)
+        ]
+        if rates:
+            median, best = statistics.median(rates), max(rates)
+            print(f"  delivery rate over 1 s windows: median {median:,.0f}/s, best {best:,.0f}/s")
+    finally:
+        server.stop()
+        receiver.terminate()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+    e2e_parser = modes.add_parser("e2e")
+    e2e_parser.add_argument(
+        "--rates", default="1000", type=lambda t: [int(r) for r in t.split(",")]
+    )
+    e2e_parser.add_argument("--seconds", type=float, default=20)
+    timers_parser = modes.add_parser("timers")
+    timers_parser.add_argument("--pending", type=int, default=100_000)
+    timers_parser.add_argument("--probe-rate", type=int, default=100)
+    timers_parser.add_argument("--probe-seconds", type=float, default=20)
+    webhooks_parser = modes.add_parser("webhooks")
+    webhooks_parser.add_argument("--workflows", type=int, default=20_000)
+    args = parser.parse_args()
+    use_uvloop()
+    {"e2e": e2e, "timers": timers, "webhooks": webhooks}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
