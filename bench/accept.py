@@ -1,5 +1,11 @@
 """Benchmark: durably accepted workflows/s, against `GET /health` on the same server.
 
+Accepting a workflow also starts it: the engine sends its first message in the same server.
+The recipient here ends in 4 (the sandbox sends and then stays silent), so each workflow costs
+its accept, one send and one `submitted` webhook (to a local receiver), and waits on its
+600 s expiry: this measures accepting, not the rest of a workflow's life (`failover.py e2e`
+measures that).
+
     .venv/bin/python bench/accept.py                    # starts its own server on SQLite
     .venv/bin/python bench/accept.py --connections 64 --seconds 10 --rates 1000,3000,6000
     .venv/bin/python bench/accept.py --url http://127.0.0.1:8080 --api-key K --api-secret S
@@ -18,29 +24,32 @@ import asyncio
 import base64
 import json
 import os
-import sqlite3
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (
+    fresh_postgres_schema,
+    query,
+    rss_kib,
+    start_receiver,
+    start_server,
+    use_uvloop,
+)
 from loadgen import build_request, run_closed, run_fixed_rate
 
 TWO_STEP = {
     "template": "failover",
     "workflow": [
         {
-            "to": {"type": "whatsapp", "number": "447700900001"},
+            "to": {"type": "whatsapp", "number": "447700900004"},
             "from": {"type": "whatsapp", "number": "447700900000"},
             "message": {"content": {"type": "text", "text": "Your code is 64873"}},
             "failover": {"expiry_time": 600, "condition_status": "read"},
         },
         {
-            "to": {"type": "sms", "number": "447700900001"},
+            "to": {"type": "sms", "number": "447700900004"},
             "from": {"type": "sms", "number": "447700900000"},
             "message": {"content": {"type": "text", "text": "Your code is 64873"}},
         },
@@ -48,65 +57,9 @@ TWO_STEP = {
 }
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    fields = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, value = line.partition(":")
-        fields[name] = value.strip()
-    return int(fields["VmRSS"].split()[0]), int(fields["VmHWM"].split()[0])
-
-
-def start_server(
-    workdir: Path, port: int, extra: list[str]
-) -> tuple[subprocess.Popen[bytes], dict]:
-    database = f"sqlite:///{workdir / 'bench.db'}"
-    created = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "opendispatch",
-            "apps",
-            "create",
-            "--name",
-            "bench",
-            "--status-url",
-            "http://127.0.0.1:9/status",
-            "--database",
-            database,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    credentials = json.loads(created.stdout)
-    log = (workdir / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "opendispatch",
-            "serve",
-            "--port",
-            str(port),
-            "--database",
-            database,
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
-                return server, credentials
-        except httpx.TransportError:
-            time.sleep(0.05)
-    raise SystemExit("server did not start; see " + str(workdir / "server.log"))
-
-
-async def measure(args: argparse.Namespace, port: int, authorization: str) -> tuple[list[str], int]:
+async def measure(
+    args: argparse.Namespace, ports: list[int], authorization: str
+) -> tuple[list[str], int]:
     """Returns the report lines and how many 202s were received in all runs."""
     body = json.dumps(TWO_STEP).encode()
     post = build_request(
@@ -117,11 +70,11 @@ async def measure(args: argparse.Namespace, port: int, authorization: str) -> tu
     )
     health = build_request("GET", "/health")
     # Warm up: first requests pay for imports, caches and SQLite's first pages.
-    warm = await run_closed("warm-up", "127.0.0.1", port, lambda _: post, connections=8, seconds=1)
+    warm = await run_closed("warm-up", "127.0.0.1", ports, lambda _: post, connections=8, seconds=1)
     accepted = await run_closed(
         f"POST /v0.1/dispatch c={args.connections}",
         "127.0.0.1",
-        port,
+        ports,
         lambda _: post,
         connections=args.connections,
         seconds=args.seconds,
@@ -129,7 +82,7 @@ async def measure(args: argparse.Namespace, port: int, authorization: str) -> tu
     healthy = await run_closed(
         f"GET /health c={args.connections}",
         "127.0.0.1",
-        port,
+        ports,
         lambda _: health,
         connections=args.connections,
         seconds=args.seconds,
@@ -141,7 +94,7 @@ async def measure(args: argparse.Namespace, port: int, authorization: str) -> tu
         fixed = await run_fixed_rate(
             f"POST at {rate:,}/s offered",
             "127.0.0.1",
-            port,
+            ports,
             lambda _: post,
             rate=rate,
             connections=args.connections,
@@ -170,46 +123,50 @@ def main() -> None:
         default=[],
         help="extra argument for the server this script starts",
     )
+    parser.add_argument("--database", help="postgresql://... (default: an SQLite file)")
+    parser.add_argument("--processes", type=int, default=1, help="servers on one database")
     args = parser.parse_args()
+    use_uvloop()
 
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-
-    server = None
-    workdir = Path(tempfile.mkdtemp(prefix="od-bench-"))
+    server = receiver = None
     if args.url:
-        port = int(args.url.rsplit(":", 1)[1].strip("/"))
+        ports = [int(args.url.rsplit(":", 1)[1].strip("/"))]
         key, secret = args.api_key, args.api_secret
     else:
-        port = 18080 + os.getpid() % 1000
-        server, credentials = start_server(workdir, port, args.server_arg)
-        key, secret = credentials["api_key"], credentials["api_secret"]
+        receiver, receiver_url = start_receiver()
+        server = start_server(
+            Path(tempfile.mkdtemp(prefix="od-bench-")),
+            status_url=f"{receiver_url}/status",
+            extra=args.server_arg,
+            database=fresh_postgres_schema(args.database) if args.database else None,
+            processes=args.processes,
+        )
+        ports = server.ports
+        key, secret = server.credentials["api_key"], server.credentials["api_secret"]
     authorization = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
 
+    backend = "PostgreSQL" if args.database else "SQLite"
     print(
-        f"OpenDispatch accept benchmark: {os.cpu_count()} CPUs, load generator in this "
-        f"process, {args.connections} connections, {args.seconds:.0f} s per run"
+        f"OpenDispatch accept benchmark: {os.cpu_count()} CPUs, {backend}, "
+        f"{len(ports)} server process(es), load generator in this process, "
+        f"{args.connections} connections, {args.seconds:.0f} s per run"
     )
     try:
-        lines, answered_202 = asyncio.run(measure(args, port, authorization))
+        lines, answered_202 = asyncio.run(measure(args, ports, authorization))
         for line in lines:
             print(line)
         if server is not None:
-            rss, peak = rss_kib(server.pid)
-            print(f"server RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)")
+            rss, peak = rss_kib(server.process.pid)
+            print(f"server RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB) per process")
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
+        if receiver is not None:
+            receiver.terminate()
     if server is not None:
-        with sqlite3.connect(workdir / "bench.db") as connection:
-            stored = connection.execute("SELECT count(*) FROM workflows").fetchone()[0]
-        verdict = "every 202 is on disk" if stored == answered_202 else "MISMATCH"
-        print(f"202s received {answered_202:,}, workflows on disk {stored:,}: {verdict}")
+        stored = query(server.database, "SELECT count(*) FROM workflows")[0][0]
+        verdict = "every 202 is stored" if stored == answered_202 else "MISMATCH"
+        print(f"202s received {answered_202:,}, workflows stored {stored:,}: {verdict}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ import argparse
 import asyncio
 import base64
 import json
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,15 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import Server, rss_kib, start_receiver, start_server, use_uvloop
+from harness import (
+    Server,
+    fresh_postgres_schema,
+    query,
+    rss_kib,
+    start_receiver,
+    start_server,
+    use_uvloop,
+)
 from loadgen import build_request, run_closed, run_fixed_rate
 
 ZERO_DELAY = ["--sandbox-delivered-after-ms", "0", "--sandbox-read-after-ms", "0"]
@@ -57,7 +64,9 @@ def step(channel: str, number: str, failover: dict[str, Any] | None = None) -> d
 def post_request(server: Server, workflow: list[dict[str, Any]]) -> bytes:
     credentials = server.credentials
     token = base64.b64encode(f"{credentials['api_key']}:{credentials['api_secret']}".encode())
-    body = json.dumps({"template": "failover", "workflow": workflow}).encode()
+    body = json.dumps(
+        {"template": "failover", "workflow": workflow}, separators=(",", ":")
+    ).encode()
     headers = [("Authorization", "Basic " + token.decode()), ("Content-Type", "application/json")]
     return build_request("POST", "/v0.1/dispatch", body=body, headers=headers)
 
@@ -94,19 +103,18 @@ def wait_for_finals(receiver: str, expected: int, timeout_s: float) -> dict[str,
     return receiver_stats(receiver, finals=True)
 
 
-def next_send_latencies(database: Path) -> list[float]:
+def next_send_latencies(database: str) -> list[float]:
     """Per workflow: from the first message's rejection to the second's send starting."""
     latencies = []
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-        sent = dict(connection.execute("SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
-        for (state_json,) in connection.execute("SELECT state_json FROM workflows"):
-            messages = json.loads(state_json)["messages"]
-            if len(messages) < 2 or not messages[0]["history"]:
-                continue
-            rejected_at = messages[0]["history"][0]["at_ms"]
-            started = sent.get(messages[1]["message_uuid"])
-            if started is not None:
-                latencies.append(float(started - rejected_at))
+    sent = dict(query(database, "SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
+    for (state_json,) in query(database, "SELECT state_json FROM workflows"):
+        messages = json.loads(str(state_json))["messages"]
+        if len(messages) < 2 or not messages[0]["history"]:
+            continue
+        rejected_at = messages[0]["history"][0]["at_ms"]
+        started = sent.get(messages[1]["message_uuid"])
+        if isinstance(started, int):
+            latencies.append(float(started - rejected_at))
     return latencies
 
 
@@ -114,8 +122,9 @@ def next_send_latencies(database: Path) -> list[float]:
 
 
 def e2e(args: argparse.Namespace) -> None:
+    backend = "PostgreSQL" if args.database else "SQLite"
     print("e2e: two-step workflows, WhatsApp rejected -> SMS delivered;", end=" ")
-    print(f"{args.seconds:.0f} s per rate")
+    print(f"{backend}, {args.processes} server process(es), {args.seconds:.0f} s per rate")
     for rate in args.rates:
         workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
         receiver, receiver_url = start_receiver()
@@ -124,6 +133,8 @@ def e2e(args: argparse.Namespace) -> None:
             status_url=f"{receiver_url}/status",
             final_report_url=f"{receiver_url}/final",
             extra=ZERO_DELAY,
+            database=fresh_postgres_schema(args.database) if args.database else None,
+            processes=args.processes,
         )
         try:
             first = step(
@@ -133,7 +144,7 @@ def e2e(args: argparse.Namespace) -> None:
             started_ms = time.time_ns() // 1_000_000
             result = asyncio.run(
                 run_fixed_rate(
-                    f"offered {rate:,}/s", "127.0.0.1", server.port, lambda _, r=request: r,
+                    f"offered {rate:,}/s", "127.0.0.1", server.ports, lambda _, r=request: r,
                     rate=rate, connections=64, seconds=args.seconds,
                 )
             )  # fmt: skip
@@ -144,7 +155,7 @@ def e2e(args: argparse.Namespace) -> None:
             within = [t for t in finals.values() if t <= ended_ms]
             latencies = [float(t - uuid_ms(u)) for u, t in finals.items()]
             last = max(finals.values()) if finals else ended_ms
-            rss, peak = rss_kib(server.process.pid)
+            rss, peak = rss_kib(server.process.pid)  # the first process
             print(
                 f"  offered {rate:>6,}/s  accepted {accepted / result.seconds:>7,.0f}/s  "
                 f"completed {len(within) / ((ended_ms - started_ms) / 1000):>7,.0f}/s during the "
@@ -168,60 +179,49 @@ def e2e(args: argparse.Namespace) -> None:
 
 
 async def create(server: Server, workflow: list[dict[str, Any]], count: int) -> None:
+    """Exactly `count` accepted workflows, as fast as 32 connections go."""
     request = post_request(server, workflow)
-    sent = 0
-    while sent < count:
-        batch = min(count - sent, 20_000)
-        result = await run_closed_count(server.port, request, batch)
-        sent += result
-
-
-async def run_closed_count(port: int, request: bytes, count: int) -> int:
-    """Send exactly `count` requests over 32 connections; returns how many got a 202."""
-    remaining = count
     accepted = 0
-
-    def next_request(_: int) -> bytes:
-        return request
-
-    while remaining > 0:
+    while accepted < count:
         result = await run_closed(
-            "create", "127.0.0.1", port, next_request, connections=32, seconds=0.5
-        )
+            "create", "127.0.0.1", server.port, lambda _: request,
+            connections=32, seconds=600, total=count - accepted,
+        )  # fmt: skip
         accepted += result.statuses[202]
-        remaining = count - accepted
-    return accepted
 
 
-def wait_sent(database: Path, count: int, timeout_s: float = 600) -> None:
+def wait_sent(database: str, count: int, timeout_s: float = 600) -> None:
     deadline = time.monotonic() + timeout_s
+    done = 0
     while time.monotonic() < deadline:
-        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-            done = connection.execute("SELECT count(*) FROM sandbox_sends").fetchone()[0]
+        done = int(query(database, "SELECT count(*) FROM sandbox_sends")[0][0])  # type: ignore[call-overload]
         if done >= count:
             return
         time.sleep(0.5)
     raise SystemExit(f"only {done} of {count} sends happened")
 
 
-def timer_lateness(database: Path, expiry_ms: int) -> list[float]:
+def timer_lateness(database: str, expiry_ms: int) -> list[float]:
     latencies = []
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-        sent = dict(connection.execute("SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
-        for (state_json,) in connection.execute(
-            "SELECT w.state_json FROM workflows w WHERE w.request_json LIKE ?",
-            (f'%"expiry_time":{expiry_ms // 1000},%',),
-        ):
-            messages = json.loads(state_json)["messages"]
-            if len(messages) == 2 and messages[1]["message_uuid"] in sent:
-                deadline = messages[0]["sent_at_ms"] + expiry_ms
-                latencies.append(float(sent[messages[1]["message_uuid"]] - deadline))
+    sent = dict(query(database, "SELECT message_uuid, first_sent_at_ms FROM sandbox_sends"))
+    for (state_json,) in query(
+        database,
+        "SELECT state_json FROM workflows WHERE request_json LIKE ? ORDER BY dispatch_uuid",
+        (f'%"expiry_time":{expiry_ms // 1000},%',),
+    ):
+        messages = json.loads(str(state_json))["messages"]
+        if len(messages) == 2 and messages[1]["message_uuid"] in sent:
+            deadline = messages[0]["sent_at_ms"] + expiry_ms
+            latencies.append(float(sent[messages[1]["message_uuid"]] - deadline))  # type: ignore[operator]
     return latencies
 
 
 def timers(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="od-timers-"))
-    server = start_server(workdir)
+    receiver, receiver_url = start_receiver()
+    server = start_server(
+        workdir, status_url=f"{receiver_url}/status", final_report_url=f"{receiver_url}/final"
+    )
     silent_day = [
         step("whatsapp", "447700900004", {"expiry_time": 86_400, "condition_status": "read"}),
         step("sms", "447700900004"),
@@ -253,6 +253,7 @@ def timers(args: argparse.Namespace) -> None:
         asyncio.run(probe_lateness(server, probe, args, f"with {args.pending:,} pending"))
     finally:
         server.stop()
+        receiver.terminate()
 
 
 async def probe_lateness(
@@ -281,18 +282,19 @@ async def probe_lateness(
     )
 
 
-def timer_lateness_keys(database: Path) -> list[str]:
-    with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as connection:
-        sent = {row[0] for row in connection.execute("SELECT message_uuid FROM sandbox_sends")}
-        keys = []
-        for dispatch_uuid, state_json in connection.execute(
-            "SELECT dispatch_uuid, state_json FROM workflows WHERE request_json LIKE ?",
-            ('%"expiry_time":15,%',),
-        ):
-            messages = json.loads(state_json)["messages"]
-            if len(messages) == 2 and messages[1]["message_uuid"] in sent:
-                keys.append(dispatch_uuid)
-        return keys
+def timer_lateness_keys(database: str) -> list[str]:
+    sent = {row[0] for row in query(database, "SELECT message_uuid FROM sandbox_sends")}
+    keys = []
+    for dispatch_uuid, state_json in query(
+        database,
+        "SELECT dispatch_uuid, state_json FROM workflows WHERE request_json LIKE ?"
+        " ORDER BY dispatch_uuid",
+        ('%"expiry_time":15,%',),
+    ):
+        messages = json.loads(str(state_json))["messages"]
+        if len(messages) == 2 and messages[1]["message_uuid"] in sent:
+            keys.append(str(dispatch_uuid))
+    return keys
 
 
 # -- webhooks ------------------------------------------------------------------------------------
@@ -346,6 +348,8 @@ def main() -> None:
         "--rates", default="1000", type=lambda t: [int(r) for r in t.split(",")]
     )
     e2e_parser.add_argument("--seconds", type=float, default=20)
+    e2e_parser.add_argument("--database", help="postgresql://... (default: an SQLite file)")
+    e2e_parser.add_argument("--processes", type=int, default=1, help="servers on one database")
     timers_parser = modes.add_parser("timers")
     timers_parser.add_argument("--pending", type=int, default=100_000)
     timers_parser.add_argument("--probe-rate", type=int, default=100)

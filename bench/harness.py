@@ -46,21 +46,41 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 @dataclass
 class Server:
-    process: subprocess.Popen[bytes]
-    port: int
-    database: Path
+    """One or more `opendispatch serve` processes on one database (`process` is the first)."""
+
+    processes: list[subprocess.Popen[bytes]]
+    ports: list[int]
+    database: str  # the URL the servers use
     credentials: dict[str, str]
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.processes[0]
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        return (
+            Path(self.database.removeprefix("sqlite:///"))
+            if self.database.startswith("sqlite:")
+            else None
+        )
+
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def start_server(
@@ -69,33 +89,45 @@ def start_server(
     status_url: str = "http://127.0.0.1:9/status",
     final_report_url: str | None = None,
     extra: list[str] | None = None,
+    database: str | None = None,
+    processes: int = 1,
 ) -> Server:
-    database = workdir / "bench.db"
-    url = f"sqlite:///{database}"
+    """`database`: an SQLite file in `workdir` by default, or a PostgreSQL URL (one schema)."""
+    url = database or f"sqlite:///{workdir / 'bench.db'}"
     create = [sys.executable, "-m", "opendispatch", "apps", "create", "--name", "bench",
               "--status-url", status_url, "--database", url, "--json"]  # fmt: skip
     if final_report_url:
         create += ["--final-report-url", final_report_url]
     credentials = json.loads(subprocess.run(create, capture_output=True, check=True).stdout)
-    port = free_port()
-    log = (workdir / "server.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "opendispatch",
-            "serve",
-            "--port",
-            str(port),
-            "--database",
-            url,
-            *(extra or []),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    wait_until_up(f"http://127.0.0.1:{port}/health")
-    return Server(process, port, database, credentials)
+    started, ports = [], []
+    for index in range(processes):
+        port = free_port()
+        log = (workdir / f"server-{index}.log").open("wb")
+        command = [sys.executable, "-m", "opendispatch", "serve", "--port", str(port),
+                   "--database", url, *(extra or [])]  # fmt: skip
+        started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
+        ports.append(port)
+    for port in ports:
+        wait_until_up(f"http://127.0.0.1:{port}/health")
+    return Server(started, ports, url, credentials)
+
+
+def fresh_postgres_schema(dsn: str) -> str:
+    """A new, empty schema in `dsn`'s database; returns the URL that uses it."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        connection = await asyncpg.connect(dsn)
+        await connection.execute(f"CREATE SCHEMA {schema}")
+        await connection.close()
+
+    asyncio.run(create())
+    return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
 
 
 def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
@@ -121,3 +153,29 @@ def use_uvloop() -> None:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def query(database: str, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+    """Read a benchmark's database afterwards, whichever kind it is (`?` placeholders)."""
+    if database.startswith("sqlite:"):
+        import sqlite3
+
+        path = database.removeprefix("sqlite:///")
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+            return [tuple(row) for row in connection.execute(sql, parameters).fetchall()]
+    import asyncio
+
+    import asyncpg
+
+    numbered = sql
+    for index in range(1, len(parameters) + 1):
+        numbered = numbered.replace("?", f"${index}", 1)
+
+    async def fetch() -> list[tuple[object, ...]]:
+        connection = await asyncpg.connect(database)
+        try:
+            return [tuple(row) for row in await connection.fetch(numbered, *parameters)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(fetch())

@@ -104,11 +104,13 @@ class _Connection(asyncio.Protocol):
         return await self.waiter
 
 
-async def _connect(host: str, port: int, count: int) -> list[_Connection]:
+async def _connect(host: str, port: int | Sequence[int], count: int) -> list[_Connection]:
+    """`count` connections, spread round robin over `port` (several servers: a balancer)."""
     loop = asyncio.get_running_loop()
+    ports = [port] if isinstance(port, int) else list(port)
     connections = []
-    for _ in range(count):
-        _, protocol = await loop.create_connection(_Connection, host, port)
+    for index in range(count):
+        _, protocol = await loop.create_connection(_Connection, host, ports[index % len(ports)])
         connections.append(protocol)
     return connections
 
@@ -119,13 +121,15 @@ RequestFactory = Callable[[int], bytes]
 async def run_closed(
     label: str,
     host: str,
-    port: int,
+    port: int | Sequence[int],
     request: RequestFactory,
     *,
     connections: int,
     seconds: float,
     keep_bodies: bool = False,
+    total: int | None = None,
 ) -> Result:
+    """Closed loop for `seconds`, or until `total` requests were sent, whichever comes first."""
     pool = await _connect(host, port, connections)
     result = Result(label, seconds)
     deadline = time.perf_counter() + seconds
@@ -133,7 +137,7 @@ async def run_closed(
 
     async def drive(connection: _Connection) -> None:
         nonlocal counter
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and (total is None or counter < total):
             counter += 1
             data = request(counter)
             started = time.perf_counter()
@@ -155,7 +159,7 @@ async def run_closed(
 async def run_fixed_rate(
     label: str,
     host: str,
-    port: int,
+    port: int | Sequence[int],
     request: RequestFactory,
     *,
     rate: float,

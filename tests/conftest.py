@@ -13,6 +13,7 @@ import pytest
 from opendispatch.api.app import DispatchApp
 from opendispatch.auth.provisioning import provision_application
 from opendispatch.config import Settings
+from tests.databases import BACKENDS, TestDatabase, new_database
 from tests.support import AppCredentials, ServerProcess
 
 
@@ -21,23 +22,27 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+@pytest.fixture(params=BACKENDS)
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TestDatabase]:
+    """A fresh database of each kind: every test using it runs on SQLite and on PostgreSQL."""
+    async for made in new_database(request.param, tmp_path):
+        yield made
+
+
 @dataclass
 class Api:
     app: DispatchApp
     client: httpx.AsyncClient
     alice: AppCredentials
     bob: AppCredentials
-    database: Path
+    database: TestDatabase
 
 
 @pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    """A DispatchApp on a fresh SQLite file, two applications, an httpx client over ASGI."""
-    database = tmp_path / "api.db"
+async def api(database: TestDatabase) -> AsyncIterator[Api]:
+    """A DispatchApp on a fresh database, two applications, an httpx client over ASGI."""
     # No workers: these tests look at the API; the runtime's tests drive the workers.
-    app = DispatchApp(
-        Settings(database=f"sqlite:///{database}", max_body_bytes=64 * 1024), run_workers=False
-    )
+    app = DispatchApp(Settings(database=database.url, max_body_bytes=64 * 1024), run_workers=False)
     await app.startup()
     alice = await provision_application(
         app.store, name="alice", status_url="http://127.0.0.1:9/status"

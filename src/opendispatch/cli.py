@@ -28,7 +28,7 @@ database_option = click.option(
     default=DEFAULT_DATABASE,
     show_default=True,
     show_envvar=True,
-    help="sqlite:///path.db (the embedded default).",
+    help="sqlite:///path.db (the embedded default) or postgresql://user@host/db (scale-out).",
 )
 
 
@@ -89,6 +89,14 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     "--webhook-retry-period", default=86_400, type=int, help="Seconds to retry before dead."
 )
 @_env_option("--webhook-issuer", default="Vonage", help="The `iss` claim of webhook JWTs.")
+@_env_option(
+    "--lease-timeout",
+    default=60,
+    type=int,
+    help="PostgreSQL: seconds before work claimed by a dead process is taken over.",
+)
+@_env_option("--db-pool-min", default=2, type=int, help="PostgreSQL: fewest pooled connections.")
+@_env_option("--db-pool-max", default=10, type=int, help="PostgreSQL: most pooled connections.")
 def serve(
     host: str,
     port: int,
@@ -103,6 +111,9 @@ def serve(
     webhook_timeout: float,
     webhook_retry_period: int,
     webhook_issuer: str,
+    lease_timeout: int,
+    db_pool_min: int,
+    db_pool_max: int,
 ) -> None:
     """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
     import uvicorn
@@ -124,13 +135,16 @@ def serve(
             webhook_timeout_s=webhook_timeout,
             webhook_retry_period_s=webhook_retry_period,
             webhook_issuer=webhook_issuer,
+            lease_s=lease_timeout,
+            db_pool_min=db_pool_min,
+            db_pool_max=db_pool_max,
         )
         app = DispatchApp(settings, freeze_heap_after_startup=True)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
     _configure_logging(log_level)
     logging.getLogger("opendispatch").info(
-        "OpenDispatch on http://%s:%d, database %s", host, port, database
+        "OpenDispatch on http://%s:%d, database %s", host, port, _redacted(database)
     )
     config = uvicorn.Config(
         app,
@@ -148,6 +162,15 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _redacted(database: str) -> str:
+    """The database URL without its password, for the log."""
+    parts = urlsplit(database)
+    if parts.password is None:
+        return database
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
 
 
 def _prices(given: tuple[str, ...]) -> dict[str, str]:

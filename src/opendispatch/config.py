@@ -49,6 +49,10 @@ class Settings:
     webhook_issuer: str = "Vonage"
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
+    # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.
+    lease_s: int = 60
+    db_pool_min: int = 2
+    db_pool_max: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_prices", MappingProxyType(dict(self.sandbox_prices)))
@@ -68,6 +72,10 @@ class Settings:
             raise ConfigurationError("webhook timeout must be positive, retry period not negative")
         if min(self.webhook_concurrency, self.webhook_per_application) < 1:
             raise ConfigurationError("webhook concurrency limits must be at least 1")
+        if self.lease_s < 1:
+            raise ConfigurationError("lease_s must be at least 1")
+        if not 1 <= self.db_pool_min <= self.db_pool_max:
+            raise ConfigurationError("need 1 <= db_pool_min <= db_pool_max")
         if not 1 <= self.max_messages <= 1000:
             raise ConfigurationError("max_messages must be between 1 and 1000")
         if self.max_body_bytes < 1024:

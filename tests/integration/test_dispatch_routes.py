@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -14,6 +12,7 @@ from opendispatch.api.app import DispatchApp
 from opendispatch.auth.provisioning import provision_application
 from opendispatch.config import Settings
 from tests.conftest import Api
+from tests.databases import TestDatabase
 from tests.support import AppCredentials, two_step_workflow
 
 pytestmark = pytest.mark.anyio
@@ -33,10 +32,9 @@ def assert_error_shape(response: httpx.Response, status: int) -> dict[str, Any]:
     return dict(body)
 
 
-def stored_workflow_count(api: Api) -> int:
-    with sqlite3.connect(api.database) as connection:
-        count: int = connection.execute("SELECT count(*) FROM workflows").fetchone()[0]
-        return count
+async def stored_workflow_count(api: Api) -> int:
+    count: int = await api.database.scalar("SELECT count(*) FROM workflows")
+    return count
 
 
 async def test_accepted_workflow_answers_202_with_its_uuid_and_is_stored_as_submitted(api: Api):
@@ -134,7 +132,7 @@ async def test_invalid_workflow_names_every_field_and_stores_nothing(api: Api):
     names = [parameter["name"] for parameter in error["invalid_parameters"]]
     assert names == ["workflow[0].failover", "workflow[1].to.number"]
     assert error["type"] == "https://www.nexmo.com/messages/Errors#InvalidParams"
-    assert stored_workflow_count(api) == 0
+    assert await stored_workflow_count(api) == 0
 
 
 @pytest.mark.parametrize(
@@ -156,7 +154,7 @@ async def test_unusable_bodies_are_refused_in_vonage_shape_and_store_nothing(
     error = assert_error_shape(response, status)
     if status == 400:
         assert error["invalid_parameters"][0]["name"] == "body"
-    assert stored_workflow_count(api) == 0
+    assert await stored_workflow_count(api) == 0
 
 
 async def test_json_with_charset_and_vendor_json_types_are_json(api: Api):
@@ -174,7 +172,7 @@ async def test_oversized_body_is_413_without_being_stored(api: Api):
     body["workflow"][0]["message"]["padding"] = "x" * (70 * 1024)
     response = await api.client.post("/v0.1/dispatch", json=body, headers=api.alice.basic())
     assert_error_shape(response, 413)
-    assert stored_workflow_count(api) == 0
+    assert await stored_workflow_count(api) == 0
 
 
 async def test_authentication_is_checked_before_the_body(api: Api):
@@ -214,12 +212,10 @@ async def test_health_and_head(api: Api):
     assert head.content == b""
 
 
-async def test_max_messages_is_configurable(tmp_path: Path):
+async def test_max_messages_is_configurable(database: TestDatabase):
     body = two_step_workflow()
     body["workflow"].insert(0, dict(body["workflow"][0]))
-    small = DispatchApp(
-        Settings(database=f"sqlite:///{tmp_path / 'small.db'}", max_messages=2), run_workers=False
-    )
+    small = DispatchApp(Settings(database=database.url, max_messages=2), run_workers=False)
     await small.startup()
     try:
         provisioned = await provision_application(

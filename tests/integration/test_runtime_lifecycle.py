@@ -7,9 +7,7 @@ behind the same interface, to see what stopping does to a send in flight.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,10 +16,12 @@ from opendispatch.ids import uuid7
 from opendispatch.providers.base import Accepted, OutboundMessage, SendResult, Unavailable
 from opendispatch.runtime.clock import Clock, ManualClock, SystemClock
 from opendispatch.runtime.service import Runtime, RuntimeSettings
+from opendispatch.store.factory import create_store
+from opendispatch.store.protocol import Store
 from opendispatch.store.records import NewWorkflow
-from opendispatch.store.sqlite import SqliteStore
 from opendispatch.webhooks.client import WebhookClient
 from opendispatch.webhooks.signing import Signer
+from tests.databases import TestDatabase
 
 pytestmark = pytest.mark.anyio
 
@@ -69,14 +69,14 @@ class FlakyProvider(SlowProvider):
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "lifecycle.db", serving=True)
+async def store(database: TestDatabase) -> AsyncIterator[Store]:
+    store = create_store(database.url, serving=True)
     await store.open()
     yield store
     await store.close()
 
 
-def runtime_with(store: SqliteStore, provider: SlowProvider, clock: Clock | None = None) -> Runtime:
+def runtime_with(store: Store, provider: SlowProvider, clock: Clock | None = None) -> Runtime:
     return Runtime(
         store=store,
         clock=clock or SystemClock(),
@@ -84,7 +84,9 @@ def runtime_with(store: SqliteStore, provider: SlowProvider, clock: Clock | None
         provider_for_channel={"sms": provider.name},
         webhook_client=WebhookClient(timeout_s=0.5),
         signer=Signer(),
-        settings=RuntimeSettings(),
+        # Short leases: on PostgreSQL a restarted process takes a dead one's claims over when
+        # they expire (SQLite releases them all at start).
+        settings=RuntimeSettings(lease_ms=300),
     )
 
 
@@ -103,12 +105,13 @@ async def accept(runtime: Runtime, app: ProvisionedApplication) -> str:
     return dispatch_uuid
 
 
-def send_states(store: SqliteStore) -> list[str]:
-    with sqlite3.connect(store.path) as connection:
-        return [row[0] for row in connection.execute("SELECT send_state FROM messages")]
+async def send_states(database: TestDatabase) -> list[str]:
+    return [row[0] for row in await database.rows("SELECT send_state FROM messages")]
 
 
-async def test_stopping_lets_a_send_in_flight_finish_and_records_its_answer(store: SqliteStore):
+async def test_stopping_lets_a_send_in_flight_finish_and_records_its_answer(
+    store: Store, database: TestDatabase
+):
     app = await provision_application(store, name="a", status_url="http://127.0.0.1:9/s")
     provider = SlowProvider(delay_s=0.3)
     runtime = runtime_with(store, provider)
@@ -117,11 +120,15 @@ async def test_stopping_lets_a_send_in_flight_finish_and_records_its_answer(stor
     await asyncio.wait_for(provider.started.wait(), 5)
     await runtime.stop()  # while the provider is still answering
     await runtime.close()
-    assert send_states(store) == ["sent"]  # not "sending": a restart will not send it again
+    assert await send_states(database) == [
+        "sent"
+    ]  # not "sending": a restart will not send it again
     assert len(provider.calls) == 1
 
 
-async def test_a_send_unfinished_at_stop_is_sent_again_after_restart(store: SqliteStore):
+async def test_a_send_unfinished_at_stop_is_sent_again_after_restart(
+    store: Store, database: TestDatabase
+):
     app = await provision_application(store, name="a", status_url="http://127.0.0.1:9/s")
     provider = SlowProvider(delay_s=30)
     runtime = runtime_with(store, provider)
@@ -130,24 +137,29 @@ async def test_a_send_unfinished_at_stop_is_sent_again_after_restart(store: Sqli
     await asyncio.wait_for(provider.started.wait(), 5)
     await runtime.stop(drain_timeout_s=0.05)  # gives up on it: the claim stays
     await runtime.close()
-    assert send_states(store) == ["sending"]
+    await store.close()  # the process is gone
+    assert await send_states(database) == ["sending"]
 
     provider.delay_s = 0.0
-    restarted = runtime_with(store, provider)
-    await restarted.start()  # releases the dead claim; the send goes out again
+    second = create_store(database.url, serving=True)  # a new process
+    await second.open()
+    restarted = runtime_with(second, provider)
+    # SQLite releases the dead claim at start; PostgreSQL lets its lease expire first.
+    await restarted.start()
     for _ in range(200):
-        if send_states(store) == ["sent"]:
+        if await send_states(database) == ["sent"]:
             break
         await asyncio.sleep(0.01)
     await restarted.stop()
     await restarted.close()
-    assert send_states(store) == ["sent"]
+    await second.close()
+    assert await send_states(database) == ["sent"]
     assert len(provider.calls) == 2  # the documented window: asked twice, same message uuid
     assert len(set(provider.calls)) == 1
 
 
 async def test_a_provider_unavailable_for_a_while_is_retried_until_it_accepts(
-    store: SqliteStore,
+    store: Store, database: TestDatabase
 ):
     app = await provision_application(store, name="a", status_url="http://127.0.0.1:9/s")
     provider = FlakyProvider(failures=2)
@@ -156,7 +168,7 @@ async def test_a_provider_unavailable_for_a_while_is_retried_until_it_accepts(
     await runtime.start()
     await accept(runtime, app)
     await runtime.settled()
-    assert (send_states(store), len(provider.calls)) == (["pending"], 1)
+    assert (await send_states(database), len(provider.calls)) == (["pending"], 1)
     await clock.advance(1000)  # the first retry: backoff 1 s (with jitter, at most that)
     await runtime.settled()
     assert len(provider.calls) == 2
@@ -164,5 +176,5 @@ async def test_a_provider_unavailable_for_a_while_is_retried_until_it_accepts(
     await runtime.settled()
     await runtime.stop()
     await runtime.close()
-    assert send_states(store) == ["sent"]
+    assert await send_states(database) == ["sent"]
     assert len(provider.calls) == 3

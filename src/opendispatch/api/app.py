@@ -50,7 +50,14 @@ class DispatchApp:
         self._freeze_heap = freeze_heap_after_startup
         self._run_workers = run_workers
         self.store = (
-            store if store is not None else create_store(settings.database, serving=run_workers)
+            store
+            if store is not None
+            else create_store(
+                settings.database,
+                serving=run_workers,
+                pool_min=settings.db_pool_min,
+                pool_max=settings.db_pool_max,
+            )
         )
         self.clock = clock or SystemClock()
         self.runtime = build_runtime(

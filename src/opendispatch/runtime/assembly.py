@@ -54,5 +54,6 @@ def build_runtime(
             ),
             webhook_concurrency=settings.webhook_concurrency,
             webhook_per_application=settings.webhook_per_application,
+            lease_ms=settings.lease_s * 1000,
         ),
     )

@@ -43,6 +43,11 @@ class RuntimeSettings:
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
     send_concurrency: int = 64
+    # How long a claimed send, webhook or status stays with the process that claimed it; a
+    # process that dies loses its claims after this, and another finishes the work.
+    lease_ms: int = 60_000
+    # PostgreSQL: how long a woken worker waits for more work before claiming (see Worker).
+    batch_window_ms: int = 5
 
 
 class Runtime:
@@ -73,12 +78,17 @@ class Runtime:
             after_transition=self.after_transition,
             on_scheduled=self._inbox_scheduled,
             concurrency=settings.send_concurrency,
+            lease_ms=settings.lease_ms,
         )
         self.timers = TimerWorker(
             clock=clock, store=store, shell=self.shell, after_transition=self.after_transition
         )
         self.inbox = InboxWorker(
-            clock=clock, store=store, shell=self.shell, after_transition=self.after_transition
+            clock=clock,
+            store=store,
+            shell=self.shell,
+            after_transition=self.after_transition,
+            lease_ms=settings.lease_ms,
         )
         self.webhooks = WebhookWorker(
             clock=clock,
@@ -88,15 +98,26 @@ class Runtime:
             retry=settings.webhook_retry,
             concurrency=settings.webhook_concurrency,
             per_application=settings.webhook_per_application,
+            lease_ms=settings.lease_ms,
         )
         self.workers: tuple[Worker, ...] = (self.sends, self.timers, self.inbox, self.webhooks)
         self._tasks: list[asyncio.Task[None]] = []
+        # Several processes may serve one database (PostgreSQL): work one of them creates is
+        # announced to the others, so a process sleeping until a later deadline wakes for it.
+        self._shared = store.dialect != "sqlite"
+        if self._shared:
+            # Each claim and each record is a round trip and a commit: gather a few ms' worth.
+            for worker in self.workers:
+                worker.batch_window_s = settings.batch_window_ms / 1000
+        self._announcements: dict[str, int | None] = {}
+        self._announcing = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if self.store.dialect == "sqlite":
-            await self.store.release_leases()
+        await self.store.release_leases()  # only where this process owns the database
+        if self._shared:
+            await self.store.listen(self._heard)
         await self._start_unstarted()
         self._tasks = [
             asyncio.create_task(worker.run(), name=f"opendispatch-{worker.name}")
@@ -177,15 +198,54 @@ class Runtime:
             return
         if transition.sends:
             self.sends.notify()
+            self._announce("sends", None)
         if transition.webhooks:
             self.webhooks.notify()
+            self._announce("webhooks", None)
         due = transition.due_at_ms
-        if due is not None and _sooner(due, self.timers):
-            self.timers.notify()
+        if due is not None:
+            if _sooner(due, self.timers):
+                self.timers.notify()
+            self._announce("timers", due)
 
     def _inbox_scheduled(self, due_at_ms: int) -> None:
         if _sooner(due_at_ms, self.inbox):
             self.inbox.notify()
+        self._announce("inbox", due_at_ms)
+
+    def _announce(self, kind: str, due_at_ms: int | None) -> None:
+        """Coalesced: at most one NOTIFY round trip per 10 ms, with each kind's earliest due."""
+        if not self._shared:
+            return
+        known = self._announcements.get(kind, -1)
+        if kind not in self._announcements or (
+            due_at_ms is not None and known is not None and due_at_ms < known
+        ):
+            self._announcements[kind] = due_at_ms
+        if not self._announcing:
+            self._announcing = True
+            asyncio.get_running_loop().call_later(0.01, self._send_announcements)
+
+    def _send_announcements(self) -> None:
+        self._announcing = False
+        payloads = [
+            kind if due is None else f"{kind}:{due}" for kind, due in self._announcements.items()
+        ]
+        self._announcements = {}
+        task = asyncio.ensure_future(self.store.notify(payloads))
+        task.add_done_callback(_log_failure)
+
+    def _heard(self, payload: str) -> None:
+        """Another process announced work; wake the worker if it is due sooner than planned."""
+        kind, _, due = payload.partition(":")
+        workers = {"sends": self.sends, "webhooks": self.webhooks, "timers": self.timers,
+                   "inbox": self.inbox}  # fmt: skip
+        targets = (
+            list(workers.values()) if kind == "*" else [workers[kind]] if kind in workers else []
+        )
+        for worker in targets:
+            if not due or _sooner(int(due), worker):
+                worker.notify()
 
     async def settled(self, timeout_s: float = 10.0) -> None:
         """Wait until nothing is due now and nothing is in flight (tests drive time with it)."""
@@ -198,6 +258,11 @@ class Runtime:
                 else:
                     quiet_rounds = 0
                     await asyncio.sleep(0.001)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("could not notify the other processes: %s", task.exception())
 
 
 def _sooner(due_at_ms: int, worker: Worker) -> bool:

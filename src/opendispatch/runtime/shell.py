@@ -88,7 +88,8 @@ class Shell:
         self._provider_for = provider_for
         self._new_id = new_id
         # Submitted messages never change: each event of a workflow needs its addresses, so
-        # the decoded request is kept for the workflows seen most recently.
+        # the decoded request is kept for the workflows seen most recently (the ones in
+        # flight); small, so memory does not grow with the number of pending workflows.
         self._submitted: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
 
     def _submitted_messages(self, dispatch_uuid: str, request_json: str) -> list[dict[str, Any]]:
@@ -96,7 +97,7 @@ class Shell:
         if submitted is None:
             submitted = _decode_request(request_json)["workflow"]
             self._submitted[dispatch_uuid] = submitted
-            if len(self._submitted) > 10_000:
+            if len(self._submitted) > 1024:
                 self._submitted.popitem(last=False)
         return submitted
 

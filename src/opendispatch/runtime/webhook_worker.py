@@ -34,6 +34,7 @@ __all__ = ["WebhookPoster", "WebhookWorker"]
 log = logging.getLogger(__name__)
 
 _USER_AGENT = f"OpenDispatch/{__version__}"
+_SWEEP_EVERY_MS = 2000
 
 
 class WebhookPoster(Protocol):
@@ -61,7 +62,7 @@ class WebhookWorker(Worker):
         retry: RetryPolicy,
         concurrency: int = 256,
         per_application: int = 64,
-        lease_ms: int = 120_000,
+        lease_ms: int = 60_000,
     ) -> None:
         super().__init__(clock)
         self._store = store
@@ -75,6 +76,7 @@ class WebhookWorker(Worker):
         self._credentials: dict[str, _CachedCredentials] = {}
         self._outcomes: list[WebhookAttempt] = []
         self._found_nothing = False
+        self._next_sweep_ms = 0
         self._recording: asyncio.Future[None] | None = None
         self._random = random.Random()
         self.delivered = 0
@@ -85,6 +87,12 @@ class WebhookWorker(Worker):
         return frozenset(app for app, count in self._per_app_in_flight.items() if count >= limit)
 
     async def run_once(self) -> bool:
+        now = self.clock.now_ms()
+        if now >= self._next_sweep_ms:
+            # A final report held by a transition at the very moment its last pending webhook
+            # was recorded elsewhere (each unseen by the other) is released here.
+            self._next_sweep_ms = now + _SWEEP_EVERY_MS
+            await self._store.release_settled_final_reports()
         room = self._concurrency - len(self._in_flight)
         if room <= 0:
             return False
@@ -119,8 +127,8 @@ class WebhookWorker(Worker):
         if due is not None and due <= now and self._found_nothing:
             # Due, yet nothing could be claimed: it belongs to an application at its limit.
             # A finishing delivery wakes us; look again in a second regardless.
-            return now + 1000
-        return due
+            due = now + 1000
+        return self._next_sweep_ms if due is None else min(due, self._next_sweep_ms)
 
     async def _deliver(self, job: WebhookJob) -> None:
         credentials = await self._credentials_for(job.application_id)
@@ -154,7 +162,7 @@ class WebhookWorker(Worker):
         return asyncio.shield(self._recording)
 
     async def _record_outcomes(self) -> None:
-        await asyncio.sleep(0)  # the other deliveries of this turn add theirs
+        await asyncio.sleep(self.batch_window_s)  # the other deliveries finishing add theirs
         outcomes, self._outcomes, self._recording = self._outcomes, [], None
         await self._store.record_webhook_attempts(outcomes)
 

@@ -57,6 +57,10 @@ class Worker(ABC):
 
     name = "worker"
 
+    # Set by the runtime where each claim is a database round trip (PostgreSQL): after being
+    # woken for new work, wait this long for more of it, so one claim takes a batch.
+    batch_window_s: float = 0.0
+
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
         self._wake = asyncio.Event()
@@ -86,6 +90,8 @@ class Worker(ABC):
             await self.clock.sleep_until(deadline, self._wake)
             self.idle.clear()
             self.sleeping_until = None
+            if self.batch_window_s and self._wake.is_set():
+                await asyncio.sleep(self.batch_window_s)
 
     @abstractmethod
     async def run_once(self) -> bool:
@@ -97,7 +103,8 @@ class Worker(ABC):
 
     @property
     def busy(self) -> bool:
-        return bool(self._in_flight)
+        """Work in flight, or woken and about to look for more."""
+        return bool(self._in_flight) or self._wake.is_set()
 
     async def drain(self, timeout_s: float) -> None:
         """Let work in flight finish (the loop itself is already stopped)."""

@@ -15,7 +15,7 @@ Two kinds of operation matter most:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from opendispatch.store.records import (
@@ -128,6 +128,9 @@ class Store(Protocol):
 
     async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None: ...
 
+    async def release_settled_final_reports(self) -> None:
+        """Release held final reports whose workflow has nothing left to deliver (a sweep)."""
+
     async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]: ...
 
     # -- recovery and the sandbox ------------------------------------------------------------
@@ -138,3 +141,12 @@ class Store(Protocol):
     async def sandbox_record_send(
         self, *, message_uuid: str, channel: str, recipient: str, outcome: str, now_ms: int
     ) -> int: ...
+
+    # -- waking the other processes that serve the same database ----------------------------
+
+    async def notify(self, payloads: Iterable[str]) -> None:
+        """Tell the other processes that work is due (nothing to do where one process owns
+        the database)."""
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all)."""

@@ -96,13 +96,18 @@ DELETE FROM inbox WHERE id = ?;
 
 -- Sends ---------------------------------------------------------------------------------------
 
+-- Due sends, and sends whose claim expired (its process died with them in hand).
 -- name: claim_sends
-UPDATE messages SET send_state = 'sending', lease_until_ms = ?, attempts = attempts + 1
+UPDATE messages SET send_state = 'sending', lease_until_ms = ?1, attempts = attempts + 1
 WHERE message_uuid IN (
-    SELECT message_uuid FROM messages
-    WHERE send_state = 'pending' AND next_attempt_at_ms <= ?
-    ORDER BY next_attempt_at_ms
-    LIMIT ?)
+    SELECT message_uuid FROM (
+        SELECT message_uuid, next_attempt_at_ms AS due FROM messages
+        WHERE send_state = 'pending' AND next_attempt_at_ms <= ?2
+        UNION ALL
+        SELECT message_uuid, lease_until_ms FROM messages
+        WHERE send_state = 'sending' AND lease_until_ms <= ?2)
+    ORDER BY due
+    LIMIT ?3)
 RETURNING message_uuid, dispatch_uuid, step, channel, provider, payload_json, attempts,
           created_at_ms;
 
@@ -183,6 +188,13 @@ UPDATE webhooks
 SET state = ?, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), lease_until_ms = NULL,
     last_status_code = ?, last_error = ?, delivered_at_ms = ?
 WHERE id = ?;
+
+-- A safety net (one process serialises everything here, so nothing should be left held).
+-- name: release_settled_final_reports
+UPDATE webhooks SET state = 'pending'
+WHERE state = 'held'
+  AND NOT EXISTS (SELECT 1 FROM webhooks p
+                  WHERE p.dispatch_uuid = webhooks.dispatch_uuid AND p.state = 'pending');
 
 -- name: list_webhooks
 SELECT event_id, kind, message_uuid, status, url, state, attempts,

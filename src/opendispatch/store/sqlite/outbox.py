@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from opendispatch.store.records import (
@@ -154,6 +154,9 @@ class SqliteOutbox:
 
         await self._write(operation)
 
+    async def release_settled_final_reports(self) -> None:
+        await self._write(self._run("release_settled_final_reports"))
+
     async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]:
         return [
             WebhookRecord(
@@ -194,3 +197,11 @@ class SqliteOutbox:
         )
         attempts: int = rows[0][0]
         return attempts
+
+    # -- one process owns an SQLite file: there is nobody to wake -------------------------------
+
+    async def notify(self, payloads: Iterable[str]) -> None:
+        return None
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        return None

@@ -51,6 +51,7 @@ CREATE TABLE webhooks (
 CREATE INDEX webhooks_due ON webhooks (next_attempt_at_ms) WHERE state = 'pending';
 CREATE INDEX webhooks_leased ON webhooks (lease_until_ms) WHERE lease_until_ms IS NOT NULL;
 CREATE INDEX webhooks_by_workflow ON webhooks (dispatch_uuid, state, id);
+CREATE INDEX webhooks_held ON webhooks (dispatch_uuid) WHERE state = 'held';
 
 -- Provider status events waiting to be applied, at or after `due_at_ms`. The sandbox
 -- schedules its simulated statuses here, so they survive a restart like real callbacks.
