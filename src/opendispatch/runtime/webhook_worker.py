@@ -15,7 +15,7 @@ import functools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -73,6 +73,9 @@ class WebhookWorker(Worker):
         self._per_application = per_application
         self._lease_ms = lease_ms
         self._per_app_in_flight: Counter[str] = Counter()
+        # Claimed beyond their application's limit (a claim takes a batch): they start as that
+        # application's deliveries finish, without taking another application's slot.
+        self._waiting: dict[str, deque[WebhookJob]] = defaultdict(deque)
         self._credentials: dict[str, _CachedCredentials] = {}
         self._outcomes: list[WebhookAttempt] = []
         self._found_nothing = False
@@ -82,9 +85,17 @@ class WebhookWorker(Worker):
         self.delivered = 0
         self.failed_attempts = 0
 
+    @property
+    def busy(self) -> bool:
+        return super().busy or any(self._waiting.values())
+
     def _saturated(self) -> frozenset[str]:
         limit = self._per_application
-        return frozenset(app for app, count in self._per_app_in_flight.items() if count >= limit)
+        return frozenset(
+            app
+            for app, count in self._per_app_in_flight.items()
+            if count + len(self._waiting.get(app, ())) >= limit
+        )
 
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
@@ -104,17 +115,28 @@ class WebhookWorker(Worker):
         )
         self._found_nothing = not jobs
         for job in jobs:
-            self._per_app_in_flight[job.application_id] += 1
-            task = asyncio.ensure_future(self._deliver(job))
-            self._in_flight.add(task)
-            task.add_done_callback(functools.partial(self._done, application_id=job.application_id))
+            if self._per_app_in_flight[job.application_id] < self._per_application:
+                self._start(job)
+            else:
+                self._waiting[job.application_id].append(job)
         return bool(jobs)
+
+    def _start(self, job: WebhookJob) -> None:
+        self._per_app_in_flight[job.application_id] += 1
+        task = asyncio.ensure_future(self._deliver(job))
+        self._in_flight.add(task)
+        task.add_done_callback(functools.partial(self._done, application_id=job.application_id))
 
     def _done(self, task: asyncio.Task[None], *, application_id: str) -> None:
         self._in_flight.discard(task)
         self._per_app_in_flight[application_id] -= 1
         if self._per_app_in_flight[application_id] <= 0:
             del self._per_app_in_flight[application_id]
+        waiting = self._waiting.get(application_id)
+        if waiting:
+            self._start(waiting.popleft())
+        elif waiting is not None:
+            del self._waiting[application_id]
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery failed unexpectedly", exc_info=task.exception())
         self.notify()  # a slot is free, and a final report may have become claimable
