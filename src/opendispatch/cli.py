@@ -91,7 +91,7 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 @_env_option("--webhook-issuer", default="Vonage", help="The `iss` claim of webhook JWTs.")
 @_env_option(
     "--lease-timeout",
-    default=60,
+    default=30,
     type=int,
     help="PostgreSQL: seconds before work claimed by a dead process is taken over.",
 )

@@ -50,7 +50,7 @@ class Settings:
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
     # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.
-    lease_s: int = 60
+    lease_s: int = 30
     db_pool_min: int = 2
     db_pool_max: int = 10
 

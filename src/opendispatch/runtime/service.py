@@ -45,7 +45,7 @@ class RuntimeSettings:
     send_concurrency: int = 64
     # How long a claimed send, webhook or status stays with the process that claimed it; a
     # process that dies loses its claims after this, and another finishes the work.
-    lease_ms: int = 60_000
+    lease_ms: int = 30_000
     # PostgreSQL: how long a woken worker waits for more work before claiming (see Worker).
     batch_window_ms: int = 5
 
