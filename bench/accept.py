@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    drop_postgres_schema,
     fresh_postgres_schema,
     query,
     rss_kib,
@@ -167,6 +168,7 @@ def main() -> None:
         stored = query(server.database, "SELECT count(*) FROM workflows")[0][0]
         verdict = "every 202 is stored" if stored == answered_202 else "MISMATCH"
         print(f"202s received {answered_202:,}, workflows stored {stored:,}: {verdict}")
+        drop_postgres_schema(server.database)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     Server,
+    drop_postgres_schema,
     fresh_postgres_schema,
     query,
     rss_kib,
@@ -173,6 +174,7 @@ def e2e(args: argparse.Namespace) -> None:
         finally:
             server.stop()
             receiver.terminate()
+            drop_postgres_schema(server.database)
 
 
 # -- timers --------------------------------------------------------------------------------------

@@ -179,3 +179,22 @@ def query(database: str, sql: str, parameters: tuple[object, ...] = ()) -> list[
             await connection.close()
 
     return asyncio.run(fetch())
+
+
+def drop_postgres_schema(url: str) -> None:
+    """Undo `fresh_postgres_schema` (nothing for an SQLite URL)."""
+    if "search_path=" not in url:
+        return
+    import asyncio
+
+    import asyncpg
+
+    base, _, schema = url.rpartition("search_path=")
+    dsn = base.rstrip("?&")
+
+    async def drop() -> None:
+        connection = await asyncpg.connect(dsn)
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await connection.close()
+
+    asyncio.run(drop())

@@ -919,3 +919,22 @@ async def test_an_unreachable_server_is_a_retryable_store_error():
     with pytest.raises(StoreError, match="not open"):
         await store.list_applications()
     await store.close()
+
+
+@pytest.mark.postgres
+async def test_installations_in_other_schemas_of_the_database_are_not_woken(
+    two_processes: tuple[PostgresStore, PostgresStore],
+):
+    first, _ = two_processes
+    async with _postgres() as elsewhere:  # another schema of the same database
+        stranger = await elsewhere.open_store()
+        assert isinstance(stranger, PostgresStore)
+        heard_here: asyncio.Queue[str] = asyncio.Queue()
+        heard_there: asyncio.Queue[str] = asyncio.Queue()
+        await first.listen(heard_here.put_nowait)
+        await stranger.listen(heard_there.put_nowait)
+        tag = uuid.uuid4().hex
+        await first.notify([tag])
+        await _hear(heard_here, {tag})
+        await asyncio.sleep(0.2)  # real time: a notification, if any, would have arrived
+        assert heard_there.empty()

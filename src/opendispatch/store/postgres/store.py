@@ -68,6 +68,9 @@ from opendispatch.store.records import (
 
 __all__ = ["NOTIFY_CHANNEL", "PostgresStore"]
 
+# Followed by the schema (`opendispatch.public`): installations sharing a database in separate
+# schemas must not wake each other (measured: a leftover process of another schema, woken by
+# every notification, took a third of this machine's capacity).
 NOTIFY_CHANNEL = "opendispatch"
 
 # Every canonical UUID string sorts before "g" (hex digits and hyphens, compared byte-wise:
@@ -115,6 +118,7 @@ class PostgresStore(PostgresOutbox):
         self._queries = load_queries("postgres")
         self._pool = None
         self._listener: Listener | None = None
+        self._channel = NOTIFY_CHANNEL
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -137,9 +141,11 @@ class PostgresStore(PostgresOutbox):
             raise store_error("connecting to PostgreSQL", exc) from exc
         try:
             await migrate(pool, self._queries, self.schema)
+            schema = await pool.fetchval("SELECT current_schema()")
         except BaseException:
             pool.terminate()
             raise
+        self._channel = f"{NOTIFY_CHANNEL}.{schema}"
         self._pool = pool
 
     async def close(self) -> None:
@@ -161,7 +167,7 @@ class PostgresStore(PostgresOutbox):
         """Announce new work to every listening process (this one included), in one round
         trip. Sent outside any transaction: the work it announces is already committed."""
         if payloads:
-            await self._execute("notify", NOTIFY_CHANNEL, payloads)
+            await self._execute("notify", self._channel, payloads)
 
     async def listen(self, callback: Callable[[str], None]) -> None:
         """Call `callback(payload)` for each announcement, from now until `close()`; after a
@@ -170,7 +176,7 @@ class PostgresStore(PostgresOutbox):
             raise StoreError("the store is not open")
         if self._listener is not None:
             raise StoreError("this store is already listening")
-        listener = Listener(connect=self._connect_one, channel=NOTIFY_CHANNEL, callback=callback)
+        listener = Listener(connect=self._connect_one, channel=self._channel, callback=callback)
         try:
             await listener.start()
         except DRIVER_ERRORS as exc:
