@@ -46,6 +46,18 @@ def two_step_workflow(number: str = "447700900001") -> dict[str, Any]:
     }
 
 
+def step(channel: str, number: str, failover: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One message of a workflow, to `number` on `channel` (the sandbox reads its last digit)."""
+    message: dict[str, Any] = {
+        "to": {"type": channel, "number": number},
+        "from": {"type": channel, "number": "447700900000"},
+        "message": {"content": {"type": "text", "text": "code 1234"}},
+    }
+    if failover:
+        message["failover"] = failover
+    return message
+
+
 # -- credentials ------------------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.receiver import WebhookReceiver
-from tests.support import AppCredentials, ServerProcess, run_cli
+from tests.support import AppCredentials, ServerProcess, run_cli, step
 
 pytestmark = pytest.mark.slow
 
@@ -31,17 +31,6 @@ SERVER_FLAGS = (
     "--final-status-timeout",
     "20",
 )
-
-
-def step(channel: str, number: str, failover: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "to": {"type": channel, "number": number},
-        "from": {"type": channel, "number": "447700900000"},
-        "message": {"content": {"type": "text", "text": "code 1234"}},
-    }
-    if failover:
-        message["failover"] = failover
-    return message
 
 
 READ_15S = {"expiry_time": 15, "condition_status": "read"}

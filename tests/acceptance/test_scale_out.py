@@ -26,7 +26,7 @@ import pytest
 
 from tests.databases import TestDatabase, new_database
 from tests.receiver import ReceivedWebhook, WebhookReceiver
-from tests.support import AppCredentials, ServerProcess, run_cli
+from tests.support import AppCredentials, ServerProcess, run_cli, step
 
 pytestmark = pytest.mark.slow
 
@@ -37,17 +37,6 @@ FLAGS = (
     "--lease-timeout", "1",
     "--db-pool-max", "5",
 )  # fmt: skip
-
-
-def step(channel: str, number: str, failover: dict[str, Any] | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "to": {"type": channel, "number": number},
-        "from": {"type": channel, "number": "447700900000"},
-        "message": {"content": {"type": "text", "text": "code 1234"}},
-    }
-    if failover:
-        message["failover"] = failover
-    return message
 
 
 READ = {"expiry_time": 600, "condition_status": "read"}
