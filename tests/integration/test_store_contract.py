@@ -441,7 +441,7 @@ async def test_apply_cancels_only_pending_sends(store: Store):
         transition=lambda _: transition(2, cancel_sends=(in_flight, cancelled)),
     )
     assert await claim_sends(store, now_ms=NOW + 2) == [kept]
-    await store.expire_send_leases(now_ms=NOW + LEASE)  # the one in flight was not cancelled
+    # The one in flight was not cancelled: when its lease runs out, it is claimed again.
     assert await claim_sends(store, now_ms=NOW + LEASE) == [in_flight]
 
 
@@ -505,7 +505,6 @@ async def test_completing_a_send_and_consuming_an_inbox_event_commit_with_the_ev
         side=SideWrites(complete_send=done, schedule=(scheduled,)),
     )
     assert await store.next_send_due_ms() is None  # sent: no lease left to run out
-    await store.expire_send_leases(now_ms=NOW + 10 * LEASE)
     assert await claim_sends(store, now_ms=NOW + 10 * LEASE) == []
     [event] = await store.claim_due_inbox(now_ms=NOW + 7, limit=10, lease_ms=LEASE)
     await store.apply(
@@ -556,12 +555,11 @@ async def test_a_send_whose_lease_expired_is_claimable_again(store: Store):
     assert [(job.message_uuid, job.attempts) for job in again] == [(made.sends[0].message_uuid, 2)]
 
 
-async def test_expiring_send_leases_puts_only_expired_sends_back(store: Store):
+async def test_only_sends_whose_lease_ran_out_are_claimed_again(store: Store):
     await create(store, sends=2)
     [early] = await store.claim_due_sends(now_ms=NOW, limit=1, lease_ms=LEASE)
     assert len(await claim_sends(store, now_ms=NOW + 10)) == 1  # its lease ends 10 ms later
-    await store.expire_send_leases(now_ms=NOW + LEASE)
-    assert await store.next_send_due_ms() == NOW  # pending again, due since NOW
+    assert await store.next_send_due_ms() == NOW + LEASE  # the first lease to run out
     assert await claim_sends(store, now_ms=NOW + LEASE) == [early.message_uuid]
 
 

@@ -62,7 +62,7 @@ class WebhookWorker(Worker):
         retry: RetryPolicy,
         concurrency: int = 256,
         per_application: int = 64,
-        lease_ms: int = 60_000,
+        lease_ms: int = 30_000,
     ) -> None:
         super().__init__(clock)
         self._store = store

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final
 
 import msgspec
@@ -31,6 +31,7 @@ from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.shell import Shell
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import (
+    InboxEvent,
     NewInboxEvent,
     SendCompletion,
     SendJob,
@@ -38,7 +39,14 @@ from opendispatch.store.records import (
     Transition,
 )
 
-__all__ = ["PROVIDER_UNAVAILABLE", "InboxWorker", "SendWorker", "TimerWorker", "Worker"]
+__all__ = [
+    "PROVIDER_UNAVAILABLE",
+    "EventWorker",
+    "InboxWorker",
+    "SendWorker",
+    "TimerWorker",
+    "Worker",
+]
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +120,33 @@ class Worker(ABC):
             await asyncio.wait(set(self._in_flight), timeout=timeout_s)
 
 
-class SendWorker(Worker):
+class EventWorker(Worker):
+    """A worker whose work ends as engine events, applied through the shell and the store;
+    after each, the runtime wakes whichever worker the transition gave new work."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock,
+        store: Store,
+        shell: Shell,
+        after_transition: AfterTransition,
+        batch: int = 512,
+        lease_ms: int = 30_000,
+    ) -> None:
+        super().__init__(clock)
+        self._store = store
+        self._shell = shell
+        self._after = after_transition
+        self._batch = batch
+        self._lease_ms = lease_ms
+
+    async def _apply_all(self, applications: Iterable[Awaitable[Transition | None]]) -> None:
+        for transition in await asyncio.gather(*applications):
+            self._after(transition)
+
+
+class SendWorker(EventWorker):
     """Hands due messages to their provider; the answer becomes the message's first status."""
 
     name = "sends"
@@ -123,22 +157,24 @@ class SendWorker(Worker):
         clock: Clock,
         store: Store,
         shell: Shell,
+        after_transition: AfterTransition,
         providers: Mapping[str, Provider],
         retry: RetryPolicy,
-        after_transition: AfterTransition,
         on_scheduled: Callable[[int], None],
         concurrency: int = 64,
-        lease_ms: int = 60_000,
+        lease_ms: int = 30_000,
     ) -> None:
-        super().__init__(clock)
-        self._store = store
-        self._shell = shell
+        super().__init__(
+            clock=clock,
+            store=store,
+            shell=shell,
+            after_transition=after_transition,
+            lease_ms=lease_ms,
+        )
         self._providers = providers
         self._retry = retry
-        self._after = after_transition
         self._on_scheduled = on_scheduled
         self._concurrency = concurrency
-        self._lease_ms = lease_ms
         self._random = random.Random()
 
     async def run_once(self) -> bool:
@@ -270,25 +306,10 @@ class SendWorker(Worker):
             self._on_scheduled(min(event.due_at_ms for event in side.schedule))
 
 
-class TimerWorker(Worker):
+class TimerWorker(EventWorker):
     """Fires each workflow's deadline (`due_at_ms`) as a `TimerFired` event."""
 
     name = "timers"
-
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        store: Store,
-        shell: Shell,
-        after_transition: AfterTransition,
-        batch: int = 512,
-    ) -> None:
-        super().__init__(clock)
-        self._store = store
-        self._shell = shell
-        self._after = after_transition
-        self._batch = batch
 
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
@@ -296,41 +317,19 @@ class TimerWorker(Worker):
         if not due:
             return False
         fire = self._shell.transition_for(TimerFired(), now_ms=now)
-        transitions = await asyncio.gather(
-            *(
-                self._store.apply(dispatch_uuid=dispatch_uuid, transition=fire)
-                for dispatch_uuid in due
-            )
+        await self._apply_all(
+            self._store.apply(dispatch_uuid=dispatch_uuid, transition=fire) for dispatch_uuid in due
         )
-        for transition in transitions:
-            self._after(transition)
         return True
 
     async def next_due_ms(self) -> int | None:
         return await self._store.next_timer_due_ms()
 
 
-class InboxWorker(Worker):
+class InboxWorker(EventWorker):
     """Applies provider statuses whose time has come (the sandbox's, for now)."""
 
     name = "inbox"
-
-    def __init__(
-        self,
-        *,
-        clock: Clock,
-        store: Store,
-        shell: Shell,
-        after_transition: AfterTransition,
-        batch: int = 512,
-        lease_ms: int = 60_000,
-    ) -> None:
-        super().__init__(clock)
-        self._store = store
-        self._shell = shell
-        self._after = after_transition
-        self._batch = batch
-        self._lease_ms = lease_ms
 
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
@@ -339,32 +338,29 @@ class InboxWorker(Worker):
         )
         if not events:
             return False
-        transitions = await asyncio.gather(
-            *(
-                self._store.apply(
-                    message_uuid=event.message_uuid,
-                    transition=self._shell.transition_for(
-                        StatusReported(
-                            message_uuid=event.message_uuid,
-                            status=MessageStatus(event.status),
-                            at_ms=event.due_at_ms,
-                            error=None
-                            if event.error_code is None
-                            else MessageError(
-                                code=event.error_code, reason=event.error_reason or ""
-                            ),
-                            price=event.price,
-                        ),
-                        now_ms=now,
-                    ),
-                    side=SideWrites(inbox_done=event.id),
-                )
-                for event in events
+        await self._apply_all(
+            self._store.apply(
+                message_uuid=event.message_uuid,
+                transition=self._shell.transition_for(_reported(event), now_ms=now),
+                side=SideWrites(inbox_done=event.id),
             )
+            for event in events
         )
-        for transition in transitions:
-            self._after(transition)
         return True
 
     async def next_due_ms(self) -> int | None:
         return await self._store.next_inbox_due_ms()
+
+
+def _reported(event: InboxEvent) -> StatusReported:
+    """A stored provider status as the engine's event; it happened when it was due."""
+    error = None
+    if event.error_code is not None:
+        error = MessageError(code=event.error_code, reason=event.error_reason or "")
+    return StatusReported(
+        message_uuid=event.message_uuid,
+        status=MessageStatus(event.status),
+        at_ms=event.due_at_ms,
+        error=error,
+        price=event.price,
+    )

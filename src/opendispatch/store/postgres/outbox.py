@@ -45,9 +45,6 @@ class PostgresOutbox(PostgresAccess):
         due: int | None = await self._fetchval("next_send_due")
         return due
 
-    async def expire_send_leases(self, *, now_ms: int) -> None:
-        await self._execute("expire_send_leases", now_ms)
-
     # -- timers --------------------------------------------------------------------------------
 
     async def due_timers(self, *, now_ms: int, limit: int) -> list[str]:

@@ -322,10 +322,6 @@ SET send_state = 'pending', next_attempt_at_ms = $1, lease_until_ms = NULL, leas
     last_error = $2
 WHERE message_uuid = $3 AND send_state = 'sending' AND lease_owner = $4;
 
--- name: expire_send_leases
-UPDATE messages SET send_state = 'pending', lease_until_ms = NULL, lease_owner = NULL
-WHERE send_state = 'sending' AND lease_until_ms <= $1;
-
 -- name: next_send_due
 SELECT least(
     (SELECT min(next_attempt_at_ms) FROM messages WHERE send_state = 'pending'),

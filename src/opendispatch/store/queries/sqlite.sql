@@ -116,10 +116,6 @@ UPDATE messages
 SET send_state = 'pending', next_attempt_at_ms = ?, lease_until_ms = NULL, last_error = ?
 WHERE message_uuid = ? AND send_state = 'sending';
 
--- name: expire_send_leases
-UPDATE messages SET send_state = 'pending', lease_until_ms = NULL
-WHERE send_state = 'sending' AND lease_until_ms <= ?;
-
 -- name: next_send_due
 SELECT min(due) FROM (
     SELECT min(next_attempt_at_ms) AS due FROM messages WHERE send_state = 'pending'

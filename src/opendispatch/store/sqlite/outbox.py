@@ -70,9 +70,6 @@ class SqliteOutbox:
         due: int | None = self._read_one("next_send_due", ())[0]
         return due
 
-    async def expire_send_leases(self, *, now_ms: int) -> None:
-        await self._write(self._run("expire_send_leases", now_ms))
-
     # -- timers --------------------------------------------------------------------------------
 
     async def due_timers(self, *, now_ms: int, limit: int) -> list[str]:
