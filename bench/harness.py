@@ -182,8 +182,12 @@ def query(database: str, sql: str, parameters: tuple[object, ...] = ()) -> list[
 
 
 def drop_postgres_schema(url: str) -> None:
-    """Undo `fresh_postgres_schema` (nothing for an SQLite URL)."""
+    """Undo `fresh_postgres_schema` (nothing for an SQLite URL; nothing either when
+    OPENDISPATCH_BENCH_KEEP_SCHEMA is set, to look at the tables after a run)."""
     if "search_path=" not in url:
+        return
+    if os.environ.get("OPENDISPATCH_BENCH_KEEP_SCHEMA"):
+        print(f"kept schema {url.rpartition('search_path=')[2]}")
         return
     import asyncio
 

@@ -494,6 +494,118 @@ async def test_a_failing_transition_function_commits_nothing(store: Store):
     assert await store.next_inbox_due_ms() is None
 
 
+async def test_events_of_many_workflows_at_once_each_write_their_own_effects(store: Store):
+    # On PostgreSQL these share statements (the store sends concurrent calls together): each
+    # workflow must still get exactly its own state, sends, cancels, webhooks and side writes.
+    made = await asyncio.gather(*(create(store, sends=1) for _ in range(40)))
+    assert len(await claim_sends(store)) == 40
+
+    def advance(created: Created, number: int) -> Callable[[LoadedWorkflow], Transition]:
+        def step(loaded: LoadedWorkflow) -> Transition:
+            assert loaded.record.dispatch_uuid == created.dispatch_uuid
+            return transition(
+                number,
+                due_at_ms=NOW + number,
+                sends=(new_send(created.dispatch_uuid, step=1, at=NOW + 1000 + number),),
+                webhooks=(new_webhook(created.dispatch_uuid),),
+            )
+
+        return step
+
+    await asyncio.gather(
+        *(
+            store.apply(
+                message_uuid=c.sends[0].message_uuid,
+                transition=advance(c, number),
+                side=SideWrites(
+                    complete_send=SendCompletion(
+                        message_uuid=c.sends[0].message_uuid,
+                        send_state="sent",
+                        provider_message_id=f"p-{number}",
+                    ),
+                    schedule=(
+                        NewInboxEvent(
+                            message_uuid=c.sends[0].message_uuid,
+                            status="read",
+                            due_at_ms=NOW + 10_000 + number,
+                        ),
+                    ),
+                ),
+            )
+            for number, c in enumerate(made)
+        )
+    )
+    for number, c in enumerate(made):
+        assert await count_of(store, c.dispatch_uuid) == number
+        assert len(await store.list_webhooks(c.dispatch_uuid)) == 1
+    second_steps = await store.claim_due_sends(now_ms=NOW + 2000, limit=100, lease_ms=LEASE)
+    assert sorted((job.dispatch_uuid, job.step) for job in second_steps) == sorted(
+        (c.dispatch_uuid, 1) for c in made
+    )
+    due = await store.due_timers(now_ms=NOW + 100, limit=100)
+    assert due == [c.dispatch_uuid for c in made]  # each workflow's own deadline, NOW + number
+    events = await store.claim_due_inbox(now_ms=NOW + 20_000, limit=100, lease_ms=LEASE)
+    assert sorted((e.message_uuid, e.due_at_ms) for e in events) == sorted(
+        (c.sends[0].message_uuid, NOW + 10_000 + number) for number, c in enumerate(made)
+    )
+
+
+async def test_one_failing_transition_among_many_fails_only_its_own_event(store: Store):
+    made = await asyncio.gather(*(create(store) for _ in range(10)))
+    broken_uuid = made[3].dispatch_uuid
+
+    def maybe_broken(loaded: LoadedWorkflow) -> Transition:
+        if loaded.record.dispatch_uuid == broken_uuid:
+            raise RuntimeError("engine bug")
+        return increment(loaded)
+
+    outcomes = await asyncio.gather(
+        *(store.apply(dispatch_uuid=c.dispatch_uuid, transition=maybe_broken) for c in made),
+        return_exceptions=True,
+    )
+    assert [isinstance(outcome, RuntimeError) for outcome in outcomes] == [
+        c.dispatch_uuid == broken_uuid for c in made
+    ]
+    assert [await count_of(store, c.dispatch_uuid) for c in made] == [
+        0 if c.dispatch_uuid == broken_uuid else 1 for c in made
+    ]
+
+
+async def test_an_event_whose_writes_the_database_refuses_fails_alone(store: Store):
+    made = await asyncio.gather(*(create(store, sends=1) for _ in range(10)))
+    bad = made[6]
+
+    def step(loaded: LoadedWorkflow) -> Transition:
+        created = next(c for c in made if c.dispatch_uuid == loaded.record.dispatch_uuid)
+        if created is bad:  # a send whose id is taken: the database refuses the insert
+            return transition(1, sends=(made[0].sends[0],))
+        return transition(1, sends=(new_send(created.dispatch_uuid, step=1),))
+
+    outcomes = await asyncio.gather(
+        *(store.apply(dispatch_uuid=c.dispatch_uuid, transition=step) for c in made),
+        return_exceptions=True,
+    )
+    assert [isinstance(outcome, StoreError) for outcome in outcomes] == [c is bad for c in made]
+    assert [await count_of(store, c.dispatch_uuid) for c in made] == [
+        0 if c is bad else 1 for c in made
+    ]
+
+
+async def test_many_events_of_one_workflow_at_once_apply_one_after_the_other(store: Store):
+    dispatch_uuid = (await create(store)).dispatch_uuid
+    seen: list[int] = []
+
+    def counting(loaded: LoadedWorkflow) -> Transition:
+        seen.append(counted(loaded))
+        return increment(loaded)
+
+    await asyncio.gather(
+        *(store.apply(dispatch_uuid=dispatch_uuid, transition=counting) for _ in range(30))
+    )
+    assert await count_of(store, dispatch_uuid) == 30
+    assert seen == list(range(30))  # one process: never decided twice, each on the last state
+
+
 async def test_completing_a_send_and_consuming_an_inbox_event_commit_with_the_event(store: Store):
     made = await create(store, sends=1)
     [job] = await store.claim_due_sends(now_ms=NOW, limit=10, lease_ms=LEASE)

@@ -12,7 +12,9 @@ process that is alive and busy.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
+from opendispatch.store.postgres.coalesce import AGAIN, Again, Coalescer
 from opendispatch.store.postgres.driver import PostgresAccess, columns
 from opendispatch.store.records import (
     InboxEvent,
@@ -24,13 +26,17 @@ from opendispatch.store.records import (
 
 __all__ = ["PostgresOutbox"]
 
-_SETTLED = frozenset({"delivered", "dead"})
-
 
 class PostgresOutbox(PostgresAccess):
     """Queue operations of `PostgresStore`; `lease_owner` names this process in its claims."""
 
     lease_owner: str
+
+    def _init_outbox(self) -> None:
+        self._sandbox_log: Coalescer[_SandboxSend, int] = Coalescer(self._log_sandbox_sends)
+
+    async def _stop_outbox(self) -> None:
+        await self._sandbox_log.wait_idle()
 
     # -- sends ---------------------------------------------------------------------------------
 
@@ -84,13 +90,12 @@ class PostgresOutbox(PostgresAccess):
         return due
 
     async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None:
-        """Record outcomes, then release the final reports they were the last to wait for.
-
-        Two statements, no lock: a transition that holds its final report at the very moment
-        the last pending webhook is recorded (each unseen by the other) leaves the report held;
-        `release_settled_final_reports`, run periodically, releases it. Locking the workflows
-        here instead made event transitions queue behind webhook bookkeeping (measured as the
-        largest cost in the database under load).
+        """Record outcomes and release the final reports they were the last to wait for, in
+        one statement and without locking the workflows: a transition that holds its final
+        report at the very moment the last pending webhook is recorded (each unseen by the
+        other) leaves the report held; `release_settled_final_reports`, run periodically,
+        releases it. Locking the workflows here instead made event transitions queue behind
+        webhook bookkeeping (measured as the largest cost in the database under load).
         """
         if not attempts:
             return
@@ -106,10 +111,7 @@ class PostgresOutbox(PostgresAccess):
             )
             for attempt in sorted(latest.values(), key=lambda attempt: attempt.id)
         ]
-        settled = sorted({a.dispatch_uuid for a in latest.values() if a.state in _SETTLED})
         await self._execute("record_webhook_attempts", *columns(rows))
-        if settled:
-            await self._execute("release_final_reports", settled)
 
     async def release_settled_final_reports(self) -> None:
         await self._execute("release_settled_final_reports")
@@ -126,8 +128,29 @@ class PostgresOutbox(PostgresAccess):
     async def sandbox_record_send(
         self, *, message_uuid: str, channel: str, recipient: str, outcome: str, now_ms: int
     ) -> int:
-        """The sandbox's own log, committed before it answers; returns the attempt count."""
-        attempts: int = await self._fetchval(
-            "sandbox_record_send", message_uuid, channel, recipient, outcome, now_ms
+        """The sandbox's own log, committed before it answers; returns the attempt count.
+        Concurrent sends are logged together, one statement per batch."""
+        return await self._sandbox_log.submit(
+            _SandboxSend(message_uuid, channel, recipient, outcome, now_ms)
         )
-        return attempts
+
+    async def _log_sandbox_sends(self, batch: list[_SandboxSend]) -> list[int | Again]:
+        # One message at most once per statement (ON CONFLICT cannot touch a row twice): a
+        # repeat, which only a lease that ran out mid-send can cause, waits for the next.
+        first: dict[str, _SandboxSend] = {}
+        for send in batch:
+            first.setdefault(send.message_uuid, send)
+        rows = await self._fetch("sandbox_record_sends", *columns(list(first.values())))
+        attempts = {row["message_uuid"]: row["attempts"] for row in rows}
+        return [
+            attempts[send.message_uuid] if first[send.message_uuid] is send else AGAIN
+            for send in batch
+        ]
+
+
+class _SandboxSend(NamedTuple):
+    message_uuid: str
+    channel: str
+    recipient: str
+    outcome: str
+    sent_at_ms: int

@@ -5,11 +5,15 @@ releases every lease at start) and batch everyone's writes into one transaction.
 number of `opendispatch serve` processes, on any number of hosts, share the tables, and the
 database is what keeps them from stepping on each other:
 
-- **Row locks serialise a workflow's events.** `apply` runs in one transaction that locks
-  the workflow's row (`SELECT ... FOR UPDATE`) before calling the transition function, and
-  writes the new state and every effect before COMMIT. Two processes racing a late status
-  and an expiry for the same workflow queue up on that row: the second reads what the first
-  wrote, so there is one consistent outcome. Different workflows never wait for each other.
+- **Versions serialise a workflow's events.** `apply` reads the workflow, decides, and writes
+  the transition with every effect in one statement that applies only if the workflow is
+  still at the version it read; the loser of a race reads what the winner wrote and decides
+  again (after a few lost races it takes the row lock). Two processes racing a late status
+  and an expiry for the same workflow therefore leave one consistent outcome, and nothing is
+  locked while Python decides (see `transitions`).
+- **Concurrent calls share statements.** Events, new workflows and the sandbox's log are
+  queued while earlier ones are on their way and sent together (see `coalesce`): about one
+  statement per workflow under load instead of thirteen.
 - **Claims skip what others are taking.** Each `claim_due_*` is one `UPDATE ... WHERE id IN
   (SELECT ... FOR UPDATE SKIP LOCKED) RETURNING ...`: concurrent claimers pass each other's
   rows by instead of queueing, and no row is handed to two of them.
@@ -25,9 +29,8 @@ database is what keeps them from stepping on each other:
   a lost notification only delays work.
 
 Final reports add one rule: a final report is written `held` while its workflow has webhooks
-pending, and released when the last of them settles. `record_webhook_attempts` locks the
-settled webhooks' workflows before releasing, so it cannot interleave with a transition that
-is inserting a held report (see `outbox`).
+pending, and released when the last of them settles, by the same statement that records that
+webhook's delivery (see `outbox`), or, if the two raced, by the periodic sweep.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -45,24 +48,24 @@ from opendispatch.store.postgres.driver import (
     DRIVER_ERRORS,
     Connection,
     Row,
-    columns,
     quote_identifier,
     store_error,
 )
 from opendispatch.store.postgres.listener import Listener
 from opendispatch.store.postgres.migrate import migrate
 from opendispatch.store.postgres.outbox import PostgresOutbox
-from opendispatch.store.protocol import Store, TransitionFunction
+from opendispatch.store.postgres.transitions import (
+    PostgresTransitions,
+    loaded_workflow,
+    workflow_record,
+)
+from opendispatch.store.protocol import Store
 from opendispatch.store.queries import load_queries
 from opendispatch.store.records import (
-    NO_SIDE_WRITES,
     Application,
     ApplicationCredentials,
     LoadedWorkflow,
     MessageOwner,
-    NewWorkflow,
-    SideWrites,
-    Transition,
     WorkflowRecord,
 )
 
@@ -78,12 +81,6 @@ NOTIFY_CHANNEL = "opendispatch"
 _AFTER_EVERY_UUID = "g"
 
 
-# Conflicts are rare (two processes applying events to one workflow in the same
-# milliseconds); each retry reads the state the winner wrote, and after this many lost races
-# the event takes the row lock instead.
-_OPTIMISTIC_TRIES = 3
-
-
 class _Connection(asyncpg.Connection):  # type: ignore[misc]
     """A pooled connection returned without asyncpg's reset (`RESET ALL`, `UNLISTEN *`,
     `CLOSE ALL`, `pg_advisory_unlock_all()`): the store keeps no session state, and measured
@@ -93,7 +90,7 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
         return ""
 
 
-class PostgresStore(PostgresOutbox):
+class PostgresStore(PostgresTransitions, PostgresOutbox):
     """`Store` on PostgreSQL through an asyncpg pool, plus `notify`/`listen` for wake-ups."""
 
     dialect = "postgres"
@@ -119,6 +116,8 @@ class PostgresStore(PostgresOutbox):
         self._pool = None
         self._listener: Listener | None = None
         self._channel = NOTIFY_CHANNEL
+        self._init_transitions()
+        self._init_outbox()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -149,7 +148,10 @@ class PostgresStore(PostgresOutbox):
         self._pool = pool
 
     async def close(self) -> None:
-        """Every write was committed by the call that made it; only connections remain."""
+        """Every write was committed by the call that made it (or is, once the batches on
+        their way return); then only connections remain."""
+        await self._stop_transitions()
+        await self._stop_outbox()
         if self._listener is not None:
             await self._listener.close()
             self._listener = None
@@ -223,67 +225,6 @@ class PostgresStore(PostgresOutbox):
 
     # -- workflows -------------------------------------------------------------------------
 
-    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
-        await self._execute(
-            "create_workflow",
-            workflow.dispatch_uuid,
-            workflow.application_id,
-            workflow.template,
-            transition.status,
-            workflow.request_json,
-            workflow.created_at_ms,
-            transition.updated_at_ms,
-            transition.state_json,
-            transition.due_at_ms,
-            *_send_columns(transition),
-            *_webhook_columns(transition),
-        )
-
-    async def apply(
-        self,
-        *,
-        transition: TransitionFunction,
-        dispatch_uuid: str | None = None,
-        message_uuid: str | None = None,
-        side: SideWrites = NO_SIDE_WRITES,
-    ) -> Transition | None:
-        """Read the workflow (by id, or by one of its messages), transition it, and write the
-        transition with its effects and `side` in one statement that applies only if the
-        workflow's version is unchanged; otherwise read again and decide again. Every event of
-        a workflow, from any process, is applied exactly once, on the state the previous one
-        left (a version check rather than a row lock: nothing is held while Python decides)."""
-        key = dispatch_uuid if dispatch_uuid is not None else message_uuid
-        by_id = dispatch_uuid is not None
-        for _ in range(_OPTIMISTIC_TRIES):
-            row = await self._fetchrow(
-                "read_workflow" if by_id else "read_workflow_of_message", key
-            )
-            result = None if row is None else transition(_loaded(row))
-            if row is None or result is None:
-                await self._write_side(side)
-                return None
-            if await self._fetchval("write_transition", *_write_arguments(row, result, side)):
-                return result
-        # Contended: hold the row this time, so this event cannot lose again.
-        queries = self._queries
-        async with self._transaction("apply") as connection:
-            lock = queries["lock_workflow" if by_id else "lock_workflow_of_message"]
-            row = await connection.fetchrow(lock, key)
-            result = None if row is None else transition(_loaded(row))
-            if row is None or result is None:
-                if side != NO_SIDE_WRITES:
-                    await connection.execute(queries["write_side"], *_side_columns(side))
-                return None
-            await connection.fetchval(
-                queries["write_transition"], *_write_arguments(row, result, side)
-            )
-            return result
-
-    async def _write_side(self, side: SideWrites) -> None:
-        if side == NO_SIDE_WRITES:
-            return
-        await self._execute("write_side", *_side_columns(side))
-
     async def unstarted_workflows(self, limit: int) -> list[str]:
         return [row[0] for row in await self._fetch("unstarted_workflows", limit)]
 
@@ -293,11 +234,11 @@ class PostgresStore(PostgresOutbox):
 
     async def load_workflow(self, dispatch_uuid: str) -> LoadedWorkflow | None:
         row = await self._fetchrow("load_workflow", dispatch_uuid)
-        return None if row is None else _loaded(row)
+        return None if row is None else loaded_workflow(row)
 
     async def get_workflow(self, application_id: str, dispatch_uuid: str) -> WorkflowRecord | None:
         row = await self._fetchrow("get_workflow", dispatch_uuid, application_id)
-        return None if row is None else _workflow(row)
+        return None if row is None else workflow_record(row)
 
     async def list_workflows(
         self, application_id: str, *, limit: int, before: str | None = None
@@ -305,7 +246,7 @@ class PostgresStore(PostgresOutbox):
         rows = await self._fetch(
             "list_workflows", application_id, before or _AFTER_EVERY_UUID, limit
         )
-        return [_workflow(row) for row in rows]
+        return [workflow_record(row) for row in rows]
 
 
 def _default_lease_owner() -> str:
@@ -315,82 +256,6 @@ def _default_lease_owner() -> str:
 
 def _application_name(role: str, lease_owner: str) -> str:
     return f"{role} {lease_owner}"[:63]  # PostgreSQL keeps at most 63 bytes of it
-
-
-def _send_columns(transition: Transition) -> list[list[Any]]:
-    """The new sends as six parallel arrays (see `write_transition`)."""
-    rows = [
-        (send.message_uuid, send.step, send.channel, send.provider, send.payload_json,
-         send.next_attempt_at_ms)
-        for send in transition.sends
-    ]  # fmt: skip
-    return columns(rows) if rows else [[] for _ in range(6)]
-
-
-def _webhook_columns(transition: Transition) -> list[list[Any]]:
-    """The new webhooks as seven parallel arrays, in the transition's order."""
-    rows = [
-        (webhook.event_id, webhook.kind, webhook.message_uuid, webhook.status, webhook.url,
-         webhook.payload, webhook.next_attempt_at_ms)
-        for webhook in transition.webhooks
-    ]  # fmt: skip
-    return columns(rows) if rows else [[] for _ in range(7)]
-
-
-def _write_arguments(row: Row, result: Transition, side: SideWrites) -> list[Any]:
-    """The parameters of `write_transition`, in its order."""
-    return [
-        row["dispatch_uuid"],
-        row["version"],
-        result.state_json,
-        result.status,
-        result.due_at_ms,
-        result.updated_at_ms,
-        *_send_columns(result),
-        list(result.cancel_sends),
-        *_webhook_columns(result),
-        row["application_id"],
-        *_side_columns(side),
-    ]
-
-
-def _side_columns(side: SideWrites) -> list[Any]:
-    done = side.complete_send
-    scheduled = [
-        (event.message_uuid, event.status, event.error_code, event.error_reason, event.price,
-         event.due_at_ms)
-        for event in side.schedule
-    ]  # fmt: skip
-    return [
-        None if done is None else done.message_uuid,
-        None if done is None else done.send_state,
-        None if done is None else done.provider_message_id,
-        None if done is None else done.error,
-        side.inbox_done,
-        *(columns(scheduled) if scheduled else [[] for _ in range(6)]),
-    ]
-
-
-def _workflow(row: Row) -> WorkflowRecord:
-    return WorkflowRecord(
-        dispatch_uuid=row["dispatch_uuid"],
-        application_id=row["application_id"],
-        template=row["template"],
-        status=row["status"],
-        request_json=row["request_json"],
-        created_at_ms=row["created_at_ms"],
-        updated_at_ms=row["updated_at_ms"],
-    )
-
-
-def _loaded(row: Row) -> LoadedWorkflow:
-    return LoadedWorkflow(
-        record=_workflow(row),
-        state_json=row["state_json"],
-        api_key=row["api_key"],
-        status_url=row["status_url"],
-        final_report_url=row["final_report_url"],
-    )
 
 
 def _credentials(row: Row) -> ApplicationCredentials:

@@ -1,10 +1,12 @@
 -- Named queries for the PostgreSQL store (see store/queries.py). Parameters are positional
 -- ($1, $2, ...). Names match sqlite.sql where the query means the same; a plural name
--- (insert_sends, cancel_sends, insert_webhooks, ...) takes one array per column and writes
--- all of a transition's rows in one statement with unnest(...).
+-- (read_workflows, write_transitions, create_workflows, ...) takes one array per column and
+-- writes a whole batch's rows in one statement with unnest(...): the store sends concurrent
+-- calls of one kind together (see postgres/coalesce.py).
 --
 -- Several processes share these tables, so unlike on SQLite:
--- - an event locks its workflow row (lock_workflow*) for the length of its transaction;
+-- - a transition is written only if its workflow is still at the version it was read at;
+--   after a few lost races an event locks its workflow row instead (lock_workflow*);
 -- - claims lock the rows they take with FOR UPDATE SKIP LOCKED, so concurrent claimers pass
 --   each other by instead of waiting, and stamp a lease; a lease that ran out is claimable
 --   again (the process that held it is presumed dead);
@@ -61,12 +63,6 @@ WHERE a.application_id = $1;
 
 -- Workflows ------------------------------------------------------------------------------------
 
--- name: insert_workflow
-INSERT INTO workflows
-    (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms,
-     state_json, due_at_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9);
-
 -- name: get_workflow
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
@@ -88,202 +84,172 @@ SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = $1;
 
--- What an event needs of its workflow, and the version its transition must find unchanged.
--- name: read_workflow
-SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
-       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
-       a.final_report_url, w.version
+-- What a batch of events needs of their workflows, found by workflow ($1) or by message ($2),
+-- and the version each transition must find unchanged. `key` says which event a row is for.
+-- name: read_workflows
+SELECT false AS by_message, w.dispatch_uuid AS key, w.dispatch_uuid, w.application_id,
+       w.template, w.status, w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json,
+       a.api_key, a.status_url, a.final_report_url, w.version
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = $1;
-
--- name: read_workflow_of_message
-SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
-       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
-       a.final_report_url, w.version
+WHERE w.dispatch_uuid = ANY ($1::text[])
+UNION ALL
+SELECT true, m.message_uuid, w.dispatch_uuid, w.application_id, w.template, w.status,
+       w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key,
+       a.status_url, a.final_report_url, w.version
 FROM messages m
 JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
 JOIN applications a ON a.application_id = w.application_id
-WHERE m.message_uuid = $1;
+WHERE m.message_uuid = ANY ($2::text[]);
 
--- After a few lost races: the same read, holding the row until the transition is written.
+-- After a few lost races: the same read for one event, holding the row until its transition
+-- is written in the same transaction.
 -- name: lock_workflow
-SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
-       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
-       a.final_report_url, w.version
+SELECT false AS by_message, w.dispatch_uuid AS key, w.dispatch_uuid, w.application_id,
+       w.template, w.status, w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json,
+       a.api_key, a.status_url, a.final_report_url, w.version
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = $1
 FOR UPDATE OF w;
 
 -- name: lock_workflow_of_message
-SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
-       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
-       a.final_report_url, w.version
+SELECT true AS by_message, $1 AS key, w.dispatch_uuid, w.application_id, w.template,
+       w.status, w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key,
+       a.status_url, a.final_report_url, w.version
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = (SELECT m.dispatch_uuid FROM messages m WHERE m.message_uuid = $1)
 FOR UPDATE OF w;
 
--- One event's whole transition in one statement, applied only if the workflow is still at the
--- version it was read at ($2): every other part is gated on `changed`, so a process that lost
--- the race to another writes nothing, reads the new state and decides again. One round trip,
--- no explicit transaction, no lock held while Python decides.
--- name: write_transition
-WITH changed AS (
-    UPDATE workflows
-    SET state_json = $3, status = $4, due_at_ms = $5, updated_at_ms = $6, version = version + 1
-    WHERE dispatch_uuid = $1 AND version = $2
-    RETURNING dispatch_uuid
+-- A batch of events' transitions, each with its effects, in one statement. A workflow's
+-- transition is written only if its row is still at the version it was read at and no other
+-- statement holds it right now (SKIP LOCKED: no waiting, so batches of two processes cannot
+-- deadlock); every effect row carries its workflow's id and is written only if that workflow
+-- was (`changed`). Returns the workflows written: an event whose workflow is missing lost a
+-- race, and is read and decided again. Bookkeeping rows (a send completed, an inbox row
+-- consumed or scheduled) whose `gate` is NULL belong to events that changed no workflow and
+-- are written unconditionally. Each unnest(...) is one array per column.
+-- name: write_transitions
+WITH input AS (
+    SELECT *
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+         AS i (dispatch_uuid, version, state_json, status, due_at_ms, updated_at_ms)
+), locked AS MATERIALIZED (
+    SELECT w.dispatch_uuid
+    FROM workflows w JOIN input i ON i.dispatch_uuid = w.dispatch_uuid
+    WHERE w.version = i.version
+    ORDER BY w.dispatch_uuid
+    FOR UPDATE OF w SKIP LOCKED
+), changed AS (
+    UPDATE workflows w
+    SET state_json = i.state_json, status = i.status, due_at_ms = i.due_at_ms,
+        updated_at_ms = i.updated_at_ms, version = w.version + 1
+    FROM input i
+    WHERE w.dispatch_uuid = i.dispatch_uuid AND w.version = i.version
+      AND w.dispatch_uuid IN (SELECT dispatch_uuid FROM locked)
+    RETURNING w.dispatch_uuid, w.application_id, i.updated_at_ms
 ), sends AS (
     INSERT INTO messages
         (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
          next_attempt_at_ms, created_at_ms)
-    SELECT s.message_uuid, $1, s.step, s.channel, s.provider, s.payload_json, 'pending',
-           s.next_attempt_at_ms, $6
-    FROM unnest($7::text[], $8::integer[], $9::text[], $10::text[], $11::text[], $12::bigint[])
-         AS s (message_uuid, step, channel, provider, payload_json, next_attempt_at_ms)
-    WHERE EXISTS (SELECT 1 FROM changed)
+    SELECT s.message_uuid, s.dispatch_uuid, s.step, s.channel, s.provider, s.payload_json,
+           'pending', s.next_attempt_at_ms, c.updated_at_ms
+    FROM unnest($7::text[], $8::text[], $9::integer[], $10::text[], $11::text[], $12::text[],
+                $13::bigint[])
+         AS s (dispatch_uuid, message_uuid, step, channel, provider, payload_json,
+               next_attempt_at_ms)
+    JOIN changed c ON c.dispatch_uuid = s.dispatch_uuid
 ), cancels AS (
-    UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL, lease_owner = NULL
-    WHERE message_uuid = ANY ($13::text[]) AND send_state = 'pending'
-      AND EXISTS (SELECT 1 FROM changed)
+    UPDATE messages m
+    SET send_state = 'cancelled', lease_until_ms = NULL, lease_owner = NULL
+    FROM unnest($14::text[], $15::text[]) AS x (dispatch_uuid, message_uuid)
+    WHERE m.message_uuid = x.message_uuid AND m.send_state = 'pending'
+      AND x.dispatch_uuid IN (SELECT dispatch_uuid FROM changed)
 ), new_webhooks AS (
-    SELECT *
-    FROM unnest($14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::text[],
-                $20::bigint[]) WITH ORDINALITY
-         AS n (event_id, kind, message_uuid, status, url, payload, next_attempt_at_ms, position)
-    WHERE EXISTS (SELECT 1 FROM changed)
+    SELECT n.*, c.application_id, c.updated_at_ms
+    FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
+                $22::text[], $23::bigint[]) WITH ORDINALITY
+         AS n (dispatch_uuid, event_id, kind, message_uuid, status, url, payload,
+               next_attempt_at_ms, position)
+    JOIN changed c ON c.dispatch_uuid = n.dispatch_uuid
 ), webhooks_written AS (
     -- A final report is held while its workflow still has webhooks to deliver, its own
     -- transition's status webhooks (earlier in the arrays) included.
     INSERT INTO webhooks
         (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload,
          state, next_attempt_at_ms, created_at_ms)
-    SELECT n.event_id, $1, $21, n.kind, n.message_uuid, n.status, n.url, n.payload,
+    SELECT n.event_id, n.dispatch_uuid, n.application_id, n.kind, n.message_uuid, n.status,
+           n.url, n.payload,
            CASE WHEN n.kind = 'final_report' AND (
                     EXISTS (SELECT 1 FROM webhooks w
-                            WHERE w.dispatch_uuid = $1 AND w.state = 'pending')
+                            WHERE w.dispatch_uuid = n.dispatch_uuid AND w.state = 'pending')
                     OR EXISTS (SELECT 1 FROM new_webhooks e
-                               WHERE e.position < n.position AND e.kind <> 'final_report'))
+                               WHERE e.dispatch_uuid = n.dispatch_uuid
+                                 AND e.position < n.position AND e.kind <> 'final_report'))
                 THEN 'held' ELSE 'pending' END,
-           n.next_attempt_at_ms, $6
+           n.next_attempt_at_ms, n.updated_at_ms
     FROM new_webhooks n
+    ORDER BY n.position
 ), completed AS (
-    UPDATE messages
-    SET send_state = $23, provider_message_id = $24, last_error = $25, lease_until_ms = NULL,
-        lease_owner = NULL
-    WHERE message_uuid = $22 AND EXISTS (SELECT 1 FROM changed)
+    UPDATE messages m
+    SET send_state = d.send_state, provider_message_id = d.provider_message_id,
+        last_error = d.error, lease_until_ms = NULL, lease_owner = NULL
+    FROM unnest($24::text[], $25::text[], $26::text[], $27::text[], $28::text[])
+         AS d (gate, message_uuid, send_state, provider_message_id, error)
+    WHERE m.message_uuid = d.message_uuid
+      AND (d.gate IS NULL OR d.gate IN (SELECT dispatch_uuid FROM changed))
 ), inbox_consumed AS (
-    DELETE FROM inbox WHERE id = $26 AND EXISTS (SELECT 1 FROM changed)
+    DELETE FROM inbox q
+    USING unnest($29::text[], $30::bigint[]) AS d (gate, id)
+    WHERE q.id = d.id AND (d.gate IS NULL OR d.gate IN (SELECT dispatch_uuid FROM changed))
 ), inbox_scheduled AS (
     INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms)
-    SELECT * FROM unnest($27::text[], $28::text[], $29::integer[], $30::text[], $31::text[],
-                         $32::bigint[])
-    WHERE EXISTS (SELECT 1 FROM changed)
+    SELECT d.message_uuid, d.status, d.error_code, d.error_reason, d.price, d.due_at_ms
+    FROM unnest($31::text[], $32::text[], $33::text[], $34::integer[], $35::text[],
+                $36::text[], $37::bigint[])
+         AS d (gate, message_uuid, status, error_code, error_reason, price, due_at_ms)
+    WHERE d.gate IS NULL OR d.gate IN (SELECT dispatch_uuid FROM changed)
 )
-SELECT count(*) FROM changed;
+SELECT dispatch_uuid FROM changed;
 
--- An event that changes nothing (or finds no workflow) is still consumed: its bookkeeping.
--- name: write_side
-WITH completed AS (
-    UPDATE messages
-    SET send_state = $2, provider_message_id = $3, last_error = $4, lease_until_ms = NULL,
-        lease_owner = NULL
-    WHERE message_uuid = $1
-), inbox_consumed AS (
-    DELETE FROM inbox WHERE id = $5
-)
-INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms)
-SELECT * FROM unnest($6::text[], $7::text[], $8::integer[], $9::text[], $10::text[],
-                     $11::bigint[]);
-
--- A new workflow with its first transition, in one statement.
--- name: create_workflow
+-- New workflows with their first transitions, in one statement (one array per column; the
+-- sends and webhooks name their workflow).
+-- name: create_workflows
 WITH workflow AS (
     INSERT INTO workflows
         (dispatch_uuid, application_id, template, status, request_json, created_at_ms,
          updated_at_ms, state_json, due_at_ms)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    SELECT *
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                $7::bigint[], $8::text[], $9::bigint[])
 ), sends AS (
     INSERT INTO messages
         (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
          next_attempt_at_ms, created_at_ms)
-    SELECT s.message_uuid, $1, s.step, s.channel, s.provider, s.payload_json, 'pending',
-           s.next_attempt_at_ms, $7
-    FROM unnest($10::text[], $11::integer[], $12::text[], $13::text[], $14::text[],
-                $15::bigint[])
-         AS s (message_uuid, step, channel, provider, payload_json, next_attempt_at_ms)
-)
-INSERT INTO webhooks
-    (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
-     next_attempt_at_ms, created_at_ms)
-SELECT n.event_id, $1, $2, n.kind, n.message_uuid, n.status, n.url, n.payload,
-       CASE WHEN n.kind = 'final_report' AND EXISTS (
-                SELECT 1 FROM unnest($17::text[]) WITH ORDINALITY AS e (kind, position)
-                WHERE e.position < n.position AND e.kind <> 'final_report')
-            THEN 'held' ELSE 'pending' END,
-       n.next_attempt_at_ms, $7
-FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[],
-            $22::bigint[]) WITH ORDINALITY
-     AS n (event_id, kind, message_uuid, status, url, payload, next_attempt_at_ms, position);
-
--- name: update_workflow_state
-UPDATE workflows SET state_json = $1, status = $2, due_at_ms = $3, updated_at_ms = $4
-WHERE dispatch_uuid = $5;
-
--- name: insert_sends
-INSERT INTO messages
-    (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
-     next_attempt_at_ms, created_at_ms)
-SELECT s.message_uuid, s.dispatch_uuid, s.step, s.channel, s.provider, s.payload_json,
-       'pending', s.next_attempt_at_ms, $8::bigint
-FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[], $6::text[],
-            $7::bigint[])
-     AS s (message_uuid, dispatch_uuid, step, channel, provider, payload_json,
-           next_attempt_at_ms);
-
--- name: cancel_sends
-UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL, lease_owner = NULL
-WHERE message_uuid = ANY ($1::text[]) AND send_state = 'pending';
-
--- A final report is held while its workflow still has webhooks to deliver. As on SQLite the
--- same transition's status webhooks, written before it, count; one statement does not see
--- its own rows, so those are found among the earlier rows of the arrays instead.
--- name: insert_webhooks
-WITH new AS (
+    SELECT s.message_uuid, s.dispatch_uuid, s.step, s.channel, s.provider, s.payload_json,
+           'pending', s.next_attempt_at_ms, s.created_at_ms
+    FROM unnest($10::text[], $11::text[], $12::integer[], $13::text[], $14::text[],
+                $15::text[], $16::bigint[], $17::bigint[])
+         AS s (dispatch_uuid, message_uuid, step, channel, provider, payload_json,
+               next_attempt_at_ms, created_at_ms)
+), new_webhooks AS (
     SELECT *
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                $7::text[], $8::text[], $9::bigint[]) WITH ORDINALITY
-         AS n (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url,
-               payload, next_attempt_at_ms, position)
+    FROM unnest($18::text[], $19::text[], $20::text[], $21::text[], $22::text[], $23::text[],
+                $24::text[], $25::text[], $26::bigint[], $27::bigint[]) WITH ORDINALITY
+         AS n (dispatch_uuid, application_id, event_id, kind, message_uuid, status, url,
+               payload, next_attempt_at_ms, created_at_ms, position)
 )
 INSERT INTO webhooks
     (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
      next_attempt_at_ms, created_at_ms)
 SELECT n.event_id, n.dispatch_uuid, n.application_id, n.kind, n.message_uuid, n.status, n.url,
        n.payload,
-       CASE WHEN n.kind = 'final_report' AND (
-                EXISTS (SELECT 1 FROM webhooks w
-                        WHERE w.dispatch_uuid = n.dispatch_uuid AND w.state = 'pending')
-                OR EXISTS (SELECT 1 FROM new e
-                           WHERE e.dispatch_uuid = n.dispatch_uuid AND e.position < n.position
-                             AND e.kind <> 'final_report'))
+       CASE WHEN n.kind = 'final_report' AND EXISTS (
+                SELECT 1 FROM new_webhooks e
+                WHERE e.dispatch_uuid = n.dispatch_uuid AND e.position < n.position
+                  AND e.kind <> 'final_report')
             THEN 'held' ELSE 'pending' END,
-       n.next_attempt_at_ms, $10::bigint
-FROM new n
+       n.next_attempt_at_ms, n.created_at_ms
+FROM new_webhooks n
 ORDER BY n.position;
-
--- name: complete_send
-UPDATE messages
-SET send_state = $1, provider_message_id = $2, last_error = $3, lease_until_ms = NULL,
-    lease_owner = NULL
-WHERE message_uuid = $4;
-
--- name: insert_inbox
-INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms)
-SELECT * FROM unnest($1::text[], $2::text[], $3::integer[], $4::text[], $5::text[],
-                     $6::bigint[]);
-
--- name: delete_inbox
-DELETE FROM inbox WHERE id = $1;
 
 -- Sends ----------------------------------------------------------------------------------------
 
@@ -370,44 +336,73 @@ SELECT least(
 
 -- Webhooks -------------------------------------------------------------------------------------
 
--- One walk of the due index: a pending webhook whose lease ran out is still pending and due.
+-- Each application's due webhooks come from its own range of webhooks_due (an application at
+-- its delivery limit, in $4, costs nothing), with the webhooks whose lease ran out; oldest
+-- first across applications.
 -- name: claim_webhooks
 WITH due AS MATERIALIZED (
-    SELECT id FROM webhooks
-    WHERE state = 'pending' AND next_attempt_at_ms <= $3
-      AND (lease_until_ms IS NULL OR lease_until_ms <= $3)
-      AND application_id <> ALL ($4::text[])
-    ORDER BY next_attempt_at_ms
+    SELECT w.id, w.next_attempt_at_ms AS due_at_ms
+    FROM applications a
+    CROSS JOIN LATERAL (
+        SELECT id, next_attempt_at_ms FROM webhooks
+        WHERE application_id = a.application_id AND state = 'pending'
+          AND lease_until_ms IS NULL AND next_attempt_at_ms <= $3
+        ORDER BY next_attempt_at_ms
+        LIMIT $5
+        FOR UPDATE SKIP LOCKED
+    ) AS w
+    WHERE a.application_id <> ALL ($4::text[])
+), expired AS MATERIALIZED (
+    SELECT id, lease_until_ms AS due_at_ms FROM webhooks
+    WHERE lease_until_ms <= $3 AND state = 'pending' AND application_id <> ALL ($4::text[])
+    ORDER BY lease_until_ms
     LIMIT $5
     FOR UPDATE SKIP LOCKED
 )
 UPDATE webhooks w SET lease_until_ms = $1, lease_owner = $2, attempts = w.attempts + 1
-WHERE w.id IN (SELECT id FROM due)
+WHERE w.id IN (
+    SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+    ORDER BY c.due_at_ms
+    LIMIT $5)
 RETURNING w.id, w.event_id, w.dispatch_uuid, w.application_id, w.url, w.payload, w.attempts,
           w.created_at_ms;
 
--- The earliest time a webhook becomes claimable: walks the due index past the few in flight.
+-- The earliest time a webhook becomes claimable: the first of each application's range, or
+-- the first lease to run out.
 -- name: next_webhook_due
 SELECT least(
-    (SELECT next_attempt_at_ms FROM webhooks
-     WHERE state = 'pending' AND lease_until_ms IS NULL
-     ORDER BY next_attempt_at_ms LIMIT 1),
+    (SELECT min(w.next_attempt_at_ms)
+     FROM applications a
+     CROSS JOIN LATERAL (
+         SELECT next_attempt_at_ms FROM webhooks
+         WHERE application_id = a.application_id AND state = 'pending'
+           AND lease_until_ms IS NULL
+         ORDER BY next_attempt_at_ms
+         LIMIT 1) AS w),
     (SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL));
 
+-- Outcomes of delivery attempts, and the release of the final reports they were the last to
+-- wait for, in one statement. Its parts see the table as it was before it, so "nothing left
+-- pending" excludes the webhooks this statement just settled.
 -- name: record_webhook_attempts
-UPDATE webhooks w
-SET state = a.state, next_attempt_at_ms = coalesce(a.next_attempt_at_ms, w.next_attempt_at_ms),
-    lease_until_ms = NULL, lease_owner = NULL, last_status_code = a.status_code,
-    last_error = a.error, delivered_at_ms = a.delivered_at_ms
-FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[], $6::bigint[])
-     AS a (id, state, next_attempt_at_ms, status_code, error, delivered_at_ms)
-WHERE w.id = a.id;
-
--- name: release_final_reports
+WITH recorded AS (
+    UPDATE webhooks w
+    SET state = a.state,
+        next_attempt_at_ms = coalesce(a.next_attempt_at_ms, w.next_attempt_at_ms),
+        lease_until_ms = NULL, lease_owner = NULL, last_status_code = a.status_code,
+        last_error = a.error, delivered_at_ms = a.delivered_at_ms
+    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[],
+                $6::bigint[])
+         AS a (id, state, next_attempt_at_ms, status_code, error, delivered_at_ms)
+    WHERE w.id = a.id
+    RETURNING w.id, w.dispatch_uuid, w.state
+)
 UPDATE webhooks h SET state = 'pending'
-WHERE h.dispatch_uuid = ANY ($1::text[]) AND h.state = 'held'
+WHERE h.dispatch_uuid IN (SELECT dispatch_uuid FROM recorded WHERE state <> 'pending')
+  AND h.state = 'held'
   AND NOT EXISTS (SELECT 1 FROM webhooks p
-                  WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending');
+                  WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending'
+                    AND p.id NOT IN (SELECT id FROM recorded WHERE state <> 'pending'));
 
 -- Held final reports whose workflow has nothing left to deliver. The release after each
 -- recorded attempt does this for its own workflows; this catches the rare race in which a
@@ -436,11 +431,15 @@ SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT $1;
 
 -- Sandbox provider -------------------------------------------------------------------------------
 
--- name: sandbox_record_send
+-- A batch of sends the sandbox was asked to make (no message twice in one batch); returns
+-- each one's attempt count.
+-- name: sandbox_record_sends
 INSERT INTO sandbox_sends (message_uuid, channel, recipient, outcome, attempts, first_sent_at_ms)
-VALUES ($1, $2, $3, $4, 1, $5)
+SELECT s.message_uuid, s.channel, s.recipient, s.outcome, 1, s.sent_at_ms
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+     AS s (message_uuid, channel, recipient, outcome, sent_at_ms)
 ON CONFLICT (message_uuid) DO UPDATE SET attempts = sandbox_sends.attempts + 1
-RETURNING attempts;
+RETURNING message_uuid, attempts;
 
 -- Wake-ups across processes ----------------------------------------------------------------------
 
