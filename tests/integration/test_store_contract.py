@@ -591,6 +591,20 @@ async def test_an_event_whose_writes_the_database_refuses_fails_alone(store: Sto
     ]
 
 
+async def test_a_workflow_the_database_refuses_fails_alone_among_concurrent_creations(
+    store: Store,
+):
+    outcomes = await asyncio.gather(
+        *(create(store, app="no-such-app" if i == 4 else "app-1", sends=1) for i in range(8)),
+        return_exceptions=True,
+    )
+    assert [isinstance(outcome, StoreError) for outcome in outcomes] == [i == 4 for i in range(8)]
+    created = [outcome for outcome in outcomes if isinstance(outcome, Created)]
+    for made in created:
+        assert await count_of(store, made.dispatch_uuid) == 0
+    assert len(await claim_sends(store)) == 7
+
+
 async def test_many_events_of_one_workflow_at_once_apply_one_after_the_other(store: Store):
     dispatch_uuid = (await create(store)).dispatch_uuid
     seen: list[int] = []

@@ -74,12 +74,28 @@ class PostgresTransitions(PostgresAccess):
     async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
         await self._creations.submit(_NewWorkflow(workflow, transition))
 
-    async def _create_batch(self, batch: list[_NewWorkflow]) -> list[None]:
+    async def _create_batch(self, batch: list[_NewWorkflow]) -> list[Exception | None]:
         rows = _CreationColumns()
         for item in batch:
             rows.add(item.workflow, item.transition)
-        await self._execute("create_workflows", *rows.arguments())
+        try:
+            await self._execute("create_workflows", *rows.arguments())
+        except StoreError:
+            if len(batch) == 1:
+                raise
+            # Nothing of the batch was written (one statement): one refused workflow (its
+            # application deleted meanwhile, say) must not fail the others' requests.
+            return [await self._create_alone(item) for item in batch]
         return [None] * len(batch)
+
+    async def _create_alone(self, item: _NewWorkflow) -> Exception | None:
+        rows = _CreationColumns()
+        rows.add(item.workflow, item.transition)
+        try:
+            await self._execute("create_workflows", *rows.arguments())
+        except StoreError as exc:
+            return exc
+        return None
 
     # -- events ----------------------------------------------------------------------------
 
@@ -125,12 +141,13 @@ class PostgresTransitions(PostgresAccess):
     ) -> None:
         if not indexes:
             return
-        rows = await self._fetch(
-            "read_workflows",
-            [batch[i].key for i in indexes if not batch[i].by_message],
-            [batch[i].key for i in indexes if batch[i].by_message],
-        )
-        found = {(row["by_message"], row["key"]): row for row in rows}
+        found: dict[tuple[bool, str], Row] = {}
+        for by_message, query in ((False, "read_workflows"), (True, "read_workflows_of_messages")):
+            keys = [batch[i].key for i in indexes if batch[i].by_message is by_message]
+            if keys:
+                found.update(
+                    ((by_message, row["key"]), row) for row in await self._fetch(query, keys)
+                )
         writes = _TransitionColumns()
         taken: set[str] = set()
         written: list[tuple[int, str, Transition]] = []

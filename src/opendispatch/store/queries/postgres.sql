@@ -84,22 +84,25 @@ SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = $1;
 
--- What a batch of events needs of their workflows, found by workflow ($1) or by message ($2),
--- and the version each transition must find unchanged. `key` says which event a row is for.
+-- What a batch of events needs of their workflows, and the version each transition must find
+-- unchanged; `key` says which event a row is for. By workflow, or by one of its messages: two
+-- statements, because the planner takes several times longer over their union (measured:
+-- 0.45 ms of planning per batch, more than the read itself).
 -- name: read_workflows
 SELECT false AS by_message, w.dispatch_uuid AS key, w.dispatch_uuid, w.application_id,
        w.template, w.status, w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json,
        a.api_key, a.status_url, a.final_report_url, w.version
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = ANY ($1::text[])
-UNION ALL
-SELECT true, m.message_uuid, w.dispatch_uuid, w.application_id, w.template, w.status,
-       w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key,
-       a.status_url, a.final_report_url, w.version
+WHERE w.dispatch_uuid = ANY ($1::text[]);
+
+-- name: read_workflows_of_messages
+SELECT true AS by_message, m.message_uuid AS key, w.dispatch_uuid, w.application_id,
+       w.template, w.status, w.request_json, w.created_at_ms, w.updated_at_ms, w.state_json,
+       a.api_key, a.status_url, a.final_report_url, w.version
 FROM messages m
 JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
 JOIN applications a ON a.application_id = w.application_id
-WHERE m.message_uuid = ANY ($2::text[]);
+WHERE m.message_uuid = ANY ($1::text[]);
 
 -- After a few lost races: the same read for one event, holding the row until its transition
 -- is written in the same transaction.
