@@ -1,6 +1,7 @@
 """Benchmarks of the failover engine end to end: a real server, sandbox, webhook receiver.
 
     .venv/bin/python bench/failover.py e2e --rates 1000,1500 --seconds 20
+    .venv/bin/python bench/failover.py compare --rates 300,400,500 --repeat 2
     .venv/bin/python bench/failover.py timers --pending 100000
     .venv/bin/python bench/failover.py webhooks --workflows 20000
 
@@ -14,6 +15,8 @@ timers    fills the server with workflows waiting on a timer (silent WhatsApp, e
           measures its memory at 1,000 and at --pending, then offers probe workflows with a 15 s
           expiry and prints timer lateness: how long after the step's deadline the next
           message's send started.
+compare   e2e at the same rates for SQLite with one server process beside PostgreSQL with
+          1..--max-processes (the issue's comparison), in one table.
 webhooks  creates workflows that end at once (both messages rejected: 3 webhooks each) as fast
           as it can and prints the rate at which the receiver got them.
 
@@ -30,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -122,59 +126,126 @@ def next_send_latencies(database: str) -> list[float]:
 # -- e2e ---------------------------------------------------------------------------------------
 
 
+@dataclass
+class E2eResult:
+    rate: int
+    accepted_per_s: float
+    completed_per_s: float  # final reports received during the run, per second of it
+    finals: int
+    accepted: int
+    last_after_ms: int  # the last final report, after the load stopped
+    overall_per_s: float  # every final report, over the time until the last one
+    final_latencies: list[float]
+    post_latencies: list[float]
+    webhooks: int
+    webhooks_per_s: float
+    failover_latencies: list[float]  # rejection -> next send started
+    rss_kib: int
+    peak_kib: int
+
+
+def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> E2eResult:
+    """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema)."""
+    workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
+    receiver, receiver_url = start_receiver()
+    server = start_server(
+        workdir,
+        status_url=f"{receiver_url}/status",
+        final_report_url=f"{receiver_url}/final",
+        extra=ZERO_DELAY,
+        database=fresh_postgres_schema(database) if database else None,
+        processes=processes,
+    )
+    try:
+        first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
+        request = post_request(server, [first, step("sms", "447700900009")])
+        started_ms = time.time_ns() // 1_000_000
+        result = asyncio.run(
+            run_fixed_rate(
+                f"offered {rate:,}/s", "127.0.0.1", server.ports, lambda _, r=request: r,
+                rate=rate, connections=64, seconds=seconds,
+            )
+        )  # fmt: skip
+        ended_ms = time.time_ns() // 1_000_000
+        accepted = result.statuses[202]
+        stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
+        finals: dict[str, int] = stats["finals"]
+        within = [t for t in finals.values() if t <= ended_ms]
+        last = max(finals.values()) if finals else ended_ms
+        rss, peak = rss_kib(server.process.pid)  # the first process
+        webhooks = stats["status"] + stats["final"]
+        server.stop()
+        return E2eResult(
+            rate=rate,
+            accepted_per_s=accepted / result.seconds,
+            completed_per_s=len(within) / ((ended_ms - started_ms) / 1000),
+            finals=len(finals),
+            accepted=accepted,
+            last_after_ms=last - ended_ms,
+            overall_per_s=len(finals) / ((max(last, ended_ms) - started_ms) / 1000),
+            final_latencies=[float(t - uuid_ms(u)) for u, t in finals.items()],
+            post_latencies=[x * 1000 for x in result.latencies_s],
+            webhooks=webhooks,
+            webhooks_per_s=webhooks / ((last - started_ms) / 1000),
+            failover_latencies=next_send_latencies(server.database),
+            rss_kib=rss,
+            peak_kib=peak,
+        )
+    finally:
+        server.stop()
+        receiver.terminate()
+        drop_postgres_schema(server.database)
+
+
 def e2e(args: argparse.Namespace) -> None:
     backend = "PostgreSQL" if args.database else "SQLite"
     print("e2e: two-step workflows, WhatsApp rejected -> SMS delivered;", end=" ")
     print(f"{backend}, {args.processes} server process(es), {args.seconds:.0f} s per rate")
     for rate in args.rates:
-        workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
-        receiver, receiver_url = start_receiver()
-        server = start_server(
-            workdir,
-            status_url=f"{receiver_url}/status",
-            final_report_url=f"{receiver_url}/final",
-            extra=ZERO_DELAY,
-            database=fresh_postgres_schema(args.database) if args.database else None,
-            processes=args.processes,
+        r = e2e_run(rate, args.seconds, args.database, args.processes)
+        print(
+            f"  offered {rate:>6,}/s  accepted {r.accepted_per_s:>7,.0f}/s  "
+            f"completed {r.completed_per_s:>7,.0f}/s during the run, {r.finals:,}/{r.accepted:,} "
+            f"in all, last {r.last_after_ms:,} ms after ({r.overall_per_s:,.0f}/s overall)"
         )
-        try:
-            first = step(
-                "whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"}
-            )
-            request = post_request(server, [first, step("sms", "447700900009")])
-            started_ms = time.time_ns() // 1_000_000
-            result = asyncio.run(
-                run_fixed_rate(
-                    f"offered {rate:,}/s", "127.0.0.1", server.ports, lambda _, r=request: r,
-                    rate=rate, connections=64, seconds=args.seconds,
+        print(f"    accept -> final report received: {percentiles(r.final_latencies)}")
+        print(f"    POST latency: {percentiles(r.post_latencies)}")
+        print(f"    webhooks received {r.webhooks:,} = {r.webhooks_per_s:,.0f}/s")
+        print(f"    rejection -> next send started: {percentiles(r.failover_latencies)}")
+        print(f"    server RSS {r.rss_kib / 1024:.0f} MiB (peak {r.peak_kib / 1024:.0f} MiB)")
+
+
+def compare(args: argparse.Namespace) -> None:
+    """SQLite with one process beside PostgreSQL with 1..N, at the same offered rates."""
+    setups: list[tuple[str, str | None, int]] = [("SQLite", None, 1)]
+    setups += [("PostgreSQL", args.database, n) for n in range(1, args.max_processes + 1)]
+    print(
+        f"compare: e2e (WhatsApp rejected -> SMS delivered), {args.seconds:.0f} s per rate, "
+        f"rates {', '.join(map(str, args.rates))}/s, {args.repeat} run(s) each"
+    )
+    print(
+        f"  {'setup':<16} {'offered':>8} {'accepted':>9} {'completed':>10} {'overall':>8} "
+        f" failover p50/p99 ms"
+    )
+    best: dict[str, float] = {}
+    for _ in range(args.repeat):
+        for name, database, processes in setups:
+            label = f"{name} x{processes}"
+            for rate in args.rates:
+                r = e2e_run(rate, args.seconds, database, processes)
+                ordered = sorted(r.failover_latencies) or [float("nan")]
+                p50 = ordered[len(ordered) // 2]
+                p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+                print(
+                    f"  {label:<16} {rate:>6,}/s {r.accepted_per_s:>7,.0f}/s "
+                    f"{r.completed_per_s:>8,.0f}/s {r.overall_per_s:>6,.0f}/s  "
+                    f"{p50:>6.0f} / {p99:.0f}",
+                    flush=True,
                 )
-            )  # fmt: skip
-            ended_ms = time.time_ns() // 1_000_000
-            accepted = result.statuses[202]
-            stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
-            finals: dict[str, int] = stats["finals"]
-            within = [t for t in finals.values() if t <= ended_ms]
-            latencies = [float(t - uuid_ms(u)) for u, t in finals.items()]
-            last = max(finals.values()) if finals else ended_ms
-            rss, peak = rss_kib(server.process.pid)  # the first process
-            print(
-                f"  offered {rate:>6,}/s  accepted {accepted / result.seconds:>7,.0f}/s  "
-                f"completed {len(within) / ((ended_ms - started_ms) / 1000):>7,.0f}/s during the "
-                f"run, {len(finals):,}/{accepted:,} in all, last {last - ended_ms:,} ms after"
-            )
-            print(f"    accept -> final report received: {percentiles(latencies)}")
-            print(f"    POST latency: {percentiles([x * 1000 for x in result.latencies_s])}")
-            webhooks = stats["status"] + stats["final"]
-            per_second = webhooks / ((last - started_ms) / 1000)
-            print(f"    webhooks received {webhooks:,} = {per_second:,.0f}/s")
-            server.stop()
-            latencies = next_send_latencies(server.database)
-            print(f"    rejection -> next send started: {percentiles(latencies)}")
-            print(f"    server RSS {rss / 1024:.0f} MiB (peak {peak / 1024:.0f} MiB)")
-        finally:
-            server.stop()
-            receiver.terminate()
-            drop_postgres_schema(server.database)
+                best[label] = max(best.get(label, 0.0), r.completed_per_s)
+    print("  most completed/s during a run:")
+    for label, value in best.items():
+        print(f"    {label:<16} {value:>7,.0f}/s")
 
 
 # -- timers --------------------------------------------------------------------------------------
@@ -356,11 +427,22 @@ def main() -> None:
     timers_parser.add_argument("--pending", type=int, default=100_000)
     timers_parser.add_argument("--probe-rate", type=int, default=100)
     timers_parser.add_argument("--probe-seconds", type=float, default=20)
+    compare_parser = modes.add_parser("compare")
+    compare_parser.add_argument(
+        "--rates", default="300,400,500", type=lambda t: [int(r) for r in t.split(",")]
+    )
+    compare_parser.add_argument("--seconds", type=float, default=20)
+    compare_parser.add_argument(
+        "--database", default="postgresql://postgres@127.0.0.1:5432/test", help="postgresql://..."
+    )
+    compare_parser.add_argument("--max-processes", type=int, default=2)
+    compare_parser.add_argument("--repeat", type=int, default=1)
     webhooks_parser = modes.add_parser("webhooks")
     webhooks_parser.add_argument("--workflows", type=int, default=20_000)
     args = parser.parse_args()
     use_uvloop()
-    {"e2e": e2e, "timers": timers, "webhooks": webhooks}[args.mode](args)
+    modes_run = {"e2e": e2e, "compare": compare, "timers": timers, "webhooks": webhooks}
+    modes_run[args.mode](args)
 
 
 if __name__ == "__main__":
