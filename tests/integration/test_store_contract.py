@@ -218,6 +218,16 @@ def increment(loaded: LoadedWorkflow) -> Transition:
     return transition(counted(loaded) + 1, updated_at_ms=NOW + counted(loaded) + 1)
 
 
+def recording_increment(seen: list[int]) -> Callable[[LoadedWorkflow], Transition]:
+    """`increment`, noting in `seen` each count it was decided on."""
+
+    def counting(loaded: LoadedWorkflow) -> Transition:
+        seen.append(counted(loaded))
+        return increment(loaded)
+
+    return counting
+
+
 @dataclass(frozen=True)
 class Created:
     dispatch_uuid: str
@@ -608,11 +618,7 @@ async def test_a_workflow_the_database_refuses_fails_alone_among_concurrent_crea
 async def test_many_events_of_one_workflow_at_once_apply_one_after_the_other(store: Store):
     dispatch_uuid = (await create(store)).dispatch_uuid
     seen: list[int] = []
-
-    def counting(loaded: LoadedWorkflow) -> Transition:
-        seen.append(counted(loaded))
-        return increment(loaded)
-
+    counting = recording_increment(seen)
     await asyncio.gather(
         *(store.apply(dispatch_uuid=dispatch_uuid, transition=counting) for _ in range(30))
     )
@@ -934,11 +940,7 @@ async def test_events_of_one_workflow_from_two_processes_apply_one_after_the_oth
 ):
     dispatch_uuid = (await create(two_processes[0])).dispatch_uuid
     seen: list[int] = []
-
-    def counting(loaded: LoadedWorkflow) -> Transition:
-        seen.append(counted(loaded))
-        return increment(loaded)
-
+    counting = recording_increment(seen)
     await asyncio.gather(
         *(
             store.apply(dispatch_uuid=dispatch_uuid, transition=counting)

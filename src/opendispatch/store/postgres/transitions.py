@@ -75,11 +75,8 @@ class PostgresTransitions(PostgresAccess):
         await self._creations.submit(_NewWorkflow(workflow, transition))
 
     async def _create_batch(self, batch: list[_NewWorkflow]) -> list[Exception | None]:
-        rows = _CreationColumns()
-        for item in batch:
-            rows.add(item.workflow, item.transition)
         try:
-            await self._execute("create_workflows", *rows.arguments())
+            await self._create(batch)
         except StoreError:
             if len(batch) == 1:
                 raise
@@ -89,13 +86,17 @@ class PostgresTransitions(PostgresAccess):
         return [None] * len(batch)
 
     async def _create_alone(self, item: _NewWorkflow) -> Exception | None:
-        rows = _CreationColumns()
-        rows.add(item.workflow, item.transition)
         try:
-            await self._execute("create_workflows", *rows.arguments())
+            await self._create([item])
         except StoreError as exc:
             return exc
         return None
+
+    async def _create(self, items: list[_NewWorkflow]) -> None:
+        rows = _CreationColumns()
+        for item in items:
+            rows.add(item.workflow, item.transition)
+        await self._execute("create_workflows", *rows.arguments())
 
     # -- events ----------------------------------------------------------------------------
 
@@ -163,11 +164,10 @@ class PostgresTransitions(PostgresAccess):
             except Exception as exc:  # the event's own failure, not the batch's
                 results[i] = exc
                 continue
+            writes.add_event(row, result, event.side)
             if row is None or result is None:
-                writes.add_side(event.side, gate=None)
                 results[i] = None
             else:
-                writes.add(row, result, event.side)
                 written.append((i, row["dispatch_uuid"], result))
         if writes.empty:
             return
@@ -192,10 +192,7 @@ class PostgresTransitions(PostgresAccess):
             row = await connection.fetchrow(lock, event.key)
             result = None if row is None else event.transition(loaded_workflow(row))
             writes = _TransitionColumns()
-            if row is None or result is None:
-                writes.add_side(event.side, gate=None)
-            else:
-                writes.add(row, result, event.side)
+            writes.add_event(row, result, event.side)
             if not writes.empty:
                 changed = await connection.fetch(queries["write_transitions"], *writes.arguments())
                 if result is not None and not changed:
@@ -215,6 +212,14 @@ class _TransitionColumns:
         self.consumed: list[list[Any]] = [[] for _ in range(2)]
         self.scheduled: list[list[Any]] = [[] for _ in range(7)]
         self.empty = True
+
+    def add_event(self, row: Row | None, result: Transition | None, side: SideWrites) -> None:
+        """An event's writes: its transition gated on its workflow's version, or, if it
+        found no workflow or changed nothing, only its bookkeeping, unconditionally."""
+        if row is None or result is None:
+            self.add_side(side, gate=None)
+        else:
+            self.add(row, result, side)
 
     def add(self, row: Row, result: Transition, side: SideWrites) -> None:
         self.empty = False
