@@ -29,10 +29,11 @@ One `WebhookClient` serves one event loop, and must be closed with `close()` (or
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -145,16 +146,29 @@ def _parse_target(url: str) -> _Target:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection, one request at a time; httptools parses the answers."""
+    """One keep-alive connection, one request at a time; httptools parses the answers.
+
+    The answer's status decides the attempt as soon as it is known: when its headers are
+    parsed, or, if the connection ends before that, when its status line arrived. The body
+    after it is read only to keep the connection for the next request. Waiting for the end of
+    the answer instead would count a receiver that frames its answer by closing the
+    connection (HTTP/1.0 without Content-Length, `Connection: close` without a length: valid,
+    RFC 9112 section 6.3, and what Python's `http.server` does) as one that never answered,
+    and deliver the same webhook to it again and again.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._answer: asyncio.Future[int] | None = None
-        self._status = 0
+        self._status_line = 0  # the final status line's code, once it arrived
+        self._informational = False  # parsing a 1xx answer, which precedes the real one
         self._drained = 0
+        self._complete = False
+        self._on_reusable: Callable[[_Connection], None] | None = None
+        self._drain_timer: asyncio.TimerHandle | None = None
+        self._drain_s = 0.0
         self.closed = False
-        self.reusable = False
         self.received_any = False
         self.idle_since = 0.0
 
@@ -164,6 +178,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if self._answer is None:  # nothing asked: a pooled connection must stay silent
+            self.close()
+            return
         self.received_any = True
         try:
             self._parser.feed_data(data)
@@ -173,30 +190,57 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._settle(exception=exc if exc is not None else ServerDisconnectedError())
+        self._cancel_drain_timer()
+        if self._status_line:
+            self._settle(status=self._status_line)  # the status arrived: the body may end here
+        else:
+            self._settle(exception=exc if exc is not None else ServerDisconnectedError())
 
     # -- httptools callbacks -------------------------------------------------------------
 
+    def on_status(self, status: bytes) -> None:
+        code = self._parser.get_status_code()
+        self._informational = 100 <= code < 200 and code != 101
+        if not self._informational:
+            self._status_line = code
+
     def on_headers_complete(self) -> None:
-        self._status = self._parser.get_status_code()
+        if not self._informational:
+            self._settle(status=self._parser.get_status_code())
 
     def on_body(self, body: bytes) -> None:
         self._drained += len(body)
-        if self._drained > _MAX_DRAIN_BYTES:  # the status decided; stop reading
-            self._settle(status=self._status)
+        if self._drained > _MAX_DRAIN_BYTES:  # the status decided; do not take in a big page
             self.close()
 
     def on_message_complete(self) -> None:
-        self.reusable = self._parser.should_keep_alive()
-        self._settle(status=self._status)
+        if self._informational:  # `100 Continue`, `103 Early Hints`: the answer follows
+            self._informational = False
+            return
+        self._complete = True
+        self._cancel_drain_timer()
+        reusable = self._parser.should_keep_alive() and not self.closed
+        on_reusable, self._on_reusable = self._on_reusable, None
+        self._answer = None
+        if reusable and on_reusable is not None:
+            on_reusable(self)
+        else:
+            self.close()
 
     # -- use -----------------------------------------------------------------------------
 
-    async def exchange(self, request: bytes) -> int:
+    async def exchange(
+        self, request: bytes, *, on_reusable: Callable[[_Connection], None], drain_s: float
+    ) -> int:
+        """Send `request`; return the answer's status code as soon as it is known. The rest
+        of the answer is read afterwards: if it ends within `drain_s` and the connection may
+        be kept, `on_reusable(self)` is called, else the connection is closed."""
         assert self.transport is not None
         self._answer = asyncio.get_running_loop().create_future()
-        self._status = self._drained = 0
-        self.received_any = self.reusable = False
+        self._status_line = self._drained = 0
+        self._informational = self._complete = self.received_any = False
+        self._on_reusable = on_reusable
+        self._drain_s = drain_s
         self.transport.write(request)
         return await self._answer
 
@@ -206,11 +250,19 @@ class _Connection(asyncio.Protocol):
             return
         if exception is not None:
             answer.set_exception(exception)
-        else:
-            answer.set_result(status or 0)
+            return
+        answer.set_result(status or 0)
+        if not self._complete and not self.closed:  # the rest of the answer has this long
+            self._drain_timer = asyncio.get_running_loop().call_later(self._drain_s, self.close)
+
+    def _cancel_drain_timer(self) -> None:
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
 
     def close(self) -> None:
         self.closed = True
+        self._on_reusable = None
         if self.transport is not None:
             self.transport.close()
 
@@ -318,16 +370,22 @@ class WebhookClient:
 
     async def _send(self, connection: _Connection, target: _Target, request: bytes) -> int:
         try:
-            status = await connection.exchange(request)
+            return await connection.exchange(
+                request,
+                on_reusable=functools.partial(self._keep, target.key),
+                drain_s=self.timeout_s,
+            )
         except BaseException:
             connection.close()
             raise
-        if connection.reusable and not connection.closed and not self._closed:
-            connection.idle_since = time.monotonic()
-            self._idle.setdefault(target.key, []).append(connection)
-        else:
+
+    def _keep(self, key: tuple[str, str, int], connection: _Connection) -> None:
+        """An answer ended and the connection may carry the next request: pool it."""
+        if self._closed:
             connection.close()
-        return status
+            return
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(key, []).append(connection)
 
     def _take_idle(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
