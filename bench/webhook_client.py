@@ -109,8 +109,13 @@ async def make_opendispatch(
     url: str, concurrency: int
 ) -> tuple[Post, Callable[[], Awaitable[None]]]:
     from opendispatch.webhooks.client import WebhookClient
+    from opendispatch.webhooks.destinations import AddressPolicy
 
-    client = WebhookClient(max_connections=concurrency, max_connections_per_host=concurrency)
+    client = WebhookClient(
+        max_connections=concurrency,
+        max_connections_per_host=concurrency,
+        address_policy=AddressPolicy(allow_private=True),
+    )
 
     async def post() -> int:
         outcome = await client.post(url, BODY, HEADERS)

@@ -141,6 +141,7 @@ def create_app_with_cli(database_url: str, name: str = "cli-app") -> AppCredenti
         name,
         "--status-url",
         "http://127.0.0.1:9/status",
+        "--allow-private-webhooks",
         "--database",
         database_url,
         "--json",
@@ -154,7 +155,8 @@ class ServerProcess:
     def __init__(self, database_url: str, *, cwd: Path, env: dict[str, str] | None = None):
         self.database_url = database_url
         self.cwd = cwd
-        self.env = env or {}
+        # The tests' receivers listen on 127.0.0.1, which a server refuses by default.
+        self.env = {"OPENDISPATCH_ALLOW_PRIVATE_WEBHOOKS": "true", **(env or {})}
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = cwd / f"server-{self.port}.log"

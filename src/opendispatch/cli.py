@@ -40,12 +40,25 @@ def _run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 def _http_url(_: click.Context, parameter: click.Parameter, value: str | None) -> str | None:
+    from opendispatch.webhooks.destinations import redact_url, url_problem
+
     if value is None:
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise click.BadParameter(f"{value!r} is not an absolute http(s) URL", param=parameter)
+    problem = url_problem(value)
+    if problem is not None:
+        raise click.BadParameter(f"{redact_url(value)!r} {problem}", param=parameter)
     return value
+
+
+allow_private_webhooks_option = click.option(
+    "--allow-private-webhooks",
+    envvar="OPENDISPATCH_ALLOW_PRIVATE_WEBHOOKS",
+    is_flag=True,
+    default=False,
+    show_envvar=True,
+    help="Let webhooks go to loopback, private and link-local addresses (development, "
+    "receivers inside a private network). Off: such destinations are refused.",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -90,6 +103,12 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 )
 @_env_option("--webhook-issuer", default="Vonage", help="The `iss` claim of webhook JWTs.")
 @_env_option(
+    "--webhook-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM certificates to trust for https receivers, besides the system's.",
+)
+@allow_private_webhooks_option
+@_env_option(
     "--lease-timeout",
     default=30,
     type=int,
@@ -111,6 +130,8 @@ def serve(
     webhook_timeout: float,
     webhook_retry_period: int,
     webhook_issuer: str,
+    webhook_ca_file: str | None,
+    allow_private_webhooks: bool,
     lease_timeout: int,
     db_pool_min: int,
     db_pool_max: int,
@@ -135,6 +156,8 @@ def serve(
             webhook_timeout_s=webhook_timeout,
             webhook_retry_period_s=webhook_retry_period,
             webhook_issuer=webhook_issuer,
+            webhook_ca_file=webhook_ca_file,
+            allow_private_webhooks=allow_private_webhooks,
             lease_s=lease_timeout,
             db_pool_min=db_pool_min,
             db_pool_max=db_pool_max,
@@ -217,6 +240,7 @@ def apps() -> None:
     type=click.File("r"),
     help="Register this RSA key (PEM, public or private) instead of generating a pair.",
 )
+@allow_private_webhooks_option
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def apps_create(
@@ -224,15 +248,23 @@ def apps_create(
     status_url: str,
     final_report_url: str | None,
     public_key_file: Any,
+    allow_private_webhooks: bool,
     database: str,
     as_json: bool,
 ) -> None:
-    """Create an application and its account, and print its credentials (shown only once)."""
-    from opendispatch.auth.provisioning import provision_application
+    """Create an application and its account, and print its credentials (shown only once).
+
+    Webhook URLs that point to loopback, private or link-local addresses are refused unless
+    --allow-private-webhooks is given (the server checks again at every delivery)."""
+    from opendispatch.auth.provisioning import check_webhook_urls, provision_application
+    from opendispatch.webhooks.destinations import AddressPolicy
 
     public_key_text = public_key_file.read() if public_key_file is not None else None
+    policy = AddressPolicy(allow_private=allow_private_webhooks)
+    urls = {"--status-url": status_url, "--final-report-url": final_report_url}
 
     async def create() -> Any:
+        await check_webhook_urls(urls, policy)  # refused before the database is touched
         store = _store(database)
         await store.open()
         try:
@@ -242,11 +274,14 @@ def apps_create(
                 status_url=status_url,
                 final_report_url=final_report_url,
                 public_key_text=public_key_text,
+                address_policy=policy,
             )
         finally:
             await store.close()
 
     provisioned = _run(create())
+    for warning in provisioned.warnings:
+        click.echo(f"warning: {warning}", err=True)
     fields = provisioned.as_json()
     if as_json:
         click.echo(json.dumps(fields, indent=2))

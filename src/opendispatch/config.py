@@ -47,6 +47,9 @@ class Settings:
     webhook_retry_period_s: int = 86_400
     webhook_max_retry_delay_s: int = 300
     webhook_issuer: str = "Vonage"
+    webhook_ca_file: str | None = None
+    # Off by default: webhooks never reach loopback, private or link-local addresses.
+    allow_private_webhooks: bool = False
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
     # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.

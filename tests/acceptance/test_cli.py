@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -116,3 +119,78 @@ def test_db_upgrade_is_idempotent(tmp_path: Path):
     database = f"sqlite:///{tmp_path / 'up.db'}"
     assert "up to date" in run_cli("db", "upgrade", "--database", database)
     assert "up to date" in run_cli("db", "upgrade", "--database", database)
+
+
+def _create(database: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [sys.executable, "-m", "opendispatch", "apps", "create", "--name", "x",
+         "--database", database, *args],
+        capture_output=True, text=True, check=False, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://127.0.0.1:8000/hooks", "127.0.0.1 is a loopback address"),
+        ("http://169.254.169.254/latest", "169.254.169.254 is a link-local address"),
+        ("http://[fd00::5]/hooks", "fd00::5 is a private address"),
+        (
+            "http://localhost:8000/hooks",
+            "localhost resolves to where webhooks may not go: 127.0.0.1 is a loopback address",
+        ),
+    ],
+)
+def test_apps_create_refuses_a_private_destination_and_stores_nothing(
+    tmp_path: Path, url: str, reason: str
+):
+    database = f"sqlite:///{tmp_path / 'ssrf.db'}"
+    completed = _create(database, "--status-url", url)
+    assert completed.returncode == 1
+    assert reason in completed.stderr
+    assert "--allow-private-webhooks" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    assert json.loads(run_cli("apps", "list", "--database", database, "--json")) == []
+
+
+def test_allow_private_webhooks_by_flag_or_environment(tmp_path: Path):
+    database = f"sqlite:///{tmp_path / 'private.db'}"
+    by_flag = _create(
+        database, "--status-url", "http://127.0.0.1:8000/a", "--allow-private-webhooks"
+    )
+    by_env = _create(
+        database,
+        "--status-url",
+        "http://10.0.0.7/b",
+        env={"OPENDISPATCH_ALLOW_PRIVATE_WEBHOOKS": "true"},
+    )
+    assert (by_flag.returncode, by_env.returncode) == (0, 0), by_flag.stderr + by_env.stderr
+    listed = json.loads(run_cli("apps", "list", "--database", database, "--json"))
+    assert [row["status_url"] for row in listed] == ["http://127.0.0.1:8000/a", "http://10.0.0.7/b"]
+
+
+@pytest.mark.parametrize(
+    ("option", "url", "reason"),
+    [
+        ("--status-url", "https://user:pw@hooks.example.com/", "must not carry credentials"),
+        ("--status-url", "https://hooks.example.com:0/", "has a port outside 1-65535"),
+        ("--final-report-url", "https://hooks.example.com:70000/", "has a port outside 1-65535"),
+        ("--status-url", "https://hooks.example.com/a\tb", "contains a space or a control"),
+    ],
+)
+def test_apps_create_refuses_a_malformed_url_even_with_private_allowed(
+    tmp_path: Path, option: str, url: str, reason: str
+):
+    database = f"sqlite:///{tmp_path / 'bad.db'}"
+    args = ["--status-url", "https://hooks.example.com/ok"] if option != "--status-url" else []
+    completed = _create(database, *args, option, url, "--allow-private-webhooks")
+    assert completed.returncode == 2
+    assert reason in completed.stderr
+    assert "pw" not in completed.stderr.replace("--", "")
+    assert json.loads(run_cli("apps", "list", "--database", database, "--json")) == []
+
+
+def test_apps_create_warns_about_a_name_it_cannot_resolve_and_accepts_it(tmp_path: Path):
+    completed = _create(f"sqlite:///{tmp_path / 'w.db'}", "--status-url", "https://hooks.invalid/")
+    assert completed.returncode == 0
+    assert "warning: status_url: hooks.invalid could not be resolved from here" in completed.stderr

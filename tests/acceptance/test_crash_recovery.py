@@ -73,7 +73,8 @@ def test_sigkill_mid_flight_loses_nothing_and_sends_no_step_twice_beyond_the_win
     with WebhookReceiver() as receiver:
         created = run_cli(
             "apps", "create", "--name", "crash", "--status-url", f"{receiver.url}/status",
-            "--final-report-url", f"{receiver.url}/final", "--database", database, "--json",
+            "--final-report-url", f"{receiver.url}/final", "--allow-private-webhooks",
+            "--database", database, "--json",
         )  # fmt: skip
         credentials = AppCredentials.from_json(json.loads(created))
         server = ServerProcess(database, cwd=tmp_path).start(*SERVER_FLAGS)
@@ -158,7 +159,8 @@ def test_a_graceful_restart_under_load_sends_no_step_twice(tmp_path: Path):
     with WebhookReceiver() as receiver:
         created = run_cli(
             "apps", "create", "--name", "graceful", "--status-url", f"{receiver.url}/status",
-            "--final-report-url", f"{receiver.url}/final", "--database", database, "--json",
+            "--final-report-url", f"{receiver.url}/final", "--allow-private-webhooks",
+            "--database", database, "--json",
         )  # fmt: skip
         credentials = AppCredentials.from_json(json.loads(created))
         server = ServerProcess(database, cwd=tmp_path).start(*SERVER_FLAGS)

@@ -81,7 +81,8 @@ def run(
     was accepted, the processes, and the sends in flight at the moment of the kill."""
     created = run_cli(
         "apps", "create", "--name", "scale", "--status-url", f"{receiver.url}/status",
-        "--final-report-url", f"{receiver.url}/final", "--database", database.url, "--json",
+        "--final-report-url", f"{receiver.url}/final", "--allow-private-webhooks",
+        "--database", database.url, "--json",
     )  # fmt: skip
     credentials = AppCredentials.from_json(json.loads(created))
     servers = [ServerProcess(database.url, cwd=tmp_path).start(*FLAGS) for _ in range(3)]

@@ -120,7 +120,9 @@ async def env(database: TestDatabase) -> AsyncIterator[Env]:
 async def _env(database: TestDatabase, **settings: Any) -> AsyncIterator[Env]:
     clock = ManualClock(start_ms=int(time.time() * 1000))
     with WebhookReceiver() as receiver:
-        app = DispatchApp(Settings(database=database.url, **settings), clock=clock)
+        app = DispatchApp(
+            Settings(database=database.url, allow_private_webhooks=True, **settings), clock=clock
+        )
         await app.startup()
         provisioned = await provision_application(
             app.store,
@@ -430,7 +432,7 @@ async def test_sandbox_outcomes_by_last_digit(env: Env):
 async def test_a_restart_resumes_timers_and_sends_no_step_twice(database: TestDatabase):
     clock = ManualClock(start_ms=int(time.time() * 1000))
     with WebhookReceiver() as receiver:
-        settings = Settings(database=database.url)
+        settings = Settings(database=database.url, allow_private_webhooks=True)
         first = DispatchApp(settings, clock=clock)
         await first.startup()
         provisioned = await provision_application(
@@ -469,6 +471,7 @@ async def test_a_slow_receiver_delays_neither_other_applications_nor_workflows(
     clock = ManualClock(start_ms=int(time.time() * 1000))
     settings = Settings(
         database=database.url,
+        allow_private_webhooks=True,
         webhook_per_application=2,
         webhook_concurrency=4,
         webhook_timeout_s=10,

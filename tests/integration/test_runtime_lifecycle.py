@@ -20,6 +20,7 @@ from opendispatch.store.factory import create_store
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import NewWorkflow
 from opendispatch.webhooks.client import WebhookClient
+from opendispatch.webhooks.destinations import AddressPolicy
 from opendispatch.webhooks.signing import Signer
 from tests.databases import TestDatabase
 
@@ -30,6 +31,8 @@ SMS = (
     '"from":{"type":"sms","number":"447700900000"},"message":{"content":{"type":"text",'
     '"text":"hi"}}}]}'
 )
+
+LOCAL = AddressPolicy(allow_private=True)  # the receivers here are on 127.0.0.1
 
 
 class SlowProvider:
@@ -82,7 +85,7 @@ def runtime_with(store: Store, provider: SlowProvider, clock: Clock | None = Non
         clock=clock or SystemClock(),
         providers={provider.name: provider},
         provider_for_channel={"sms": provider.name},
-        webhook_client=WebhookClient(timeout_s=0.5),
+        webhook_client=WebhookClient(timeout_s=0.5, address_policy=LOCAL),
         signer=Signer(),
         # Short leases: on PostgreSQL a restarted process takes a dead one's claims over when
         # they expire (SQLite releases them all at start).

@@ -50,7 +50,13 @@ async def two_runtimes(database: TestDatabase, clock: ManualClock) -> tuple[Runt
     for _ in range(2):
         store = create_store(database.url)
         await store.open()
-        runtimes.append(build_runtime(Settings(database=database.url), store=store, clock=clock))
+        runtimes.append(
+            build_runtime(
+                Settings(database=database.url, allow_private_webhooks=True),
+                store=store,
+                clock=clock,
+            )
+        )
     return runtimes[0], runtimes[1]
 
 

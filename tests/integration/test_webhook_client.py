@@ -18,11 +18,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from opendispatch.webhooks.client import WebhookClient
+from opendispatch.webhooks.destinations import AddressPolicy
 from opendispatch.webhooks.payloads import MessageStatusPayload, render_message_status
 from opendispatch.webhooks.signing import Signer, verify_webhook
 from tests.receiver import WebhookReceiver
 
 JSON = {"Content-Type": "application/json"}
+
+LOCAL = AddressPolicy(allow_private=True)  # the receivers here are on 127.0.0.1
 
 
 @pytest.fixture
@@ -33,7 +36,7 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture
 async def client() -> AsyncIterator[WebhookClient]:
-    async with WebhookClient(timeout_s=2.0) as client:
+    async with WebhookClient(timeout_s=2.0, address_policy=LOCAL) as client:
         yield client
 
 
@@ -122,7 +125,7 @@ async def test_closed_port_is_connection_refused(client: WebhookClient) -> None:
 @pytest.mark.anyio
 async def test_slow_receiver_times_out_at_the_client_timeout(receiver: WebhookReceiver) -> None:
     receiver.delay_s = 2.0
-    async with WebhookClient(timeout_s=0.2) as client:
+    async with WebhookClient(timeout_s=0.2, address_policy=LOCAL) as client:
         outcome = await client.post(f"{receiver.url}/slow", b"{}", JSON)
     assert not outcome.delivered
     assert outcome.status_code is None
@@ -175,7 +178,7 @@ async def test_invalid_url_is_an_outcome_not_an_exception(client: WebhookClient,
 
 @pytest.mark.anyio
 async def test_post_after_close_is_a_programming_error() -> None:
-    client = WebhookClient()
+    client = WebhookClient(address_policy=LOCAL)
     await client.close()
     with pytest.raises(RuntimeError, match="closed"):
         await client.post("http://127.0.0.1:9/", b"{}", JSON)

@@ -23,10 +23,13 @@ from opendispatch.auth.provisioning import provision_application
 from opendispatch.config import Settings
 from opendispatch.runtime.clock import ManualClock
 from opendispatch.webhooks.client import WebhookClient
+from opendispatch.webhooks.destinations import AddressPolicy
 from tests.databases import TestDatabase
 from tests.support import AppCredentials, step
 
 pytestmark = pytest.mark.anyio
+
+LOCAL = AddressPolicy(allow_private=True)  # the receivers here are on 127.0.0.1
 
 
 class StdlibReceiver:
@@ -78,7 +81,7 @@ def stdlib_receiver(request: pytest.FixtureRequest) -> Iterator[StdlibReceiver]:
 
 
 async def test_a_close_delimited_200_is_a_delivery(stdlib_receiver: StdlibReceiver) -> None:
-    async with WebhookClient(timeout_s=2.0) as client:
+    async with WebhookClient(timeout_s=2.0, address_policy=LOCAL) as client:
         outcomes = [
             await client.post(f"{stdlib_receiver.url}/status", b"{}", {"webhook-id": str(n)})
             for n in range(3)
@@ -92,7 +95,7 @@ async def app_posting_to_stdlib(
     database: TestDatabase, stdlib_receiver: StdlibReceiver
 ) -> AsyncIterator[tuple[DispatchApp, httpx.AsyncClient, AppCredentials, ManualClock]]:
     clock = ManualClock(start_ms=int(time.time() * 1000))
-    app = DispatchApp(Settings(database=database.url), clock=clock)
+    app = DispatchApp(Settings(database=database.url, allow_private_webhooks=True), clock=clock)
     await app.startup()
     provisioned = await provision_application(
         app.store, name="newcomer", status_url=f"{stdlib_receiver.url}/status"

@@ -12,11 +12,19 @@ from opendispatch.auth.secrets import (
     new_api_secret,
     new_signature_secret,
 )
+from opendispatch.errors import ConfigurationError
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import Application, ApplicationCredentials
 from opendispatch.timefmt import now_ms
+from opendispatch.webhooks.destinations import (
+    AddressPolicy,
+    RefusedDestination,
+    check_destination,
+    redact_url,
+    url_problem,
+)
 
-__all__ = ["ProvisionedApplication", "provision_application"]
+__all__ = ["ProvisionedApplication", "check_webhook_urls", "provision_application"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -27,6 +35,7 @@ class ProvisionedApplication:
     api_secret: str
     signature_secret: str
     private_key_pem: str | None  # None when the caller registered their own key
+    warnings: tuple[str, ...] = ()  # about its webhook URLs, for the person creating it
 
     def as_json(self) -> dict[str, str | None]:
         app = self.application
@@ -49,7 +58,13 @@ async def provision_application(
     status_url: str,
     final_report_url: str | None = None,
     public_key_text: str | None = None,
+    address_policy: AddressPolicy | None = None,
 ) -> ProvisionedApplication:
+    """Create an application. Its webhook URLs must have a valid form (always) and, given
+    an `address_policy`, point where deliveries may go (see `webhooks.destinations`)."""
+    warnings = await check_webhook_urls(
+        {"status_url": status_url, "final_report_url": final_report_url}, address_policy
+    )
     if public_key_text is None:
         pair = generate_key_pair()
         public_key_pem, private_key_pem = pair.public_key_pem, pair.private_key_pem
@@ -77,4 +92,32 @@ async def provision_application(
         api_secret=api_secret,
         signature_secret=signature_secret,
         private_key_pem=private_key_pem,
+        warnings=warnings,
     )
+
+
+async def check_webhook_urls(
+    urls: dict[str, str | None], policy: AddressPolicy | None
+) -> tuple[str, ...]:
+    """Refuse (ConfigurationError naming the setting) a URL no webhook may be sent to."""
+    warnings = []
+    for setting, url in urls.items():
+        if url is None:
+            continue
+        try:
+            if policy is None:
+                problem = url_problem(url)
+                if problem is not None:
+                    raise RefusedDestination(f"{redact_url(url)} {problem}")
+            else:
+                warning = await check_destination(url, policy)
+                if warning is not None:
+                    warnings.append(f"{setting}: {warning}")
+        except RefusedDestination as exc:
+            hint = (
+                " (--allow-private-webhooks allows private addresses)"
+                if policy is not None and "address" in str(exc)
+                else ""
+            )
+            raise ConfigurationError(f"{setting} {exc}{hint}") from None
+    return tuple(warnings)

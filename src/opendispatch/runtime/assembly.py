@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opendispatch.config import Settings
+from opendispatch.errors import ConfigurationError
 from opendispatch.providers.sandbox import SandboxProvider, SandboxSettings
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.clock import Clock
@@ -10,6 +11,7 @@ from opendispatch.runtime.service import Runtime, RuntimeSettings
 from opendispatch.runtime.webhook_worker import WebhookPoster
 from opendispatch.store.protocol import Store
 from opendispatch.webhooks.client import WebhookClient
+from opendispatch.webhooks.destinations import AddressPolicy
 from opendispatch.webhooks.signing import Signer
 
 __all__ = ["CHANNELS", "build_runtime"]
@@ -33,17 +35,23 @@ def build_runtime(
             prices=settings.sandbox_prices,
         ),
     )
+    if webhook_client is None:
+        try:
+            webhook_client = WebhookClient(
+                timeout_s=settings.webhook_timeout_s,
+                max_connections=settings.webhook_concurrency,
+                max_connections_per_host=settings.webhook_concurrency,
+                ca_file=settings.webhook_ca_file,
+                address_policy=AddressPolicy(allow_private=settings.allow_private_webhooks),
+            )
+        except ValueError as exc:  # an unreadable CA file
+            raise ConfigurationError(str(exc)) from exc
     return Runtime(
         store=store,
         clock=clock,
         providers={sandbox.name: sandbox},
         provider_for_channel=dict.fromkeys(CHANNELS, sandbox.name),
-        webhook_client=webhook_client
-        or WebhookClient(
-            timeout_s=settings.webhook_timeout_s,
-            max_connections=settings.webhook_concurrency,
-            max_connections_per_host=settings.webhook_concurrency,
-        ),
+        webhook_client=webhook_client,
         signer=Signer(issuer=settings.webhook_issuer),
         settings=RuntimeSettings(
             final_status_timeout_s=settings.final_status_timeout_s,

@@ -27,6 +27,7 @@ from opendispatch.runtime.workers import Worker
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import ApplicationCredentials, WebhookAttempt, WebhookJob
 from opendispatch.webhooks.client import DeliveryOutcome
+from opendispatch.webhooks.destinations import redact_url
 from opendispatch.webhooks.signing import Signer
 
 __all__ = ["WebhookPoster", "WebhookWorker"]
@@ -202,15 +203,21 @@ class WebhookWorker(Worker):
                 at_ms=now,
             )
         self.failed_attempts += 1
-        retry_at = next_attempt_at(
-            self._retry,
-            attempts=job.attempts,
-            first_attempt_at_ms=job.created_at_ms,
-            now_ms=now,
-            jitter=self._random.random(),
+        retry_at = (
+            None
+            if outcome.permanent  # a refused destination: trying again cannot help
+            else next_attempt_at(
+                self._retry,
+                attempts=job.attempts,
+                first_attempt_at_ms=job.created_at_ms,
+                now_ms=now,
+                jitter=self._random.random(),
+            )
         )
         if retry_at is None:
-            log.warning("webhook %s to %s is dead: %s", job.event_id, job.url, outcome.error)
+            log.warning(
+                "webhook %s to %s is dead: %s", job.event_id, redact_url(job.url), outcome.error
+            )
         return WebhookAttempt(
             id=job.id,
             dispatch_uuid=job.dispatch_uuid,
