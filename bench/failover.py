@@ -4,6 +4,8 @@
     .venv/bin/python bench/failover.py compare --rates 300,400,500 --repeat 2
     .venv/bin/python bench/failover.py timers --pending 100000
     .venv/bin/python bench/failover.py webhooks --workflows 20000
+    .venv/bin/python bench/failover.py isolation --seconds 90
+    .venv/bin/python bench/failover.py retention --rate 300 --seconds 180 --retention-s 30
 
 e2e       two-step workflows whose first message is rejected (WhatsApp to ...01, then SMS to
           ...09, delivered at once: sandbox delays 0), offered at fixed rates. Prints accepted/s,
@@ -19,6 +21,11 @@ compare   e2e at the same rates for SQLite with one server process beside Postgr
           1..--max-processes (the issue's comparison), in one table.
 webhooks  creates workflows that end at once (both messages rejected: 3 webhooks each) as fast
           as it can and prints the rate at which the receiver got them.
+isolation four applications whose receivers accept webhooks and never answer, each offered
+          --hung-rate e2e workflows/s, beside a healthy one at --healthy-rate; prints how late
+          the healthy application's final reports arrived and what the hung receivers saw.
+retention steady e2e load with a short --retention-s; prints the database's size on disk every
+          few seconds: with retention it stops growing once rows start to expire.
 
 The server, the receiver and this load generator share the machine; the figures include that.
 """
@@ -42,6 +49,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     Server,
+    create_app,
     drop_postgres_schema,
     fresh_postgres_schema,
     query,
@@ -413,6 +421,144 @@ def webhooks(args: argparse.Namespace) -> None:
         receiver.terminate()
 
 
+# -- isolation -----------------------------------------------------------------------------------
+
+
+def isolation(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="od-isolation-"))
+    receiver, receiver_url = start_receiver()
+    hung = [start_receiver(hang=True) for _ in range(4)]
+    server = start_server(
+        workdir,
+        status_url=f"{receiver_url}/status",
+        final_report_url=f"{receiver_url}/final",
+        extra=ZERO_DELAY,
+    )
+    try:
+        hung_apps = [
+            create_app(server.database, f"hung-{n}", f"{url}/status", f"{url}/final")
+            for n, (_, url) in enumerate(hung)
+        ]
+        first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
+        workflow = [first, step("sms", "447700900009")]
+        healthy_request = post_request(server, workflow)
+        hung_requests = [
+            post_request(Server([], [], server.database, app), workflow) for app in hung_apps
+        ]
+
+        async def load() -> list[Any]:
+            runs = [
+                run_fixed_rate(
+                    "healthy", "127.0.0.1", server.port, lambda _: healthy_request,
+                    rate=args.healthy_rate, connections=4, seconds=args.seconds,
+                )
+            ] + [
+                run_fixed_rate(
+                    f"hung-{n}", "127.0.0.1", server.port, lambda _, r=request: r,
+                    rate=args.hung_rate, connections=8, seconds=args.seconds,
+                )
+                for n, request in enumerate(hung_requests)
+            ]  # fmt: skip
+            return list(await asyncio.gather(*runs))
+
+        started_ms = time.time_ns() // 1_000_000
+        results = asyncio.run(load())
+        accepted = results[0].statuses[202]
+        stats = wait_for_finals(receiver_url, accepted, timeout_s=30)
+        finals: dict[str, int] = stats["finals"]
+        lateness = [float(t - uuid_ms(u)) for u, t in finals.items() if uuid_ms(u) >= started_ms]
+        swallowed = [
+            receiver_stats(url)["status"] + receiver_stats(url)["final"] for _, url in hung
+        ]
+        hung_accepted = [r.statuses[202] for r in results[1:]]
+        print(
+            f"isolation: 4 applications with hung receivers at {args.hung_rate}/s each "
+            f"(accepted {', '.join(map(str, hung_accepted))}), a healthy one at "
+            f"{args.healthy_rate}/s, {args.seconds:.0f} s, SQLite"
+        )
+        print(
+            f"  healthy: {len(finals):,} of {accepted:,} final reports received, "
+            f"{stats['status']:,} status webhooks"
+        )
+        print(f"  healthy accept -> final report received: {percentiles(lateness)}")
+        print(f"  requests the hung receivers saw: {', '.join(map(str, swallowed))}")
+    finally:
+        server.stop()
+        receiver.terminate()
+        for process, _ in hung:
+            process.terminate()
+
+
+# -- retention -----------------------------------------------------------------------------------
+
+
+def retention(args: argparse.Namespace) -> None:
+    workdir = Path(tempfile.mkdtemp(prefix="od-retention-"))
+    receiver, receiver_url = start_receiver()
+    days = args.retention_s / 86_400
+    server = start_server(
+        workdir,
+        status_url=f"{receiver_url}/status",
+        final_report_url=f"{receiver_url}/final",
+        extra=[*ZERO_DELAY, "--retention-days", f"{days:.9f}"],
+    )
+    path = server.sqlite_path
+    assert path is not None
+
+    def size_mib(suffix: str = "") -> float:
+        file = path.with_name(path.name + suffix)
+        return file.stat().st_size / 2**20 if file.exists() else 0.0
+
+    first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
+    request = post_request(server, [first, step("sms", "447700900009")])
+    print(
+        f"retention: e2e workflows at {args.rate}/s for {args.seconds:.0f} s, retention "
+        f"{args.retention_s:.0f} s, SQLite; size on disk every {args.every:.0f} s"
+    )
+    print(f"  {'t (s)':>6} {'db MiB':>8} {'wal MiB':>8} {'workflows':>10} {'webhooks':>9}")
+    samples: list[tuple[float, float]] = []
+
+    async def sample(started: float) -> None:
+        while True:
+            await asyncio.sleep(args.every)
+            rows = await asyncio.to_thread(
+                query,
+                server.database,
+                "SELECT (SELECT count(*) FROM workflows), (SELECT count(*) FROM webhooks)",
+            )
+            elapsed = time.monotonic() - started
+            samples.append((elapsed, size_mib()))
+            print(
+                f"  {elapsed:>6.0f} {size_mib():>8.1f} {size_mib('-wal'):>8.1f} "
+                f"{rows[0][0]:>10,} {rows[0][1]:>9,}",
+                flush=True,
+            )
+
+    async def run() -> Any:
+        sampler = asyncio.ensure_future(sample(time.monotonic()))
+        try:
+            return await run_fixed_rate(
+                "retention", "127.0.0.1", server.port, lambda _: request,
+                rate=args.rate, connections=32, seconds=args.seconds,
+            )  # fmt: skip
+        finally:
+            sampler.cancel()
+
+    try:
+        result = asyncio.run(run())
+        print(f"  accepted {result.statuses[202]:,} workflows")
+        later = [size for elapsed, size in samples if elapsed >= args.retention_s * 2]
+        if len(later) >= 2:
+            print(
+                f"  database file from {args.retention_s * 2:.0f} s on: "
+                f"{min(later):.1f} .. {max(later):.1f} MiB "
+                f"(first {later[0]:.1f}, last {later[-1]:.1f})"
+            )
+    finally:
+        server.stop()
+        receiver.terminate()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     modes = parser.add_subparsers(dest="mode", required=True)
@@ -439,9 +585,25 @@ def main() -> None:
     compare_parser.add_argument("--repeat", type=int, default=1)
     webhooks_parser = modes.add_parser("webhooks")
     webhooks_parser.add_argument("--workflows", type=int, default=20_000)
+    isolation_parser = modes.add_parser("isolation")
+    isolation_parser.add_argument("--seconds", type=float, default=90)
+    isolation_parser.add_argument("--hung-rate", type=int, default=50)
+    isolation_parser.add_argument("--healthy-rate", type=int, default=10)
+    retention_parser = modes.add_parser("retention")
+    retention_parser.add_argument("--rate", type=int, default=300)
+    retention_parser.add_argument("--seconds", type=float, default=180)
+    retention_parser.add_argument("--retention-s", type=float, default=30)
+    retention_parser.add_argument("--every", type=float, default=10)
     args = parser.parse_args()
     use_uvloop()
-    modes_run = {"e2e": e2e, "compare": compare, "timers": timers, "webhooks": webhooks}
+    modes_run = {
+        "e2e": e2e,
+        "compare": compare,
+        "timers": timers,
+        "webhooks": webhooks,
+        "isolation": isolation,
+        "retention": retention,
+    }
     modes_run[args.mode](args)
 
 

@@ -83,6 +83,41 @@ class Server:
                 process.kill()
 
 
+def _private_webhooks_flag() -> list[str]:
+    """`--allow-private-webhooks` (the receivers are on 127.0.0.1) where this version has it,
+    so the same benchmark runs against an older checkout for a before/after comparison."""
+    global _PRIVATE_FLAG
+    if _PRIVATE_FLAG is None:
+        help_text = subprocess.run(
+            [sys.executable, "-m", "opendispatch", "serve", "--help"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        _PRIVATE_FLAG = (
+            ["--allow-private-webhooks"] if "--allow-private-webhooks" in help_text else []
+        )
+    return _PRIVATE_FLAG
+
+
+_PRIVATE_FLAG: list[str] | None = None
+
+
+def create_app(
+    database: str, name: str, status_url: str, final_report_url: str | None = None
+) -> dict[str, str]:
+    """An application, as `opendispatch apps create --json` prints it."""
+    create = [sys.executable, "-m", "opendispatch", "apps", "create", "--name", name,
+              "--status-url", status_url, *_private_webhooks_flag(), "--database", database,
+              "--json"]  # fmt: skip
+    if final_report_url:
+        create += ["--final-report-url", final_report_url]
+    result: dict[str, str] = json.loads(
+        subprocess.run(create, capture_output=True, check=True).stdout
+    )
+    return result
+
+
 def start_server(
     workdir: Path,
     *,
@@ -94,18 +129,13 @@ def start_server(
 ) -> Server:
     """`database`: an SQLite file in `workdir` by default, or a PostgreSQL URL (one schema)."""
     url = database or f"sqlite:///{workdir / 'bench.db'}"
-    create = [sys.executable, "-m", "opendispatch", "apps", "create", "--name", "bench",
-              "--status-url", status_url, "--allow-private-webhooks", "--database", url,
-              "--json"]  # fmt: skip
-    if final_report_url:
-        create += ["--final-report-url", final_report_url]
-    credentials = json.loads(subprocess.run(create, capture_output=True, check=True).stdout)
+    credentials = create_app(url, "bench", status_url, final_report_url)
     started, ports = [], []
     for index in range(processes):
         port = free_port()
         log = (workdir / f"server-{index}.log").open("wb")
         command = [sys.executable, "-m", "opendispatch", "serve", "--port", str(port),
-                   "--database", url, "--allow-private-webhooks", *(extra or [])]  # fmt: skip
+                   "--database", url, *_private_webhooks_flag(), *(extra or [])]  # fmt: skip
         started.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT))
         ports.append(port)
     for port in ports:
@@ -131,10 +161,12 @@ def fresh_postgres_schema(dsn: str) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}search_path={schema}"
 
 
-def start_receiver() -> tuple[subprocess.Popen[bytes], str]:
+def start_receiver(*, hang: bool = False) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/receiver.py in its own process; `hang`: one that accepts and never answers
+    (`GET /stats` still answers, with the requests it swallowed)."""
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, str(HERE / "receiver.py"), str(port)],
+        [sys.executable, str(HERE / "receiver.py"), str(port), *(["--hang"] if hang else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

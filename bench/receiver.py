@@ -1,15 +1,17 @@
 """A webhook receiver for benchmarks, run as its own process.
 
-    python bench/receiver.py PORT
+    python bench/receiver.py PORT [--hang]
 
 Answers 200 to every POST as cheaply as it can. Status webhooks are only counted; final
 reports are parsed for their `dispatch_uuid` and arrival time. `GET /stats` returns
 `{"status": n, "final": n, "finals": {dispatch_uuid: unix_ms, ...}}` (finals only when
-`?finals=1`), and `POST /reset` starts counting again.
+`?finals=1`), and `POST /reset` starts counting again. With `--hang`, webhooks are accepted,
+counted and never answered (a receiver that hangs); `/stats` still answers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -21,10 +23,15 @@ final_count = 0
 finals: dict[str, int] = {}
 
 
+HANG = "--hang" in sys.argv
+
+
 async def status(request: web.Request) -> web.Response:
     global status_count
     await request.read()
     status_count += 1
+    if HANG:
+        await asyncio.sleep(3600)
     return web.Response(status=200)
 
 
@@ -32,6 +39,8 @@ async def final(request: web.Request) -> web.Response:
     global final_count
     body = await request.read()
     final_count += 1
+    if HANG:
+        await asyncio.sleep(3600)
     finals.setdefault(json.loads(body)["dispatch_uuid"], time.time_ns() // 1_000_000)
     return web.Response(status=200)
 

@@ -122,6 +122,8 @@ class RawReceiver:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:  # the receiver is stopping
+            pass
         finally:
             self._tasks.discard(task)
             writer.close()

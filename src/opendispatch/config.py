@@ -52,6 +52,8 @@ class Settings:
     allow_private_webhooks: bool = False
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
+    # Retention: ended workflows and settled webhooks older than this are deleted (0: never).
+    retention_days: float = 30.0
     # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.
     lease_s: int = 30
     db_pool_min: int = 2
@@ -75,6 +77,8 @@ class Settings:
             raise ConfigurationError("webhook timeout must be positive, retry period not negative")
         if min(self.webhook_concurrency, self.webhook_per_application) < 1:
             raise ConfigurationError("webhook concurrency limits must be at least 1")
+        if not 0 <= self.retention_days <= 36_500:
+            raise ConfigurationError("retention_days must be between 0 (keep) and 36500")
         if self.lease_s < 1:
             raise ConfigurationError("lease_s must be at least 1")
         if not 1 <= self.db_pool_min <= self.db_pool_max:

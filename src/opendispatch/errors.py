@@ -10,6 +10,7 @@
         ├── Unauthorized (401)
         ├── NotFound (404)
         ├── MethodNotAllowed (405)
+        ├── Conflict (409)             the resource is not in a state that allows this
         ├── PayloadTooLarge (413)
         ├── UnsupportedMediaType (415)
         └── ServiceUnavailable (503)   the store is busy or closing; retry
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 __all__ = [
     "ApiError",
     "ConfigurationError",
+    "Conflict",
     "InvalidParameter",
     "InvalidRequest",
     "InvalidTransition",
@@ -119,6 +121,12 @@ class MethodNotAllowed(ApiError):
     status = 405
     type_fragment = "MethodNotAllowed"
     title = "Method Not Allowed"
+
+
+class Conflict(ApiError):
+    status = 409
+    type_fragment = "Conflict"
+    title = "Conflict"
 
 
 class PayloadTooLarge(ApiError):

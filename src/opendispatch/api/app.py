@@ -10,6 +10,7 @@ from opendispatch.api.http import Receive, Request, Response, Route, Router, Sco
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
 from opendispatch.api.sandbox_routes import SandboxRoutes
+from opendispatch.api.webhook_routes import WebhookRoutes
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.config import Settings
 from opendispatch.errors import (
@@ -83,6 +84,13 @@ class DispatchApp:
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
         )
+        webhooks = WebhookRoutes(
+            settings=settings,
+            store=self.store,
+            runtime=self.runtime,
+            authenticator=authenticator,
+            clock_ms=self.clock.now_ms,
+        )
         self._openapi = openapi_document()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
         self._router = Router(
@@ -101,6 +109,9 @@ class DispatchApp:
                     "/v0.1/sandbox/messages/{message_uuid}/status",
                     {"POST": sandbox.inject_status},
                 ),
+                Route("/v0.1/webhooks", {"GET": webhooks.list}),
+                Route("/v0.1/webhooks/replay", {"POST": webhooks.replay_many}),
+                Route("/v0.1/webhooks/{webhook_id}/replay", {"POST": webhooks.replay_one}),
             ]
         )
 

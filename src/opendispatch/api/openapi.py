@@ -18,9 +18,13 @@ from opendispatch.api.response_models import (
     DispatchAccepted,
     ErrorBody,
     Health,
+    ReplayedWebhooks,
+    WebhookEntry,
+    WebhookPage,
     WorkflowPage,
     WorkflowView,
 )
+from opendispatch.api.webhook_routes import ReplayFilter
 
 __all__ = ["openapi_document"]
 
@@ -29,6 +33,10 @@ _MODELS: list[type[BaseModel]] = [
     DispatchAccepted,
     ErrorBody,
     Health,
+    ReplayFilter,
+    ReplayedWebhooks,
+    WebhookEntry,
+    WebhookPage,
     WorkflowPage,
     WorkflowView,
 ]
@@ -47,7 +55,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
     words = {
         400: "Invalid request: every invalid field is named in `invalid_parameters`.",
         401: "Missing or invalid credentials.",
-        404: "No such workflow for this application.",
+        404: "No such workflow (or webhook) for this application.",
+        409: "The webhook is pending: it is already on its way.",
         413: "The body is larger than the server accepts.",
         415: "The body is not JSON.",
         503: "The database is busy; retry after the `Retry-After` header.",
@@ -113,7 +122,53 @@ def _paths() -> dict[str, Any]:
             "503": _json(Health, "Starting or stopping."),
         },
     }
+    auth: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"basicAuth": []}]
+    webhooks = {
+        "operationId": "listWebhooks",
+        "summary": "This application's webhooks, newest first (dead letters with state=dead)",
+        "security": auth,
+        "parameters": [
+            {
+                "name": "state",
+                "in": "query",
+                "schema": {"enum": ["pending", "held", "delivered", "dead"]},
+            },
+            {"name": "dispatch_uuid", "in": "query", "schema": {"type": "string"}},
+            {"name": "page_size", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+            {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+        ],
+        "responses": {"200": _json(WebhookPage, "One page of webhooks."), **_errors(400, 401)},
+    }
+    replay_one = {
+        "operationId": "replayWebhook",
+        "summary": "Deliver a delivered or dead webhook again",
+        "description": "The same body and `webhook-id`, newly signed, with a new retry period.",
+        "security": auth,
+        "parameters": [
+            {"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string"}}
+        ],
+        "responses": {
+            "202": _json(WebhookEntry, "Queued for delivery."),
+            **_errors(401, 404, 409),
+        },
+    }
+    replay_many = {
+        "operationId": "replayWebhooks",
+        "summary": "Replay every webhook matching a filter (by default, every dead one)",
+        "security": auth,
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": _ref(ReplayFilter)}},
+        },
+        "responses": {
+            "202": _json(ReplayedWebhooks, "How many were queued again."),
+            **_errors(400, 401),
+        },
+    }
     return {
+        "/v0.1/webhooks": {"get": webhooks},
+        "/v0.1/webhooks/replay": {"post": replay_many},
+        "/v0.1/webhooks/{webhook_id}/replay": {"post": replay_one},
         "/v0.1/dispatch": {"post": create, "get": listing},
         "/v0.1/dispatch/{dispatch_uuid}": {"get": get},
         "/workflows/{dispatch_uuid}": {"get": {**get, "operationId": "getWorkflowByHref"}},

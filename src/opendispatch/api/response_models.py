@@ -13,7 +13,12 @@ __all__ = [
     "InvalidParameterBody",
     "Link",
     "MessageView",
+    "ReplayedWebhooks",
     "Usage",
+    "WebhookEntry",
+    "WebhookEntryLinks",
+    "WebhookPage",
+    "WebhookPageEmbedded",
     "WebhookView",
     "WorkflowLinks",
     "WorkflowPage",
@@ -107,7 +112,10 @@ class MessageView(_Model):
 
 
 class WebhookView(_Model):
-    event_id: str = Field(description="Sent as the `webhook-id` header; stable across retries.")
+    webhook_id: str = Field(
+        description="Sent as the `webhook-id` header; stable across retries and replays."
+    )
+    event_id: str = Field(description="The same as `webhook_id` (its earlier name).")
     kind: str = Field(examples=["message_status", "final_report"])
     message_uuid: str | None = None
     status: str = Field(description="The message status forwarded, or the workflow's outcome.")
@@ -116,12 +124,37 @@ class WebhookView(_Model):
         description="`pending`, `delivered`, `dead` (gave up), or `held` (a final report waiting "
         "for its workflow's earlier webhooks)."
     )
-    attempts: int
+    attempts: int = Field(description="Attempts since it was created, or last replayed.")
+    replays: int = Field(default=0, description="How often an operator replayed it.")
     last_status_code: int | None = None
     last_error: str | None = None
     next_attempt_at: str | None = Field(default=None, description="When it is tried next.")
     created_at: str
     delivered_at: str | None = None
+
+
+class WebhookEntryLinks(_Model):
+    workflow: Link
+    replay: Link = Field(description="POST here to deliver it again (when delivered or dead).")
+
+
+class WebhookEntry(WebhookView):
+    dispatch_uuid: str
+    links: WebhookEntryLinks = Field(alias="_links")
+
+
+class WebhookPageEmbedded(_Model):
+    webhooks: list[WebhookEntry]
+
+
+class WebhookPage(_Model):
+    page_size: int
+    embedded: WebhookPageEmbedded = Field(alias="_embedded")
+    links: WorkflowPageLinks = Field(alias="_links")
+
+
+class ReplayedWebhooks(_Model):
+    replayed: int = Field(description="How many webhooks were put back in the queue.")
 
 
 class WorkflowView(WorkflowSummary):

@@ -13,6 +13,10 @@ from opendispatch.api.response_models import (
     MessageView,
     StatusEntry,
     Usage,
+    WebhookEntry,
+    WebhookEntryLinks,
+    WebhookPage,
+    WebhookPageEmbedded,
     WebhookView,
     WorkflowLinks,
     WorkflowPage,
@@ -27,7 +31,16 @@ from opendispatch.store.records import LoadedWorkflow, WebhookRecord, WorkflowRe
 from opendispatch.timefmt import iso_ms
 from opendispatch.webhooks.payloads import total_price
 
-__all__ = ["message_href", "message_view", "workflow_href", "workflow_page", "workflow_view"]
+__all__ = [
+    "message_href",
+    "message_view",
+    "webhook_entry",
+    "webhook_page",
+    "webhook_replay_href",
+    "workflow_href",
+    "workflow_page",
+    "workflow_view",
+]
 
 _CURRENCY = "EUR"
 
@@ -75,8 +88,9 @@ def _message(state: WorkflowState, message: MessageState) -> MessageView:
     )
 
 
-def _webhook(webhook: WebhookRecord) -> WebhookView:
-    return WebhookView(
+def _webhook_fields(webhook: WebhookRecord) -> dict[str, Any]:
+    return dict(
+        webhook_id=webhook.event_id,
         event_id=webhook.event_id,
         kind=webhook.kind,
         message_uuid=webhook.message_uuid,
@@ -84,6 +98,7 @@ def _webhook(webhook: WebhookRecord) -> WebhookView:
         url=webhook.url,
         state=webhook.state,
         attempts=webhook.attempts,
+        replays=webhook.replays,
         last_status_code=webhook.last_status_code,
         last_error=webhook.last_error,
         next_attempt_at=None
@@ -92,6 +107,41 @@ def _webhook(webhook: WebhookRecord) -> WebhookView:
         created_at=iso_ms(webhook.created_at_ms),
         delivered_at=None if webhook.delivered_at_ms is None else iso_ms(webhook.delivered_at_ms),
     )
+
+
+def _webhook(webhook: WebhookRecord) -> WebhookView:
+    return WebhookView(**_webhook_fields(webhook))
+
+
+def webhook_replay_href(webhook_id: str) -> str:
+    return f"/v0.1/webhooks/{webhook_id}/replay"
+
+
+def webhook_entry(webhook: WebhookRecord) -> WebhookEntry:
+    return WebhookEntry(
+        **_webhook_fields(webhook),
+        dispatch_uuid=webhook.dispatch_uuid,
+        _links=WebhookEntryLinks(
+            workflow=Link(href=f"/v0.1/dispatch/{webhook.dispatch_uuid}"),
+            replay=Link(href=webhook_replay_href(webhook.event_id)),
+        ),
+    )
+
+
+def webhook_page(
+    webhooks: list[WebhookRecord], *, page_size: int, self_href: str, next_href: str | None
+) -> bytes:
+    page = WebhookPage(
+        page_size=page_size,
+        _embedded=WebhookPageEmbedded(webhooks=[webhook_entry(w) for w in webhooks]),
+        _links=WorkflowPageLinks(
+            self=Link(href=self_href), next=None if next_href is None else Link(href=next_href)
+        ),
+    )
+    body = page.model_dump(by_alias=True)  # entries keep their nulls; a last page has no next
+    if next_href is None:
+        del body["_links"]["next"]
+    return msgspec.json.encode(body)
 
 
 def workflow_view(loaded: LoadedWorkflow, webhooks: list[WebhookRecord]) -> bytes:

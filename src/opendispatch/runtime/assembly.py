@@ -62,6 +62,10 @@ def build_runtime(
             ),
             webhook_concurrency=settings.webhook_concurrency,
             webhook_per_application=settings.webhook_per_application,
+            webhook_timeout_ms=int(settings.webhook_timeout_s * 1000),
             lease_ms=settings.lease_s * 1000,
+            retention_ms=None
+            if settings.retention_days == 0
+            else max(1, int(settings.retention_days * 86_400_000)),
         ),
     )

@@ -18,6 +18,7 @@ from opendispatch.engine.model import MessageError, MessageStatus, StatusReporte
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.retention import RetentionWorker
 from opendispatch.runtime.shell import Shell
 from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
 from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
@@ -42,12 +43,15 @@ class RuntimeSettings:
     webhook_retry: RetryPolicy = field(default_factory=RetryPolicy)
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
+    webhook_timeout_ms: int = 5_000
     send_concurrency: int = 64
     # How long a claimed send, webhook or status stays with the process that claimed it; a
     # process that dies loses its claims after this, and another finishes the work.
     lease_ms: int = 30_000
     # PostgreSQL: how long a woken worker waits for more work before claiming (see Worker).
     batch_window_ms: int = 5
+    # Ended workflows and settled webhooks older than this are deleted; None keeps them.
+    retention_ms: int | None = 30 * 86_400_000
 
 
 class Runtime:
@@ -99,8 +103,20 @@ class Runtime:
             concurrency=settings.webhook_concurrency,
             per_application=settings.webhook_per_application,
             lease_ms=settings.lease_ms,
+            probe_wait_ms=settings.webhook_timeout_ms + 500,
         )
-        self.workers: tuple[Worker, ...] = (self.sends, self.timers, self.inbox, self.webhooks)
+        self.retention = (
+            None
+            if settings.retention_ms is None
+            else RetentionWorker(clock=clock, store=store, retention_ms=settings.retention_ms)
+        )
+        self.workers: tuple[Worker, ...] = (
+            self.sends,
+            self.timers,
+            self.inbox,
+            self.webhooks,
+            *((self.retention,) if self.retention is not None else ()),
+        )
         self._tasks: list[asyncio.Task[None]] = []
         # Several processes may serve one database (PostgreSQL): work one of them creates is
         # announced to the others, so a process sleeping until a later deadline wakes for it.
@@ -190,6 +206,11 @@ class Runtime:
         )
         self.after_transition(transition)
         return transition
+
+    def webhooks_replayed(self) -> None:
+        """Webhooks were put back in the queue (a replay): deliver them now."""
+        self.webhooks.notify()
+        self._announce("webhooks", None)
 
     # -- wake-ups ------------------------------------------------------------------------------
 

@@ -1,11 +1,20 @@
 """Delivers webhooks at least once: sign, POST, record; retry with backoff; give up as dead.
 
-Isolation is the point of the shape here. Deliveries run concurrently up to a global limit,
-and each application may hold at most `per_application` of those slots: an application whose
-receiver is slow or dead fills its own slots, and the claim query skips its webhooks until a
-slot frees, so other applications' webhooks (and every workflow, which never waits for a
-webhook) go on at full speed. A final report is claimable only once its workflow's earlier
-webhooks are delivered or dead (the claim query sees to it).
+Isolation is the point of the shape here; three limits bound what one tenant can take:
+
+- deliveries run concurrently up to a global limit (`concurrency`, 256);
+- each application may hold at most `per_application` (64) of those, counting its webhooks
+  claimed and waiting for a slot; the claim query skips an application at its limit, through
+  its own range of the due index, so its backlog costs other applications nothing;
+- each endpoint (an application's URL) has its own limit, which starts small and backs off
+  while the endpoint keeps failing (see `endpoint_health`): a receiver that hangs holds at
+  most 8 slots for one timeout, then one probe per backoff period, and its webhooks wait in
+  the store (not counted as attempts) until it answers again; then they are all due at once.
+
+So a slow or dead receiver delays only its own webhooks: other applications' deliveries, and
+every workflow (which never waits for a webhook), go on at full speed. A final report is
+claimable only once its workflow's earlier webhooks are delivered or dead (the claim query
+sees to it).
 """
 
 from __future__ import annotations
@@ -23,9 +32,15 @@ from typing import Protocol
 from opendispatch import __version__
 from opendispatch.retry import RetryPolicy, next_attempt_at
 from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.endpoint_health import Admission, EndpointHealth, Verdict
 from opendispatch.runtime.workers import Worker
 from opendispatch.store.protocol import Store
-from opendispatch.store.records import ApplicationCredentials, WebhookAttempt, WebhookJob
+from opendispatch.store.records import (
+    ApplicationCredentials,
+    WebhookAttempt,
+    WebhookDeferral,
+    WebhookJob,
+)
 from opendispatch.webhooks.client import DeliveryOutcome
 from opendispatch.webhooks.destinations import redact_url
 from opendispatch.webhooks.signing import Signer
@@ -36,6 +51,8 @@ log = logging.getLogger(__name__)
 
 _USER_AGENT = f"OpenDispatch/{__version__}"
 _SWEEP_EVERY_MS = 2000
+
+Endpoint = tuple[str, str]  # (application_id, url)
 
 
 class WebhookPoster(Protocol):
@@ -64,7 +81,9 @@ class WebhookWorker(Worker):
         concurrency: int = 256,
         per_application: int = 64,
         lease_ms: int = 30_000,
+        probe_wait_ms: int = 5_000,
     ) -> None:
+        """`probe_wait_ms`: how long to wait for a probe's answer (the client's timeout)."""
         super().__init__(clock)
         self._store = store
         self.client = client
@@ -73,30 +92,44 @@ class WebhookWorker(Worker):
         self._concurrency = concurrency
         self._per_application = per_application
         self._lease_ms = lease_ms
+        self._health = EndpointHealth(
+            initial_limit=min(8, per_application),
+            max_limit=per_application,
+            probe_wait_ms=probe_wait_ms,
+        )
         self._per_app_in_flight: Counter[str] = Counter()
-        # Claimed beyond their application's limit (a claim takes a batch): they start as that
-        # application's deliveries finish, without taking another application's slot.
-        self._waiting: dict[str, deque[WebhookJob]] = defaultdict(deque)
+        # Claimed while their endpoint was at its limit: they start as its deliveries end.
+        # They count towards their application's limit, so this stays bounded.
+        self._waiting: dict[Endpoint, deque[WebhookJob]] = defaultdict(deque)
+        self._per_app_waiting: Counter[str] = Counter()
         self._credentials: dict[str, _CachedCredentials] = {}
         self._outcomes: list[WebhookAttempt] = []
+        self._deferrals: list[WebhookDeferral] = []
         self._found_nothing = False
         self._next_sweep_ms = 0
         self._recording: asyncio.Future[None] | None = None
+        self._deferring: asyncio.Future[None] | None = None
         self._random = random.Random()
         self.delivered = 0
         self.failed_attempts = 0
+        self.deferred = 0
 
     @property
     def busy(self) -> bool:
-        return super().busy or any(self._waiting.values())
+        return (
+            super().busy
+            or any(self._waiting.values())
+            or bool(self._deferrals)
+            or self._deferring is not None
+        )
 
     def _saturated(self) -> frozenset[str]:
         limit = self._per_application
         return frozenset(
             app
             for app, count in self._per_app_in_flight.items()
-            if count + len(self._waiting.get(app, ())) >= limit
-        )
+            if count + self._per_app_waiting[app] >= limit
+        ) | frozenset(app for app, count in self._per_app_waiting.items() if count >= limit)
 
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
@@ -105,6 +138,7 @@ class WebhookWorker(Worker):
             # was recorded elsewhere (each unseen by the other) is released here.
             self._next_sweep_ms = now + _SWEEP_EVERY_MS
             await self._store.release_settled_final_reports()
+            self._health.forget_idle(now_ms=now)
         room = self._concurrency - len(self._in_flight)
         if room <= 0:
             return False
@@ -115,32 +149,110 @@ class WebhookWorker(Worker):
             exclude_applications=self._saturated(),
         )
         self._found_nothing = not jobs
+        now = self.clock.now_ms()
         for job in jobs:
-            if self._per_app_in_flight[job.application_id] < self._per_application:
-                self._start(job)
-            else:
-                self._waiting[job.application_id].append(job)
+            self._admit(job, now)
         return bool(jobs)
 
-    def _start(self, job: WebhookJob) -> None:
-        self._per_app_in_flight[job.application_id] += 1
-        task = asyncio.ensure_future(self._deliver(job))
-        self._in_flight.add(task)
-        task.add_done_callback(functools.partial(self._done, application_id=job.application_id))
+    def _admit(self, job: WebhookJob, now: int) -> None:
+        """Start a claimed webhook, queue it behind its endpoint, or hand it back."""
+        endpoint = (job.application_id, job.url)
+        decision = self._health.admit(endpoint, now_ms=now, jitter=self._random.random())
+        if decision.admission is Admission.SEND:
+            self._start(job, endpoint, probe=decision.probe)
+        elif decision.admission is Admission.WAIT:
+            self._waiting[endpoint].append(job)
+            self._per_app_waiting[job.application_id] += 1
+        else:
+            self._hand_back(job, endpoint, decision.retry_at_ms)
 
-    def _done(self, task: asyncio.Task[None], *, application_id: str) -> None:
+    def _hand_back(self, job: WebhookJob, endpoint: Endpoint, retry_at_ms: int) -> None:
+        """Its endpoint is backing off. Every webhook still gets one real attempt in each
+        retry period: one just replayed (an operator says the receiver is fixed: it probes
+        at once), or one whose period would end before the backoff does."""
+        period_ends_ms = job.retry_from_ms + self._retry.give_up_after_ms
+        if job.attempts == 1 and (job.replays or retry_at_ms > period_ends_ms):
+            forced = self._health.force(endpoint, now_ms=self.clock.now_ms())
+            self._start(job, endpoint, probe=forced.probe)
+        else:
+            self._defer(job, retry_at_ms)
+
+    def _start(self, job: WebhookJob, endpoint: Endpoint, *, probe: bool) -> None:
+        self._per_app_in_flight[job.application_id] += 1
+        task = asyncio.ensure_future(self._deliver(job, endpoint, probe=probe))
+        self._in_flight.add(task)
+        task.add_done_callback(functools.partial(self._done, job=job, endpoint=endpoint))
+
+    def _done(self, task: asyncio.Task[None], *, job: WebhookJob, endpoint: Endpoint) -> None:
         self._in_flight.discard(task)
+        application_id = job.application_id
         self._per_app_in_flight[application_id] -= 1
         if self._per_app_in_flight[application_id] <= 0:
             del self._per_app_in_flight[application_id]
-        waiting = self._waiting.get(application_id)
-        if waiting:
-            self._start(waiting.popleft())
-        elif waiting is not None:
-            del self._waiting[application_id]
+        self._start_waiting(endpoint)
         if not task.cancelled() and task.exception() is not None:
             log.error("webhook delivery failed unexpectedly", exc_info=task.exception())
         self.notify()  # a slot is free, and a final report may have become claimable
+
+    def _start_waiting(self, endpoint: Endpoint) -> None:
+        waiting = self._waiting.get(endpoint)
+        now = self.clock.now_ms()
+        while waiting:
+            job = waiting[0]
+            decision = self._health.admit(endpoint, now_ms=now, jitter=self._random.random())
+            if decision.admission is Admission.WAIT:
+                break
+            waiting.popleft()
+            self._unwait(job)
+            if decision.admission is Admission.SEND:
+                self._start(job, endpoint, probe=decision.probe)
+            else:
+                self._hand_back(job, endpoint, decision.retry_at_ms)
+        if waiting is not None and not waiting:
+            del self._waiting[endpoint]
+
+    def _unwait(self, job: WebhookJob) -> None:
+        self._per_app_waiting[job.application_id] -= 1
+        if self._per_app_waiting[job.application_id] <= 0:
+            del self._per_app_waiting[job.application_id]
+
+    def _defer(self, job: WebhookJob, retry_at_ms: int) -> None:
+        """Hand a claimed webhook back unattempted; past its retry period, it is dead (it was
+        tried in the period, and its endpoint kept failing)."""
+        if retry_at_ms > job.retry_from_ms + self._retry.give_up_after_ms:
+            log.warning(
+                "webhook %s to %s is dead: its endpoint kept failing for the retry period",
+                job.event_id,
+                redact_url(job.url),
+            )
+            self._record(
+                WebhookAttempt(
+                    id=job.id,
+                    dispatch_uuid=job.dispatch_uuid,
+                    state="dead",
+                    next_attempt_at_ms=None,
+                    status_code=None,
+                    error="gave up: the endpoint kept failing for the whole retry period",
+                    at_ms=self.clock.now_ms(),
+                )
+            )
+            return
+        self.deferred += 1
+        self._deferrals.append(WebhookDeferral(id=job.id, until_ms=retry_at_ms))
+        if self._deferring is None:
+            self._deferring = asyncio.ensure_future(self._write_deferrals())
+
+    async def _write_deferrals(self) -> None:
+        try:
+            await asyncio.sleep(self.batch_window_s)  # other deferrals this turn join in
+            deferrals, self._deferrals = self._deferrals, []
+            await self._store.defer_webhooks(deferrals)
+        except Exception:
+            log.exception("could not hand webhooks back; their leases will run out")
+        finally:
+            self._deferring = None
+            if self._deferrals:
+                self._deferring = asyncio.ensure_future(self._write_deferrals())
 
     async def next_due_ms(self) -> int | None:
         if len(self._in_flight) >= self._concurrency:
@@ -153,14 +265,22 @@ class WebhookWorker(Worker):
             due = now + 1000
         return self._next_sweep_ms if due is None else min(due, self._next_sweep_ms)
 
-    async def _deliver(self, job: WebhookJob) -> None:
+    async def _deliver(self, job: WebhookJob, endpoint: Endpoint, *, probe: bool) -> None:
         credentials = await self._credentials_for(job.application_id)
         body = job.payload.encode()
         if credentials is None:  # the application was deleted: nobody to sign for or tell
             outcome = DeliveryOutcome(
-                delivered=False, status_code=None, error="unknown application", elapsed_ms=0.0
+                delivered=False,
+                status_code=None,
+                error="unknown application",
+                elapsed_ms=0.0,
+                permanent=True,
             )
         else:
+            # Unique per attempt, also across replays (receivers may refuse a repeated jti).
+            jti = f"{job.event_id}.{job.attempts}"
+            if job.replays:
+                jti = f"{job.event_id}.r{job.replays}.{job.attempts}"
             headers = {
                 "Content-Type": "application/json",
                 "Authorization": self._signer.authorization(
@@ -169,12 +289,40 @@ class WebhookWorker(Worker):
                     api_key=credentials.application.api_key,
                     application_id=job.application_id,
                     now_s=self.clock.now_ms() // 1000,
-                    jti=f"{job.event_id}.{job.attempts}",  # unique per attempt
+                    jti=jti,
                 ),
                 "webhook-id": job.event_id,
                 "User-Agent": _USER_AGENT,
             }
             outcome = await self.client.post(job.url, body, headers)
+        now = self.clock.now_ms()
+        verdict = self._health.finished(
+            endpoint,
+            delivered=outcome.delivered,
+            probe=probe,
+            now_ms=now,
+            jitter=self._random.random(),
+        )
+        if verdict is Verdict.OPENED:
+            log.info(
+                "webhook endpoint %s is failing (%s): backing off",
+                redact_url(job.url),
+                outcome.error,
+            )
+            self._start_waiting(endpoint)  # what waits for it is handed back
+        elif verdict is Verdict.RECOVERED:
+            # Handed-back webhooks not yet written would miss the wake (they are still leased
+            # until then) and wait out their backoff: write them first.
+            while self._deferring is not None:
+                await asyncio.shield(self._deferring)
+            woken = await self._store.wake_webhooks(
+                application_id=job.application_id, url=job.url, now_ms=now
+            )
+            log.info(
+                "webhook endpoint %s answers again: %d waiting webhooks are due",
+                redact_url(job.url),
+                woken,
+            )
         await self._record(self._attempt(job, outcome))
 
     def _record(self, attempt: WebhookAttempt) -> asyncio.Future[None]:
@@ -209,7 +357,7 @@ class WebhookWorker(Worker):
             else next_attempt_at(
                 self._retry,
                 attempts=job.attempts,
-                first_attempt_at_ms=job.created_at_ms,
+                first_attempt_at_ms=job.retry_from_ms,
                 now_ms=now,
                 jitter=self._random.random(),
             )

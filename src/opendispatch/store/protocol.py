@@ -22,6 +22,7 @@ from opendispatch.store.records import (
     NO_SIDE_WRITES,
     Application,
     ApplicationCredentials,
+    Expired,
     InboxEvent,
     LoadedWorkflow,
     MessageOwner,
@@ -30,6 +31,8 @@ from opendispatch.store.records import (
     SideWrites,
     Transition,
     WebhookAttempt,
+    WebhookDeferral,
+    WebhookFilter,
     WebhookJob,
     WebhookRecord,
     WorkflowRecord,
@@ -129,7 +132,35 @@ class Store(Protocol):
     async def release_settled_final_reports(self) -> None:
         """Release held final reports whose workflow has nothing left to deliver (a sweep)."""
 
-    async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]: ...
+    async def defer_webhooks(self, deferrals: Sequence[WebhookDeferral]) -> None:
+        """Hand claimed webhooks back unattempted, due at each one's `until_ms` (the claim is
+        not counted as an attempt): their endpoint is backing off."""
+
+    async def wake_webhooks(self, *, application_id: str, url: str, now_ms: int) -> int:
+        """Make this application's pending webhooks to `url` due now (its endpoint is back)."""
+
+    async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]:
+        """A workflow's webhooks, oldest first."""
+
+    async def list_webhooks_page(
+        self, which: WebhookFilter, *, limit: int, before_id: int | None = None
+    ) -> list[WebhookRecord]:
+        """Webhooks matching `which`, newest first; `before_id` is the previous page's last."""
+
+    async def find_webhook(self, event_id: str) -> WebhookRecord | None: ...
+
+    async def replay_webhook(self, webhook_id: int, *, now_ms: int) -> bool:
+        """Deliver a delivered or dead webhook again (same body and `webhook-id`, a new retry
+        period); False, changing nothing, if it is pending or held."""
+
+    async def replay_webhooks(self, which: WebhookFilter, *, now_ms: int, limit: int) -> int:
+        """Replay up to `limit` webhooks in `which.state` (dead or delivered); how many."""
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def delete_expired(self, *, before_ms: int, limit: int) -> Expired:
+        """Delete one batch of webhooks settled before `before_ms` and of workflows ended
+        before it with no webhook left (with their messages and statuses)."""
 
     # -- recovery and the sandbox ------------------------------------------------------------
 

@@ -8,6 +8,7 @@ __all__ = [
     "NO_SIDE_WRITES",
     "Application",
     "ApplicationCredentials",
+    "Expired",
     "InboxEvent",
     "LoadedWorkflow",
     "MessageOwner",
@@ -20,6 +21,8 @@ __all__ = [
     "SideWrites",
     "Transition",
     "WebhookAttempt",
+    "WebhookDeferral",
+    "WebhookFilter",
     "WebhookJob",
     "WebhookRecord",
     "WorkflowRecord",
@@ -187,8 +190,10 @@ class WebhookJob:
     application_id: str
     url: str
     payload: str
-    attempts: int
+    attempts: int  # including this one, since it was created or last replayed
     created_at_ms: int
+    replays: int
+    retry_from_ms: int  # when its retry period began: created, or last replayed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -206,7 +211,10 @@ class WebhookAttempt:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WebhookRecord:
+    id: int  # the store's own order (newer is larger): list cursors are made of it
     event_id: str
+    dispatch_uuid: str
+    application_id: str
     kind: str
     message_uuid: str | None
     status: str
@@ -218,6 +226,32 @@ class WebhookRecord:
     last_error: str | None
     created_at_ms: int
     delivered_at_ms: int | None
+    replays: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookDeferral:
+    """A claimed webhook handed back without an attempt, to be tried at `until_ms`."""
+
+    id: int
+    until_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookFilter:
+    """Which webhooks a list or a replay is about; None means any."""
+
+    application_id: str | None = None
+    state: str | None = None
+    dispatch_uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expired:
+    """What one retention batch deleted."""
+
+    webhooks: int = 0
+    workflows: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -99,12 +99,15 @@ class PostgresAccess:
         except DRIVER_ERRORS as exc:
             raise store_error(query, exc) from exc
 
-    async def _execute(self, query: str, *arguments: Any) -> None:
+    async def _execute(self, query: str, *arguments: Any) -> int:
+        """Run a statement; returns the rows it changed (from its status tag, `UPDATE 3`)."""
         pool = self._require_pool()
         try:
-            await pool.execute(self._queries[query], *arguments)
+            tag: str = await pool.execute(self._queries[query], *arguments)
         except DRIVER_ERRORS as exc:
             raise store_error(query, exc) from exc
+        count = tag.rpartition(" ")[2]
+        return int(count) if count.isdigit() else 0
 
     @asynccontextmanager
     async def _transaction(self, what: str) -> AsyncIterator[Connection]:

@@ -17,14 +17,19 @@ from typing import NamedTuple
 from opendispatch.store.postgres.coalesce import AGAIN, Again, Coalescer
 from opendispatch.store.postgres.driver import PostgresAccess, columns
 from opendispatch.store.records import (
+    Expired,
     InboxEvent,
     SendJob,
     WebhookAttempt,
+    WebhookDeferral,
+    WebhookFilter,
     WebhookJob,
     WebhookRecord,
 )
 
 __all__ = ["PostgresOutbox"]
+
+_AFTER_EVERY_ID = 2**63 - 1  # "no upper bound" for lists that page down by id
 
 
 class PostgresOutbox(PostgresAccess):
@@ -108,10 +113,20 @@ class PostgresOutbox(PostgresAccess):
                 attempt.status_code,
                 attempt.error,
                 attempt.at_ms if attempt.state == "delivered" else None,
+                attempt.at_ms,
             )
             for attempt in sorted(latest.values(), key=lambda attempt: attempt.id)
         ]
         await self._execute("record_webhook_attempts", *columns(rows))
+
+    async def defer_webhooks(self, deferrals: Sequence[WebhookDeferral]) -> None:
+        if deferrals:
+            ids = [deferral.id for deferral in deferrals]
+            until = [deferral.until_ms for deferral in deferrals]
+            await self._execute("defer_webhooks", ids, until, self.lease_owner)
+
+    async def wake_webhooks(self, *, application_id: str, url: str, now_ms: int) -> int:
+        return await self._execute("wake_webhooks", application_id, url, now_ms)
 
     async def release_settled_final_reports(self) -> None:
         await self._execute("release_settled_final_reports")
@@ -119,6 +134,57 @@ class PostgresOutbox(PostgresAccess):
     async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]:
         rows = await self._fetch("list_webhooks", dispatch_uuid)
         return [WebhookRecord(**dict(row)) for row in rows]
+
+    async def find_webhook(self, event_id: str) -> WebhookRecord | None:
+        row = await self._fetchrow("find_webhook", event_id)
+        return None if row is None else WebhookRecord(**dict(row))
+
+    async def list_webhooks_page(
+        self, which: WebhookFilter, *, limit: int, before_id: int | None = None
+    ) -> list[WebhookRecord]:
+        """Newest first; `before_id` is the last `id` of the previous page."""
+        before = _AFTER_EVERY_ID if before_id is None else before_id
+        if which.dispatch_uuid is not None:
+            rows = await self._fetch(
+                "list_webhooks_of_workflow",
+                which.dispatch_uuid,
+                which.application_id,
+                which.state,
+                before,
+                limit,
+            )
+        elif which.application_id is None:
+            rows = await self._fetch("list_webhooks_everywhere", which.state, before, limit)
+        elif which.state == "dead":
+            rows = await self._fetch(
+                "list_dead_webhooks_of_application", which.application_id, before, limit
+            )
+        else:
+            rows = await self._fetch(
+                "list_webhooks_of_application", which.application_id, which.state, before, limit
+            )
+        return [WebhookRecord(**dict(row)) for row in rows]
+
+    async def replay_webhook(self, webhook_id: int, *, now_ms: int) -> bool:
+        """Deliver a delivered or dead webhook again; False if it is not settled."""
+        return await self._execute("replay_webhook", now_ms, webhook_id) > 0
+
+    async def replay_webhooks(self, which: WebhookFilter, *, now_ms: int, limit: int) -> int:
+        """Replay up to `limit` settled webhooks (`which.state`: dead or delivered)."""
+        query = {"dead": "replay_dead_webhooks", "delivered": "replay_delivered_webhooks"}
+        return await self._execute(
+            query[which.state or "dead"], now_ms, which.application_id, which.dispatch_uuid, limit
+        )
+
+    # -- retention -----------------------------------------------------------------------------
+
+    async def delete_expired(self, *, before_ms: int, limit: int) -> Expired:
+        """One small batch of what is older than the retention: settled webhooks, then ended
+        workflows with nothing left to deliver (their messages and statuses with them). Rows
+        another process is deleting are skipped, not waited for."""
+        webhooks = await self._execute("expire_webhooks", before_ms, limit)
+        workflows = await self._execute("expire_workflows", before_ms, limit)
+        return Expired(webhooks=webhooks, workflows=workflows)
 
     # -- recovery and the sandbox --------------------------------------------------------------
 

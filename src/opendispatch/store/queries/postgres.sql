@@ -368,7 +368,7 @@ WHERE w.id IN (
     ORDER BY c.due_at_ms
     LIMIT $5)
 RETURNING w.id, w.event_id, w.dispatch_uuid, w.application_id, w.url, w.payload, w.attempts,
-          w.created_at_ms;
+          w.created_at_ms, w.replays, coalesce(w.replayed_at_ms, w.created_at_ms) AS retry_from_ms;
 
 -- The earliest time a webhook becomes claimable: the first of each application's range, or
 -- the first lease to run out.
@@ -393,10 +393,11 @@ WITH recorded AS (
     SET state = a.state,
         next_attempt_at_ms = coalesce(a.next_attempt_at_ms, w.next_attempt_at_ms),
         lease_until_ms = NULL, lease_owner = NULL, last_status_code = a.status_code,
-        last_error = a.error, delivered_at_ms = a.delivered_at_ms
+        last_error = a.error, delivered_at_ms = a.delivered_at_ms,
+        settled_at_ms = CASE WHEN a.state IN ('delivered', 'dead') THEN a.at_ms END
     FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[],
-                $6::bigint[])
-         AS a (id, state, next_attempt_at_ms, status_code, error, delivered_at_ms)
+                $6::bigint[], $7::bigint[])
+         AS a (id, state, next_attempt_at_ms, status_code, error, delivered_at_ms, at_ms)
     WHERE w.id = a.id
     RETURNING w.id, w.dispatch_uuid, w.state
 )
@@ -417,10 +418,136 @@ WHERE h.state = 'held'
                   WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending');
 
 -- name: list_webhooks
-SELECT event_id, kind, message_uuid, status, url, state, attempts,
-       CASE WHEN state = 'pending' THEN next_attempt_at_ms END AS next_attempt_at_ms,
-       last_status_code, last_error, created_at_ms, delivered_at_ms
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
 FROM webhooks WHERE dispatch_uuid = $1 ORDER BY id;
+
+-- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
+-- attempt is not counted.
+-- name: defer_webhooks
+UPDATE webhooks w
+SET next_attempt_at_ms = d.until_ms, lease_until_ms = NULL, lease_owner = NULL,
+    attempts = greatest(w.attempts - 1, 0)
+FROM unnest($1::bigint[], $2::bigint[]) AS d (id, until_ms)
+WHERE w.id = d.id AND w.state = 'pending' AND w.lease_owner = $3;
+
+-- An endpoint came back: its webhooks waiting for their next try are due now.
+-- name: wake_webhooks
+UPDATE webhooks SET next_attempt_at_ms = $3
+WHERE application_id = $1 AND url = $2 AND state = 'pending' AND lease_until_ms IS NULL
+  AND next_attempt_at_ms > $3;
+
+-- Webhook lists, newest first, from a `before_id` down (each shaped like list_webhooks).
+-- $1 dispatch_uuid, $2 application_id and $3 state (NULL: any), $4 before_id, $5 limit.
+-- name: list_webhooks_of_workflow
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE dispatch_uuid = $1 AND id < $4
+  AND ($2::text IS NULL OR application_id = $2) AND ($3::text IS NULL OR state = $3)
+ORDER BY id DESC LIMIT $5;
+
+-- $1 application_id, $2 state (NULL: any), $3 before_id, $4 limit.
+-- name: list_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = $1 AND id < $3 AND ($2::text IS NULL OR state = $2)
+ORDER BY id DESC LIMIT $4;
+
+-- Dead letters are few among many delivered: their own partial index finds them.
+-- $1 application_id, $2 before_id, $3 limit.
+-- name: list_dead_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = $1 AND state = 'dead' AND id < $2
+ORDER BY id DESC LIMIT $3;
+
+-- $1 state (NULL: any), $2 before_id, $3 limit.
+-- name: list_webhooks_everywhere
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE id < $2 AND ($1::text IS NULL OR state = $1)
+ORDER BY id DESC LIMIT $3;
+
+-- name: find_webhook
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks WHERE event_id = $1;
+
+-- Replay: the same body and webhook-id again, as a new delivery with a new retry period.
+-- name: replay_webhook
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = $1, attempts = 0, replays = replays + 1,
+    replayed_at_ms = $1, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id = $2 AND state IN ('delivered', 'dead');
+
+-- $1 now, $2 application_id, $3 dispatch_uuid (NULL: any), $4 limit.
+-- name: replay_dead_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = $1, attempts = 0, replays = replays + 1,
+    replayed_at_ms = $1, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'dead'
+      AND ($2::text IS NULL OR application_id = $2)
+      AND ($3::text IS NULL OR dispatch_uuid = $3)
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED);
+
+-- name: replay_delivered_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = $1, attempts = 0, replays = replays + 1,
+    replayed_at_ms = $1, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'delivered'
+      AND ($2::text IS NULL OR application_id = $2)
+      AND ($3::text IS NULL OR dispatch_uuid = $3)
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED);
+
+-- Retention ---------------------------------------------------------------------------------------
+
+-- Settled webhooks (delivered or dead) older than the retention, oldest first.
+-- name: expire_webhooks
+DELETE FROM webhooks WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE settled_at_ms IS NOT NULL AND settled_at_ms < $1
+    ORDER BY settled_at_ms
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED);
+
+-- Ended workflows older than the retention with no webhook left (those go by their own
+-- rule), deleted with their messages, statuses waiting in the inbox, and sandbox log.
+-- name: expire_workflows
+WITH expired AS MATERIALIZED (
+    SELECT w.dispatch_uuid FROM workflows w
+    WHERE w.status <> 'in_progress' AND w.updated_at_ms < $1
+      AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+    ORDER BY w.updated_at_ms
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), gone_messages AS (
+    DELETE FROM messages m USING expired e WHERE m.dispatch_uuid = e.dispatch_uuid
+    RETURNING m.message_uuid
+), gone_inbox AS (
+    DELETE FROM inbox i USING gone_messages g WHERE i.message_uuid = g.message_uuid
+), gone_sandbox AS (
+    DELETE FROM sandbox_sends s USING gone_messages g WHERE s.message_uuid = g.message_uuid
+)
+DELETE FROM workflows w USING expired e WHERE w.dispatch_uuid = e.dispatch_uuid;
 
 -- Lookups ----------------------------------------------------------------------------------------
 

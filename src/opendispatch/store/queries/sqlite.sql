@@ -154,23 +154,38 @@ SELECT min(due) FROM (
 
 -- Webhooks --------------------------------------------------------------------------------------
 
+-- Each application's due webhooks come from its own range of webhooks_due (an application at
+-- its delivery limit costs nothing), with the webhooks whose lease ran out; oldest first.
 -- name: claim_webhooks
-UPDATE webhooks SET lease_until_ms = ?, attempts = attempts + 1
+UPDATE webhooks SET lease_until_ms = ?1, attempts = attempts + 1
 WHERE id IN (
-    SELECT id FROM webhooks
-    WHERE state = 'pending' AND next_attempt_at_ms <= ?
-      AND (lease_until_ms IS NULL OR lease_until_ms <= ?)
-      AND application_id NOT IN (SELECT value FROM json_each(?))
-    ORDER BY next_attempt_at_ms
-    LIMIT ?)
-RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms, dispatch_uuid;
+    SELECT id FROM (
+        SELECT w.id, w.next_attempt_at_ms AS due
+        FROM applications a JOIN webhooks w ON w.id IN (
+            SELECT id FROM webhooks
+            WHERE application_id = a.application_id AND state = 'pending'
+              AND lease_until_ms IS NULL AND next_attempt_at_ms <= ?2
+            ORDER BY next_attempt_at_ms
+            LIMIT ?4)
+        WHERE a.application_id NOT IN (SELECT value FROM json_each(?3))
+        UNION ALL
+        SELECT id, lease_until_ms FROM webhooks
+        WHERE lease_until_ms <= ?2 AND state = 'pending'
+          AND application_id NOT IN (SELECT value FROM json_each(?3)))
+    ORDER BY due
+    LIMIT ?4)
+RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms, dispatch_uuid,
+          replays, coalesce(replayed_at_ms, created_at_ms) AS retry_from_ms;
 
--- The earliest time a webhook becomes claimable: walks the due index past the few in flight.
+-- The earliest time a webhook becomes claimable: the first of each application's range, or
+-- the first lease to run out.
 -- name: next_webhook_due
 SELECT min(due) FROM (
     SELECT (SELECT next_attempt_at_ms FROM webhooks
-            WHERE state = 'pending' AND lease_until_ms IS NULL
+            WHERE application_id = a.application_id AND state = 'pending'
+              AND lease_until_ms IS NULL
             ORDER BY next_attempt_at_ms LIMIT 1) AS due
+    FROM applications a
     UNION ALL
     SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL);
 
@@ -181,9 +196,23 @@ WHERE dispatch_uuid = ?1 AND state = 'held'
 
 -- name: record_webhook_attempt
 UPDATE webhooks
-SET state = ?, next_attempt_at_ms = coalesce(?, next_attempt_at_ms), lease_until_ms = NULL,
-    last_status_code = ?, last_error = ?, delivered_at_ms = ?
-WHERE id = ?;
+SET state = ?1, next_attempt_at_ms = coalesce(?2, next_attempt_at_ms), lease_until_ms = NULL,
+    last_status_code = ?3, last_error = ?4, delivered_at_ms = ?5,
+    settled_at_ms = CASE WHEN ?1 IN ('delivered', 'dead') THEN ?7 END
+WHERE id = ?6;
+
+-- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
+-- attempt is not counted.
+-- name: defer_webhook
+UPDATE webhooks
+SET next_attempt_at_ms = ?, lease_until_ms = NULL, attempts = max(attempts - 1, 0)
+WHERE id = ? AND state = 'pending';
+
+-- An endpoint came back: its webhooks waiting for their next try are due now.
+-- name: wake_webhooks
+UPDATE webhooks SET next_attempt_at_ms = ?3
+WHERE application_id = ?1 AND url = ?2 AND state = 'pending' AND lease_until_ms IS NULL
+  AND next_attempt_at_ms > ?3;
 
 -- A safety net (one process serialises everything here, so nothing should be left held).
 -- name: release_settled_final_reports
@@ -193,10 +222,85 @@ WHERE state = 'held'
                   WHERE p.dispatch_uuid = webhooks.dispatch_uuid AND p.state = 'pending');
 
 -- name: list_webhooks
-SELECT event_id, kind, message_uuid, status, url, state, attempts,
-       CASE WHEN state = 'pending' THEN next_attempt_at_ms END,
-       last_status_code, last_error, created_at_ms, delivered_at_ms
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
 FROM webhooks WHERE dispatch_uuid = ? ORDER BY id;
+
+-- Webhook lists, newest first, from `before_id` down (each shaped like list_webhooks).
+-- name: list_webhooks_of_workflow
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE dispatch_uuid = :dispatch_uuid AND id < :before_id
+  AND (:application_id IS NULL OR application_id = :application_id)
+  AND (:state IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: list_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = :application_id AND id < :before_id
+  AND (:state IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- Dead letters are few among many delivered: their own partial index finds them.
+-- name: list_dead_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = :application_id AND state = 'dead' AND id < :before_id
+ORDER BY id DESC LIMIT :limit;
+
+-- name: list_webhooks_everywhere
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE id < :before_id AND (:state IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: find_webhook
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks WHERE event_id = ?;
+
+-- Replay: the same body and webhook-id again, as a new delivery with a new retry period.
+-- name: replay_webhook
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL
+WHERE id = :id AND state IN ('delivered', 'dead');
+
+-- name: replay_dead_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'dead'
+      AND (:application_id IS NULL OR application_id = :application_id)
+      AND (:dispatch_uuid IS NULL OR dispatch_uuid = :dispatch_uuid)
+    LIMIT :limit);
+
+-- name: replay_delivered_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'delivered'
+      AND (:application_id IS NULL OR application_id = :application_id)
+      AND (:dispatch_uuid IS NULL OR dispatch_uuid = :dispatch_uuid)
+    LIMIT :limit);
 
 -- Lookups and recovery --------------------------------------------------------------------------
 
@@ -216,6 +320,38 @@ UPDATE webhooks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
 
 -- name: release_inbox_leases
 UPDATE inbox SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
+
+-- Retention ---------------------------------------------------------------------------------------
+
+-- Settled webhooks (delivered or dead) older than the retention, oldest first.
+-- name: expire_webhooks
+DELETE FROM webhooks WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE settled_at_ms IS NOT NULL AND settled_at_ms < ?
+    ORDER BY settled_at_ms
+    LIMIT ?);
+
+-- Ended workflows older than the retention with no webhook left (those go by their own rule).
+-- name: expired_workflows
+SELECT w.dispatch_uuid FROM workflows w
+WHERE w.status <> 'in_progress' AND w.updated_at_ms < ?
+  AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+ORDER BY w.updated_at_ms
+LIMIT ?;
+
+-- name: delete_workflows_inbox
+DELETE FROM inbox WHERE message_uuid IN (
+    SELECT message_uuid FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?)));
+
+-- name: delete_workflows_sandbox_sends
+DELETE FROM sandbox_sends WHERE message_uuid IN (
+    SELECT message_uuid FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?)));
+
+-- name: delete_workflows_messages
+DELETE FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?));
+
+-- name: delete_workflows
+DELETE FROM workflows WHERE dispatch_uuid IN (SELECT value FROM json_each(?));
 
 -- Sandbox provider ----------------------------------------------------------------------------
 

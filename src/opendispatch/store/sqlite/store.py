@@ -25,7 +25,7 @@ from opendispatch.store.records import (
 )
 from opendispatch.store.sqlite.batching import Checkpointer, GroupCommit, WriteOperation
 from opendispatch.store.sqlite.migrate import migrate
-from opendispatch.store.sqlite.outbox import SqliteOutbox
+from opendispatch.store.sqlite.outbox import SqliteOutbox, named_rows
 
 __all__ = ["SqliteStore", "sqlite_path_from_url"]
 
@@ -136,6 +136,12 @@ class SqliteStore(SqliteOutbox):
     def _read_all(self, query: str, parameters: tuple[Any, ...]) -> list[Any]:
         try:
             return self._conn.execute(self._queries[query], parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{query} failed: {exc}", retryable=True) from exc
+
+    def _read_named(self, query: str, parameters: Any) -> list[dict[str, Any]]:
+        try:
+            return list(named_rows(self._conn.execute(self._queries[query], parameters)))
         except sqlite3.Error as exc:
             raise StoreError(f"{query} failed: {exc}", retryable=True) from exc
 

@@ -1,0 +1,184 @@
+"""`/v0.1/webhooks`: an application's webhooks (dead letters first of all), and replay.
+
+A webhook given up as `dead` is not lost: it keeps its body, and an application (or an operator,
+with `opendispatch webhooks replay`) can deliver it again once its receiver is fixed. A replay
+sends the same body with the same `webhook-id` (receivers that drop repeats see it as one
+event), newly signed, with a new retry period. Only settled webhooks (delivered or dead) can be
+replayed: one still pending is already on its way (409).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+from urllib.parse import parse_qs, urlencode
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.views import webhook_entry, webhook_page
+from opendispatch.auth.authenticator import Authenticator, Principal
+from opendispatch.config import Settings
+from opendispatch.errors import Conflict, InvalidParameter, InvalidRequest, NotFound
+from opendispatch.ids import is_uuid
+from opendispatch.runtime.service import Runtime
+from opendispatch.store.protocol import Store
+from opendispatch.store.records import WebhookFilter
+
+__all__ = ["REPLAY_BATCH", "ReplayFilter", "WebhookRoutes"]
+
+STATES = ("pending", "held", "delivered", "dead")
+_QUERY_PARAMETERS = frozenset({"state", "dispatch_uuid", "page_size", "cursor"})
+REPLAY_BATCH = 500  # rows per statement when replaying many: the hot path keeps its turn
+
+
+class ReplayFilter(BaseModel):
+    """Which of the application's webhooks to replay (all of its dead ones by default)."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    state: Literal["dead", "delivered"] = "dead"
+    dispatch_uuid: str | None = Field(
+        default=None, description="Only this workflow's webhooks.", pattern=r"^[0-9a-f-]{36}$"
+    )
+
+
+class WebhookRoutes:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: Store,
+        runtime: Runtime,
+        authenticator: Authenticator,
+        clock_ms: Callable[[], int],
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._runtime = runtime
+        self._authenticator = authenticator
+        self._clock_ms = clock_ms
+
+    async def _principal(self, request: Request) -> Principal:
+        return await self._authenticator.authenticate(
+            request.header(b"authorization"), now_s=self._clock_ms() / 1000
+        )
+
+    async def list(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        query = self._query(request)
+        state = query.get("state")
+        if state is not None and state not in STATES:
+            raise _invalid("state", "must be one of " + ", ".join(STATES))
+        dispatch_uuid = query.get("dispatch_uuid")
+        if dispatch_uuid is not None and not is_uuid(dispatch_uuid):
+            raise _invalid("dispatch_uuid", "must be a dispatch_uuid")
+        page_size = self._page_size(query.get("page_size"))
+        cursor = query.get("cursor")
+        if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
+            raise _invalid("cursor", "must be a cursor this API gave out")
+        records = await self._store.list_webhooks_page(
+            WebhookFilter(
+                application_id=principal.application_id, state=state, dispatch_uuid=dispatch_uuid
+            ),
+            limit=page_size + 1,  # one more tells whether a next page exists
+            before_id=None if cursor is None else int(cursor),
+        )
+        has_next = len(records) > page_size
+        records = records[:page_size]
+        kept = {key: value for key, value in query.items() if key != "cursor"}
+        kept["page_size"] = str(page_size)
+        self_query = kept | ({"cursor": cursor} if cursor else {})
+        next_href = None
+        if has_next:
+            next_href = f"/v0.1/webhooks?{urlencode(kept | {'cursor': str(records[-1].id)})}"
+        body = webhook_page(
+            records,
+            page_size=page_size,
+            self_href=f"/v0.1/webhooks?{urlencode(self_query)}",
+            next_href=next_href,
+        )
+        return json_response(200, body)
+
+    async def replay_one(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        webhook_id = request.path_params["webhook_id"]
+        found = await self._store.find_webhook(webhook_id) if len(webhook_id) <= 64 else None
+        if found is None or found.application_id != principal.application_id:
+            raise NotFound(f"No webhook {webhook_id} for this application.")
+        if not await self._store.replay_webhook(found.id, now_ms=self._clock_ms()):
+            raise Conflict(
+                f"Webhook {webhook_id} is {found.state}: it is already on its way; only a "
+                "delivered or dead webhook can be replayed."
+            )
+        self._runtime.webhooks_replayed()
+        replayed = await self._store.find_webhook(webhook_id)
+        assert replayed is not None
+        return json_response(202, webhook_entry(replayed).model_dump_json(by_alias=True).encode())
+
+    async def replay_many(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        body = await request.body(16 * 1024)
+        try:
+            wanted = ReplayFilter.model_validate_json(body if body.strip() else b"{}")
+        except ValidationError as exc:
+            raise InvalidRequest(
+                "The replay filter did not validate.",
+                invalid_parameters=tuple(
+                    InvalidParameter(
+                        ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
+                    )
+                    for error in exc.errors(include_url=False)
+                ),
+            ) from None
+        replayed = await replay_all(
+            self._store,
+            WebhookFilter(
+                application_id=principal.application_id,
+                state=wanted.state,
+                dispatch_uuid=wanted.dispatch_uuid,
+            ),
+            now_ms=self._clock_ms(),
+        )
+        if replayed:
+            self._runtime.webhooks_replayed()
+        return json_response(202, msgspec.json.encode({"replayed": replayed}))
+
+    def _query(self, request: Request) -> dict[str, str]:
+        raw = request.scope.get("query_string", b"").decode("latin-1")
+        values = parse_qs(raw, keep_blank_values=True)
+        unknown = sorted(set(values) - _QUERY_PARAMETERS)
+        if unknown:
+            raise InvalidRequest(
+                "Unknown query parameter.",
+                invalid_parameters=tuple(
+                    InvalidParameter(name, "is not a parameter of this list") for name in unknown
+                ),
+            )
+        return {name: given[-1] for name, given in values.items()}
+
+    def _page_size(self, given: str | None) -> int:
+        if given is None:
+            return self._settings.page_size_default
+        limit = self._settings.page_size_max
+        if not (given.isascii() and given.isdigit() and len(given) <= 4) or not (
+            1 <= int(given) <= limit
+        ):
+            raise _invalid("page_size", f"must be an integer between 1 and {limit}")
+        return int(given)
+
+
+async def replay_all(store: Store, which: WebhookFilter, *, now_ms: int) -> int:
+    """Replay every webhook `which` names, a batch per statement; how many."""
+    total = 0
+    while True:
+        replayed = await store.replay_webhooks(which, now_ms=now_ms, limit=REPLAY_BATCH)
+        total += replayed
+        if replayed < REPLAY_BATCH:
+            return total
+
+
+def _invalid(name: str, reason: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"{name} is not valid.", invalid_parameters=(InvalidParameter(name, reason),)
+    )
