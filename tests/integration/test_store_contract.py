@@ -959,6 +959,8 @@ async def test_events_of_one_workflow_from_two_processes_apply_one_after_the_oth
 async def test_a_final_report_racing_the_delivery_it_waits_for_is_never_left_held(
     two_processes: tuple[PostgresStore, PostgresStore],
 ):
+    """Many at once, in whatever order the two processes meet (see the two tests below for
+    each order forced): every final report ends up pending, none held."""
     first, second = two_processes
     made = [await create(first, webhooks=("message_status",)) for _ in range(20)]
     jobs = {job.dispatch_uuid: job for job in await claim_webhooks(second)}
@@ -976,6 +978,124 @@ async def test_a_final_report_racing_the_delivery_it_waits_for_is_never_left_hel
     await asyncio.gather(*(step(m.dispatch_uuid) for m in made for step in (finish, deliver)))
     for m in made:
         assert await states(first, m.dispatch_uuid) == ["delivered", "pending"]
+
+
+async def _raw(store: PostgresStore) -> Any:
+    """A plain connection to the store's schema, to hold a transaction open by hand."""
+    return await asyncpg.connect(store._dsn, server_settings={"search_path": str(store.schema)})
+
+
+async def _until_waiting_for_a_lock(store: PostgresStore, connection: Any) -> None:
+    """Until one of `store`'s connections waits for a row lock (polled, bounded)."""
+    name = f"opendispatch {store.lease_owner}"[:63]
+    async with asyncio.timeout(10):
+        while not await connection.fetchval(  # noqa: ASYNC110 (another process's state)
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND application_name = $1",
+            name,
+        ):
+            await asyncio.sleep(0.01)
+
+
+@pytest.mark.postgres
+async def test_a_final_report_written_while_its_last_webhook_is_being_recorded_is_pending(
+    two_processes: tuple[PostgresStore, PostgresStore],
+):
+    """The record goes first and is not yet committed: the transition waits for it, then
+    sees the webhook delivered, and writes its final report pending."""
+    first, second = two_processes
+    made = await create(first, webhooks=("message_status",))
+    [job] = await claim_webhooks(second)
+    recording = await _raw(second)
+    observer = await _raw(second)
+    try:
+        async with recording.transaction():
+            await recording.execute(
+                second._queries["record_webhook_attempts"],
+                [job.id], ["delivered"], [None], [200], [None], [NOW + 5], [NOW + 5],
+            )  # fmt: skip
+            final = new_webhook(made.dispatch_uuid, "final_report")
+            writing = asyncio.ensure_future(
+                first.apply(
+                    dispatch_uuid=made.dispatch_uuid,
+                    transition=lambda _: transition(1, webhooks=(final,)),
+                )
+            )
+            await _until_waiting_for_a_lock(first, observer)
+            assert not writing.done()
+        await writing
+    finally:
+        await recording.close()
+        await observer.close()
+    assert await states(first, made.dispatch_uuid) == ["delivered", "pending"]
+
+
+@pytest.mark.postgres
+async def test_a_delivery_recorded_while_its_final_report_is_being_written_releases_it(
+    two_processes: tuple[PostgresStore, PostgresStore],
+):
+    """The transition goes first and is not yet committed (by hand: what write_transitions
+    does for a final report, share-lock the webhooks it waits for and write it held): the
+    record waits for it, and its release then sees the held report."""
+    first, second = two_processes
+    made = await create(first, webhooks=("message_status",))
+    [job] = await claim_webhooks(second)
+    writing = await _raw(first)
+    observer = await _raw(first)
+    try:
+        async with writing.transaction():
+            await writing.execute(
+                "SELECT 1 FROM webhooks WHERE dispatch_uuid = $1 AND state = 'pending'"
+                " ORDER BY id FOR SHARE",
+                made.dispatch_uuid,
+            )
+            await writing.execute(
+                "INSERT INTO webhooks (event_id, dispatch_uuid, application_id, kind, status,"
+                " url, payload, state, next_attempt_at_ms, created_at_ms)"
+                " VALUES ($1, $2, 'app-1', 'final_report', 'completed', 'http://x/f', '{}',"
+                " 'held', $3, $3)",
+                str(uuid.uuid4()), made.dispatch_uuid, NOW,
+            )  # fmt: skip
+            recording = asyncio.ensure_future(
+                second.record_webhook_attempts([attempt(job.id, made.dispatch_uuid, "delivered")])
+            )
+            await _until_waiting_for_a_lock(second, observer)
+            assert not recording.done()
+        await recording
+    finally:
+        await writing.close()
+        await observer.close()
+    assert await states(first, made.dispatch_uuid) == ["delivered", "pending"]
+
+
+@pytest.mark.postgres
+async def test_two_processes_recording_a_workflows_last_two_webhooks_release_its_report(
+    two_processes: tuple[PostgresStore, PostgresStore],
+):
+    """Each records one of the two webhooks the final report waits for; the first is not
+    yet committed: the second waits for it, then sees both delivered and releases."""
+    first, second = two_processes
+    made = await create(first, webhooks=("message_status", "message_status", "final_report"))
+    assert await states(first, made.dispatch_uuid) == ["pending", "pending", "held"]
+    one, other = sorted(await claim_webhooks(second), key=lambda job: job.id)
+    recording = await _raw(first)
+    observer = await _raw(first)
+    try:
+        async with recording.transaction():
+            await recording.execute(
+                first._queries["record_webhook_attempts"],
+                [one.id], ["delivered"], [None], [200], [None], [NOW + 5], [NOW + 5],
+            )  # fmt: skip
+            racing = asyncio.ensure_future(
+                second.record_webhook_attempts([attempt(other.id, made.dispatch_uuid, "delivered")])
+            )
+            await _until_waiting_for_a_lock(second, observer)
+            assert not racing.done()
+        await racing
+    finally:
+        await recording.close()
+        await observer.close()
+    assert await states(first, made.dispatch_uuid) == ["delivered", "delivered", "pending"]
 
 
 @pytest.mark.postgres

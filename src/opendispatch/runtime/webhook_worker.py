@@ -50,7 +50,10 @@ __all__ = ["WebhookPoster", "WebhookWorker"]
 log = logging.getLogger(__name__)
 
 _USER_AGENT = f"OpenDispatch/{__version__}"
-_SWEEP_EVERY_MS = 2000
+# A safety net (final reports held by an earlier version, whose release raced): it walks every
+# held report, so it runs rarely; endpoint health is tidied at the same time.
+_SWEEP_EVERY_MS = 60_000
+_LOOK_AGAIN_MS = 2_000
 
 Endpoint = tuple[str, str]  # (application_id, url)
 
@@ -134,8 +137,6 @@ class WebhookWorker(Worker):
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
         if now >= self._next_sweep_ms:
-            # A final report held by a transition at the very moment its last pending webhook
-            # was recorded elsewhere (each unseen by the other) is released here.
             self._next_sweep_ms = now + _SWEEP_EVERY_MS
             await self._store.release_settled_final_reports()
             self._health.forget_idle(now_ms=now)
@@ -263,7 +264,10 @@ class WebhookWorker(Worker):
             # Due, yet nothing could be claimed: it belongs to an application at its limit.
             # A finishing delivery wakes us; look again in a second regardless.
             due = now + 1000
-        return self._next_sweep_ms if due is None else min(due, self._next_sweep_ms)
+        # Look again within 2 s whatever it says: another process (`webhooks replay`) may
+        # have put webhooks back without anyone to wake us.
+        look_again = min(now + _LOOK_AGAIN_MS, self._next_sweep_ms)
+        return look_again if due is None else min(due, look_again)
 
     async def _deliver(self, job: WebhookJob, endpoint: Endpoint, *, probe: bool) -> None:
         credentials = await self._credentials_for(job.application_id)

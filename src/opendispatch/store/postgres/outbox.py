@@ -96,12 +96,8 @@ class PostgresOutbox(PostgresAccess):
 
     async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None:
         """Record outcomes and release the final reports they were the last to wait for, in
-        one statement and without locking the workflows: a transition that holds its final
-        report at the very moment the last pending webhook is recorded (each unseen by the
-        other) leaves the report held; `release_settled_final_reports`, run periodically,
-        releases it. Locking the workflows here instead made event transitions queue behind
-        webhook bookkeeping (measured as the largest cost in the database under load).
-        """
+        one round trip. A transition writing a held final report at the same moment is
+        ordered against it by row locks (see migration 0005), so no report is left held."""
         if not attempts:
             return
         latest = {attempt.id: attempt for attempt in attempts}  # as applied in order: last wins

@@ -30,7 +30,7 @@ database is what keeps them from stepping on each other:
 
 Final reports add one rule: a final report is written `held` while its workflow has webhooks
 pending, and released when the last of them settles, by the same statement that records that
-webhook's delivery (see `outbox`), or, if the two raced, by the periodic sweep.
+webhook's delivery (see `outbox`); row locks order the two when they meet (migration 0005).
 """
 
 from __future__ import annotations

@@ -173,6 +173,15 @@ WITH input AS (
          AS n (dispatch_uuid, event_id, kind, message_uuid, status, url, payload,
                next_attempt_at_ms, position)
     JOIN changed c ON c.dispatch_uuid = n.dispatch_uuid
+), waited_for AS MATERIALIZED (
+    -- The pending webhooks a new final report waits for, share-locked in id order (as every
+    -- writer of pending webhooks locks them): see migration 0005 for the race this closes.
+    SELECT w.dispatch_uuid FROM webhooks w
+    WHERE w.dispatch_uuid IN (SELECT dispatch_uuid FROM new_webhooks
+                              WHERE kind = 'final_report')
+      AND w.state = 'pending'
+    ORDER BY w.id
+    FOR SHARE OF w
 ), webhooks_written AS (
     -- A final report is held while its workflow still has webhooks to deliver, its own
     -- transition's status webhooks (earlier in the arrays) included.
@@ -182,8 +191,7 @@ WITH input AS (
     SELECT n.event_id, n.dispatch_uuid, n.application_id, n.kind, n.message_uuid, n.status,
            n.url, n.payload,
            CASE WHEN n.kind = 'final_report' AND (
-                    EXISTS (SELECT 1 FROM webhooks w
-                            WHERE w.dispatch_uuid = n.dispatch_uuid AND w.state = 'pending')
+                    EXISTS (SELECT 1 FROM waited_for w WHERE w.dispatch_uuid = n.dispatch_uuid)
                     OR EXISTS (SELECT 1 FROM new_webhooks e
                                WHERE e.dispatch_uuid = n.dispatch_uuid
                                  AND e.position < n.position AND e.kind <> 'final_report'))
@@ -385,37 +393,24 @@ SELECT least(
     (SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL));
 
 -- Outcomes of delivery attempts, and the release of the final reports they were the last to
--- wait for, in one statement. Its parts see the table as it was before it, so "nothing left
--- pending" excludes the webhooks this statement just settled.
+-- wait for (see the function in migration 0005 for why it is a function).
 -- name: record_webhook_attempts
-WITH recorded AS (
-    UPDATE webhooks w
-    SET state = a.state,
-        next_attempt_at_ms = coalesce(a.next_attempt_at_ms, w.next_attempt_at_ms),
-        lease_until_ms = NULL, lease_owner = NULL, last_status_code = a.status_code,
-        last_error = a.error, delivered_at_ms = a.delivered_at_ms,
-        settled_at_ms = CASE WHEN a.state IN ('delivered', 'dead') THEN a.at_ms END
-    FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::integer[], $5::text[],
-                $6::bigint[], $7::bigint[])
-         AS a (id, state, next_attempt_at_ms, status_code, error, delivered_at_ms, at_ms)
-    WHERE w.id = a.id
-    RETURNING w.id, w.dispatch_uuid, w.state
-)
-UPDATE webhooks h SET state = 'pending'
-WHERE h.dispatch_uuid IN (SELECT dispatch_uuid FROM recorded WHERE state <> 'pending')
-  AND h.state = 'held'
-  AND NOT EXISTS (SELECT 1 FROM webhooks p
-                  WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending'
-                    AND p.id NOT IN (SELECT id FROM recorded WHERE state <> 'pending'));
+SELECT record_webhook_attempts($1::bigint[], $2::text[], $3::bigint[], $4::integer[],
+                               $5::text[], $6::bigint[], $7::bigint[]);
 
 -- Held final reports whose workflow has nothing left to deliver. The release after each
--- recorded attempt does this for its own workflows; this catches the rare race in which a
--- transition held its report while the last pending webhook was being recorded.
+-- recorded attempt does this for its own workflows; this is a safety net (for reports held by
+-- an earlier version, say), which the race-free release should leave with nothing to do.
 -- name: release_settled_final_reports
-UPDATE webhooks h SET state = 'pending'
-WHERE h.state = 'held'
-  AND NOT EXISTS (SELECT 1 FROM webhooks p
-                  WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending');
+WITH settled AS MATERIALIZED (
+    SELECT h.id FROM webhooks h
+    WHERE h.state = 'held'
+      AND NOT EXISTS (SELECT 1 FROM webhooks p
+                      WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending')
+    ORDER BY h.id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhooks SET state = 'pending' WHERE id IN (SELECT id FROM settled);
 
 -- name: list_webhooks
 SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
@@ -425,18 +420,28 @@ FROM webhooks WHERE dispatch_uuid = $1 ORDER BY id;
 
 -- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
 -- attempt is not counted.
+-- Rows are locked in id order first, as every writer of pending webhooks does (see 0005).
 -- name: defer_webhooks
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks WHERE id = ANY ($1::bigint[]) ORDER BY id FOR UPDATE
+)
 UPDATE webhooks w
 SET next_attempt_at_ms = d.until_ms, lease_until_ms = NULL, lease_owner = NULL,
     attempts = greatest(w.attempts - 1, 0)
 FROM unnest($1::bigint[], $2::bigint[]) AS d (id, until_ms)
-WHERE w.id = d.id AND w.state = 'pending' AND w.lease_owner = $3;
+WHERE w.id = d.id AND w.state = 'pending' AND w.lease_owner = $3
+  AND w.id IN (SELECT id FROM ordered);
 
 -- An endpoint came back: its webhooks waiting for their next try are due now.
 -- name: wake_webhooks
-UPDATE webhooks SET next_attempt_at_ms = $3
-WHERE application_id = $1 AND url = $2 AND state = 'pending' AND lease_until_ms IS NULL
-  AND next_attempt_at_ms > $3;
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks
+    WHERE application_id = $1 AND url = $2 AND state = 'pending' AND lease_until_ms IS NULL
+      AND next_attempt_at_ms > $3
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE webhooks SET next_attempt_at_ms = $3 WHERE id IN (SELECT id FROM ordered);
 
 -- Webhook lists, newest first, from a `before_id` down (each shaped like list_webhooks).
 -- $1 dispatch_uuid, $2 application_id and $3 state (NULL: any), $4 before_id, $5 limit.
