@@ -500,7 +500,8 @@ def retention(args: argparse.Namespace) -> None:
         workdir,
         status_url=f"{receiver_url}/status",
         final_report_url=f"{receiver_url}/final",
-        extra=[*ZERO_DELAY, "--retention-days", f"{days:.9f}"],
+        # --retention-s 0: run without the flag (retention off, or a version without it).
+        extra=[*ZERO_DELAY, *(["--retention-days", f"{days:.9f}"] if days > 0 else [])],
     )
     path = server.sqlite_path
     assert path is not None

@@ -172,3 +172,49 @@ async def test_credentials_are_found_by_key_and_by_application(store: SqliteStor
 async def test_duplicate_api_key_is_refused(store: SqliteStore):
     with pytest.raises(StoreError):
         await store.create_application(credentials("app-9", "key-1"))
+
+
+async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
+    """Checkpoints beside a busy writer never catch up; the WAL must still start over."""
+    limit = 1024 * 1024
+    store = SqliteStore(tmp_path / "wal.db", wal_limit_bytes=limit, checkpoint_interval_s=0.02)
+    await store.open()
+    wal = tmp_path / "wal.db-wal"
+    credentials = ApplicationCredentials(
+        application=Application(
+            application_id="app", name="app", api_key="key", status_url="http://x/",
+            final_report_url=None, created_at_ms=1,
+        ),
+        api_secret_hash="h", signature_secret="s", public_key_pem="p",
+    )  # fmt: skip
+    sizes: list[int] = []
+
+    async def write(n: int) -> None:
+        workflow = NewWorkflow(
+            dispatch_uuid=uuid7(n),
+            application_id="app",
+            template="failover",
+            request_json="x" * 2000,
+            created_at_ms=1,
+        )
+        first = Transition(state_json="{}", status="in_progress", due_at_ms=None, updated_at_ms=1)
+        await store.create_workflow(workflow, first)
+        if n % 50 == 0:
+            sizes.append(wal.stat().st_size)
+
+    try:
+        await store.create_application(credentials)
+        # ~25 MB of WAL pages, written without a pause (as under steady load): without the
+        # reset the WAL grows by all of it.
+        pending: set[asyncio.Task[None]] = set()
+        for n in range(10_000):
+            task = asyncio.ensure_future(write(n))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            if len(pending) >= 64:
+                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.gather(*pending)
+        assert max(sizes) <= 4 * limit, max(sizes)
+        assert store.wal_resets >= 1
+    finally:
+        await store.close()

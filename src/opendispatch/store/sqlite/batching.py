@@ -53,9 +53,18 @@ class GroupCommit:
     so without the window nearly every one paid the full price; a millisecond gathers them.
     """
 
-    def __init__(self, connection: sqlite3.Connection, *, window_s: float = 0.001) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        *,
+        window_s: float = 0.001,
+        wal_reset_wanted: threading.Event | None = None,
+    ) -> None:
+        """`wal_reset_wanted`: set (by the `Checkpointer`) when the WAL has grown past its
+        limit; the next commit is then followed by a checkpoint with writes paused."""
         self._connection = connection
         self._window_s = window_s
+        self._wal_reset_wanted = wal_reset_wanted or threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: list[tuple[WriteOperation[Any], asyncio.Future[Any]]] = []
         self._scheduled = False
@@ -63,6 +72,7 @@ class GroupCommit:
         self._committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-commit")
         self.batches = 0
         self.operations = 0
+        self.wal_resets = 0
 
     def submit(self, operation: WriteOperation[T]) -> asyncio.Future[T]:
         # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid()
@@ -101,6 +111,15 @@ class GroupCommit:
         self._in_flight = loop.run_in_executor(self._committer, connection.commit)
         self._in_flight.add_done_callback(lambda done: self._finish_batch(done, batch, results))
 
+    def _reset_wal(self) -> None:
+        """On the commit thread, between batches (no write can run meanwhile): checkpoint
+        what the background checkpoints have not, so the next write starts the WAL over."""
+        self._wal_reset_wanted.clear()
+        try:
+            self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.debug("WAL checkpoint between batches skipped: %s", exc)
+
     def _finish_batch(
         self,
         done: asyncio.Future[Any],
@@ -120,6 +139,18 @@ class GroupCommit:
             for _, future in batch:
                 if not future.done():
                     future.set_exception(_store_error(error))
+        loop = self._loop or asyncio.get_running_loop()
+        if self._wal_reset_wanted.is_set():
+            # The batch's callers have their answers; what arrives now waits for this.
+            self._in_flight = loop.run_in_executor(self._committer, self._reset_wal)
+            self._in_flight.add_done_callback(self._after_reset)
+            return
+        if self._pending:
+            self._schedule(loop)
+
+    def _after_reset(self, done: asyncio.Future[Any]) -> None:
+        self._in_flight = None
+        self.wal_resets += 1
         if self._pending:
             self._schedule(self._loop or asyncio.get_running_loop())
 
@@ -158,16 +189,34 @@ class GroupCommit:
 
 
 class Checkpointer:
-    """Copies the WAL back into the database file from its own thread and connection.
+    """Copies the WAL back into the database file from its own thread and connection, and
+    keeps the WAL from growing without bound.
 
     SQLite's automatic checkpoint runs inside whichever COMMIT crosses the threshold, so that
     batch (and every request waiting on it) would also wait for the database file's fsync:
     measured as 30-145 ms stalls. PASSIVE checkpoints run beside the writer instead.
+
+    But under steady load a checkpoint running beside the writer never catches up: frames are
+    appended while it copies, so the WAL is never wholly copied back, never started over, and
+    grows for ever (measured: 39 MB/s at 300 workflows/s, 7.7 GB in under three minutes). So
+    once the WAL holds more than `wal_limit_bytes`, the checkpointer asks the group commit
+    for one checkpoint between two batches, with writes paused (`GroupCommit._reset_wal`):
+    most of the WAL is copied already, so it is short; then the next write starts the WAL
+    over, and `journal_size_limit` truncates the file back to the limit.
     """
 
-    def __init__(self, path: Path, interval_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        path: Path,
+        interval_s: float = 0.5,
+        *,
+        wal_limit_bytes: int = 64 * 1024 * 1024,
+        wal_reset_wanted: threading.Event | None = None,
+    ) -> None:
         self._path = path
         self._interval_s = interval_s
+        self._wal_limit_bytes = wal_limit_bytes
+        self.wal_reset_wanted = wal_reset_wanted or threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
 
@@ -182,11 +231,18 @@ class Checkpointer:
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         try:
             connection.execute("PRAGMA busy_timeout = 5000")
+            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+            limit_frames = self._wal_limit_bytes // page_size
             while not self._stop.wait(self._interval_s):
                 try:
-                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    _, wal_frames, _ = connection.execute(
+                        "PRAGMA wal_checkpoint(PASSIVE)"
+                    ).fetchone()
                 except sqlite3.Error as exc:  # a busy database is retried next round
                     log.debug("checkpoint skipped: %s", exc)
+                    continue
+                if wal_frames > limit_frames:
+                    self.wal_reset_wanted.set()
         finally:
             connection.close()
 

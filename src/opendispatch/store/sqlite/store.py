@@ -37,6 +37,8 @@ T = TypeVar("T")
 # stands for "no upper bound" in `list_workflows` without a second query.
 _AFTER_EVERY_UUID = "g"
 
+_WAL_LIMIT_BYTES = 64 * 1024 * 1024
+
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
     # FULL: the WAL is fsynced at every COMMIT, so a committed workflow survives power loss,
@@ -65,9 +67,19 @@ class SqliteStore(SqliteOutbox):
 
     dialect = "sqlite"
 
-    def __init__(self, path: Path | str, *, serving: bool = False) -> None:
-        """`serving`: this process runs the workers, so it must be the file's only server."""
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        serving: bool = False,
+        wal_limit_bytes: int = _WAL_LIMIT_BYTES,
+        checkpoint_interval_s: float = 0.5,
+    ) -> None:
+        """`serving`: this process runs the workers, so it must be the file's only server.
+        `wal_limit_bytes`: how large the WAL may grow before it is started over."""
         self.path = Path(path)
+        self._wal_limit_bytes = wal_limit_bytes
+        self._checkpoint_interval_s = checkpoint_interval_s
         self._serving = serving
         self._owner_lock: int | None = None
         self._queries = load_queries("sqlite")
@@ -84,9 +96,15 @@ class SqliteStore(SqliteOutbox):
         self._writer = self._connect()
         migrate(self._writer)
         self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see Checkpointer
+        # When the WAL starts over, its file is cut back to this (see Checkpointer).
+        self._writer.execute(f"PRAGMA journal_size_limit = {int(self._wal_limit_bytes)}")
         self._reader = self._connect()
-        self._group_commit = GroupCommit(self._writer)
-        self._checkpointer = Checkpointer(self.path)
+        self._checkpointer = Checkpointer(
+            self.path, self._checkpoint_interval_s, wal_limit_bytes=self._wal_limit_bytes
+        )
+        self._group_commit = GroupCommit(
+            self._writer, wal_reset_wanted=self._checkpointer.wal_reset_wanted
+        )
         self._checkpointer.start()
 
     async def close(self) -> None:
@@ -279,6 +297,11 @@ class SqliteStore(SqliteOutbox):
         return [_workflow(row) for row in rows]
 
     # -- introspection (benchmarks, tests) -------------------------------------------------
+
+    @property
+    def wal_resets(self) -> int:
+        """How often the WAL was started over because it grew past its limit."""
+        return 0 if self._group_commit is None else self._group_commit.wal_resets
 
     @property
     def group_commit_stats(self) -> tuple[int, int]:
