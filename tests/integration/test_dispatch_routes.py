@@ -116,7 +116,18 @@ async def test_list_is_newest_first_and_paginated_by_cursor(api: Api):
     assert pages == 3
 
 
-@pytest.mark.parametrize("query", ["page_size=0", "page_size=101", "page_size=x", "cursor=abc"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "page_size=0",
+        "page_size=101",
+        "page_size=x",
+        "page_size=%C2%B2",  # superscript two: a digit to str.isdigit, not to int()
+        "page_size=%D9%A3",  # Arabic-Indic three: int() reads it, the API must not
+        "page_size=" + "9" * 5000,
+        "cursor=abc",
+    ],
+)
 async def test_bad_list_parameters_are_named(api: Api, query: str):
     response = await api.client.get(f"/v0.1/dispatch?{query}", headers=api.alice.basic())
     body = assert_error_shape(response, 400)

@@ -8,14 +8,13 @@ request that passed all of them is stored, and the 202 is sent only once it is d
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from urllib.parse import urlencode
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.routes import AuthenticatedRoutes
 from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
-from opendispatch.auth.authenticator import Authenticator, Principal
-from opendispatch.config import Settings
+from opendispatch.auth.authenticator import Principal
 from opendispatch.errors import (
     InvalidParameter,
     InvalidRequest,
@@ -23,8 +22,6 @@ from opendispatch.errors import (
     UnsupportedMediaType,
 )
 from opendispatch.ids import is_uuid, uuid7
-from opendispatch.runtime.service import Runtime
-from opendispatch.store.protocol import Store
 from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
@@ -40,27 +37,7 @@ def _is_json_media_type(content_type: bytes | None) -> bool:
     )
 
 
-class DispatchRoutes:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        store: Store,
-        runtime: Runtime,
-        authenticator: Authenticator,
-        clock_ms: Callable[[], int],
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._runtime = runtime
-        self._authenticator = authenticator
-        self._clock_ms = clock_ms
-
-    async def _principal(self, request: Request) -> Principal:
-        return await self._authenticator.authenticate(
-            request.header(b"authorization"), now_s=self._clock_ms() / 1000
-        )
-
+class DispatchRoutes(AuthenticatedRoutes):
     async def create(self, request: Request) -> Response:
         principal = await self._principal(request)
         body = await request.body(self._settings.max_body_bytes)
@@ -137,16 +114,3 @@ class DispatchRoutes:
             next_href=next_href,
         )
         return json_response(200, body)
-
-    def _page_size(self, given: str | None) -> int:
-        if given is None:
-            return self._settings.page_size_default
-        limit = self._settings.page_size_max
-        if not given.isdigit() or not 1 <= int(given) <= limit:
-            raise InvalidRequest(
-                "page_size is out of range.",
-                invalid_parameters=(
-                    InvalidParameter("page_size", f"must be an integer between 1 and {limit}"),
-                ),
-            )
-        return int(given)

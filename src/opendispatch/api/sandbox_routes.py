@@ -14,6 +14,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.routes import invalid_request_from
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.engine.model import MessageError, MessageStatus
 from opendispatch.errors import InvalidParameter, InvalidRequest, NotFound
@@ -76,15 +77,7 @@ class SandboxRoutes:
             injected = InjectedStatus.model_validate_json(body or b"null")
             at_ms = None if injected.timestamp is None else parse_iso_ms(injected.timestamp)
         except ValidationError as exc:
-            raise InvalidRequest(
-                "The status did not validate.",
-                invalid_parameters=tuple(
-                    InvalidParameter(
-                        ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
-                    )
-                    for error in exc.errors(include_url=False)
-                ),
-            ) from None
+            raise invalid_request_from(exc, "The status did not validate.") from None
         except ValueError:
             raise InvalidRequest(
                 "The timestamp is not ISO 8601.",

@@ -9,7 +9,6 @@ replayed: one still pending is already on its way (409).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 from urllib.parse import parse_qs, urlencode
 
@@ -17,12 +16,10 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.routes import AuthenticatedRoutes, invalid_parameter, invalid_request_from
 from opendispatch.api.views import webhook_entry, webhook_page
-from opendispatch.auth.authenticator import Authenticator, Principal
-from opendispatch.config import Settings
 from opendispatch.errors import Conflict, InvalidParameter, InvalidRequest, NotFound
 from opendispatch.ids import is_uuid
-from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import WebhookFilter
 
@@ -43,40 +40,20 @@ class ReplayFilter(BaseModel):
     )
 
 
-class WebhookRoutes:
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        store: Store,
-        runtime: Runtime,
-        authenticator: Authenticator,
-        clock_ms: Callable[[], int],
-    ) -> None:
-        self._settings = settings
-        self._store = store
-        self._runtime = runtime
-        self._authenticator = authenticator
-        self._clock_ms = clock_ms
-
-    async def _principal(self, request: Request) -> Principal:
-        return await self._authenticator.authenticate(
-            request.header(b"authorization"), now_s=self._clock_ms() / 1000
-        )
-
+class WebhookRoutes(AuthenticatedRoutes):
     async def list(self, request: Request) -> Response:
         principal = await self._principal(request)
         query = self._query(request)
         state = query.get("state")
         if state is not None and state not in STATES:
-            raise _invalid("state", "must be one of " + ", ".join(STATES))
+            raise invalid_parameter("state", "must be one of " + ", ".join(STATES))
         dispatch_uuid = query.get("dispatch_uuid")
         if dispatch_uuid is not None and not is_uuid(dispatch_uuid):
-            raise _invalid("dispatch_uuid", "must be a dispatch_uuid")
+            raise invalid_parameter("dispatch_uuid", "must be a dispatch_uuid")
         page_size = self._page_size(query.get("page_size"))
         cursor = query.get("cursor")
         if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
-            raise _invalid("cursor", "must be a cursor this API gave out")
+            raise invalid_parameter("cursor", "must be a cursor this API gave out")
         records = await self._store.list_webhooks_page(
             WebhookFilter(
                 application_id=principal.application_id, state=state, dispatch_uuid=dispatch_uuid
@@ -122,15 +99,7 @@ class WebhookRoutes:
         try:
             wanted = ReplayFilter.model_validate_json(body if body.strip() else b"{}")
         except ValidationError as exc:
-            raise InvalidRequest(
-                "The replay filter did not validate.",
-                invalid_parameters=tuple(
-                    InvalidParameter(
-                        ".".join(str(part) for part in error["loc"]) or "body", error["msg"]
-                    )
-                    for error in exc.errors(include_url=False)
-                ),
-            ) from None
+            raise invalid_request_from(exc, "The replay filter did not validate.") from None
         replayed = await replay_all(
             self._store,
             WebhookFilter(
@@ -157,16 +126,6 @@ class WebhookRoutes:
             )
         return {name: given[-1] for name, given in values.items()}
 
-    def _page_size(self, given: str | None) -> int:
-        if given is None:
-            return self._settings.page_size_default
-        limit = self._settings.page_size_max
-        if not (given.isascii() and given.isdigit() and len(given) <= 4) or not (
-            1 <= int(given) <= limit
-        ):
-            raise _invalid("page_size", f"must be an integer between 1 and {limit}")
-        return int(given)
-
 
 async def replay_all(store: Store, which: WebhookFilter, *, now_ms: int) -> int:
     """Replay every webhook `which` names, a batch per statement; how many."""
@@ -176,9 +135,3 @@ async def replay_all(store: Store, which: WebhookFilter, *, now_ms: int) -> int:
         total += replayed
         if replayed < REPLAY_BATCH:
             return total
-
-
-def _invalid(name: str, reason: str) -> InvalidRequest:
-    return InvalidRequest(
-        f"{name} is not valid.", invalid_parameters=(InvalidParameter(name, reason),)
-    )
