@@ -49,6 +49,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
     Server,
+    cpu_seconds,
     create_app,
     drop_postgres_schema,
     fresh_postgres_schema,
@@ -150,6 +151,7 @@ class E2eResult:
     failover_latencies: list[float]  # rejection -> next send started
     rss_kib: int
     peak_kib: int
+    cpu_ms_per_workflow: float  # the server processes' CPU, per final report
 
 
 def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> E2eResult:
@@ -167,6 +169,7 @@ def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> 
     try:
         first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
         request = post_request(server, [first, step("sms", "447700900009")])
+        cpu_before = sum(cpu_seconds(p.pid) for p in server.processes)
         started_ms = time.time_ns() // 1_000_000
         result = asyncio.run(
             run_fixed_rate(
@@ -181,6 +184,7 @@ def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> 
         within = [t for t in finals.values() if t <= ended_ms]
         last = max(finals.values()) if finals else ended_ms
         rss, peak = rss_kib(server.process.pid)  # the first process
+        cpu = sum(cpu_seconds(p.pid) for p in server.processes) - cpu_before
         webhooks = stats["status"] + stats["final"]
         server.stop()
         return E2eResult(
@@ -198,6 +202,7 @@ def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> 
             failover_latencies=next_send_latencies(server.database),
             rss_kib=rss,
             peak_kib=peak,
+            cpu_ms_per_workflow=cpu * 1000 / max(1, len(finals)),
         )
     finally:
         server.stop()
@@ -221,6 +226,7 @@ def e2e(args: argparse.Namespace) -> None:
         print(f"    webhooks received {r.webhooks:,} = {r.webhooks_per_s:,.0f}/s")
         print(f"    rejection -> next send started: {percentiles(r.failover_latencies)}")
         print(f"    server RSS {r.rss_kib / 1024:.0f} MiB (peak {r.peak_kib / 1024:.0f} MiB)")
+        print(f"    server CPU per workflow: {r.cpu_ms_per_workflow:.2f} ms")
 
 
 def compare(args: argparse.Namespace) -> None:

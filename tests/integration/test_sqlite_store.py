@@ -11,6 +11,7 @@ import pytest
 
 from opendispatch.errors import MigrationError, StoreError
 from opendispatch.ids import uuid7
+from opendispatch.store.database import DatabaseStore
 from opendispatch.store.migrations import load_migrations
 from opendispatch.store.records import (
     Application,
@@ -18,7 +19,7 @@ from opendispatch.store.records import (
     NewWorkflow,
     Transition,
 )
-from opendispatch.store.sqlite import SqliteStore, migrate
+from opendispatch.store.sqlite import SqliteConnector, migrate, sqlite_store
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +56,13 @@ def first_transition(created_at_ms: int = 1_700_000_000_000) -> Transition:
     )
 
 
-async def create(store: SqliteStore, workflow: NewWorkflow) -> None:
+async def create(store: DatabaseStore, workflow: NewWorkflow) -> None:
     await store.create_workflow(workflow, first_transition(workflow.created_at_ms))
 
 
 @pytest.fixture
 async def store(tmp_path: Path):
-    store = SqliteStore(tmp_path / "store.db")
+    store = sqlite_store(tmp_path / "store.db")
     await store.open()
     await store.create_application(credentials())
     yield store
@@ -108,15 +109,17 @@ def test_a_database_newer_than_the_code_is_refused(tmp_path: Path):
             migrate(connection)
 
 
-async def test_writes_arriving_together_share_one_transaction(store: SqliteStore):
-    before_batches, before_operations = store.group_commit_stats
+async def test_writes_arriving_together_share_one_transaction(store: DatabaseStore):
+    connector = store.connector
+    assert isinstance(connector, SqliteConnector)
+    before_batches, before_operations = connector.group_commit_stats
     await asyncio.gather(*(create(store, new_workflow()) for _ in range(50)))
-    batches, operations = store.group_commit_stats
+    batches, operations = connector.group_commit_stats
     assert operations - before_operations == 50
     assert batches - before_batches <= 2  # one batch, or two if the first began early
 
 
-async def test_a_failing_write_fails_alone(store: SqliteStore):
+async def test_a_failing_write_fails_alone(store: DatabaseStore):
     good = [new_workflow() for _ in range(3)]
     orphan = new_workflow(application_id="no-such-app")  # violates the foreign key
     results = await asyncio.gather(
@@ -130,7 +133,7 @@ async def test_a_failing_write_fails_alone(store: SqliteStore):
 
 async def test_close_commits_writes_already_submitted(tmp_path: Path):
     path = tmp_path / "durable.db"
-    store = SqliteStore(path)
+    store = sqlite_store(path)
     await store.open()
     await store.create_application(credentials())
     pending = [asyncio.ensure_future(create(store, new_workflow())) for _ in range(20)]
@@ -142,7 +145,7 @@ async def test_close_commits_writes_already_submitted(tmp_path: Path):
         assert connection.execute("SELECT count(*) FROM workflows").fetchone()[0] == 20
 
 
-async def test_list_is_newest_first_per_application(store: SqliteStore):
+async def test_list_is_newest_first_per_application(store: DatabaseStore):
     await store.create_application(credentials("app-2", "key-2"))
     mine = [new_workflow(created_at_ms=1_700_000_000_000 + i) for i in range(5)]
     for workflow in mine:
@@ -154,7 +157,7 @@ async def test_list_is_newest_first_per_application(store: SqliteStore):
     assert [w.dispatch_uuid for w in rest] == [w.dispatch_uuid for w in mine[1::-1]]
 
 
-async def test_get_is_scoped_to_the_application(store: SqliteStore):
+async def test_get_is_scoped_to_the_application(store: DatabaseStore):
     await store.create_application(credentials("app-2", "key-2"))
     workflow = new_workflow()
     await create(store, workflow)
@@ -162,14 +165,14 @@ async def test_get_is_scoped_to_the_application(store: SqliteStore):
     assert (await store.get_workflow("app-2", workflow.dispatch_uuid)) is None
 
 
-async def test_credentials_are_found_by_key_and_by_application(store: SqliteStore):
+async def test_credentials_are_found_by_key_and_by_application(store: DatabaseStore):
     by_key = await store.find_credentials_by_api_key("key-1")
     by_app = await store.find_credentials("app-1")
     assert by_key == by_app == credentials()
     assert await store.find_credentials_by_api_key("nope") is None
 
 
-async def test_duplicate_api_key_is_refused(store: SqliteStore):
+async def test_duplicate_api_key_is_refused(store: DatabaseStore):
     with pytest.raises(StoreError):
         await store.create_application(credentials("app-9", "key-1"))
 
@@ -177,7 +180,7 @@ async def test_duplicate_api_key_is_refused(store: SqliteStore):
 async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None:
     """Checkpoints beside a busy writer never catch up; the WAL must still start over."""
     limit = 1024 * 1024
-    store = SqliteStore(tmp_path / "wal.db", wal_limit_bytes=limit, checkpoint_interval_s=0.02)
+    store = sqlite_store(tmp_path / "wal.db", wal_limit_bytes=limit, checkpoint_interval_s=0.02)
     await store.open()
     wal = tmp_path / "wal.db-wal"
     credentials = ApplicationCredentials(
@@ -215,6 +218,7 @@ async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None
                 await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         await asyncio.gather(*pending)
         assert max(sizes) <= 4 * limit, max(sizes)
-        assert store.wal_resets >= 1
+        assert isinstance(store.connector, SqliteConnector)
+        assert store.connector.wal_resets >= 1
     finally:
         await store.close()

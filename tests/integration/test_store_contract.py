@@ -24,8 +24,10 @@ import pytest
 
 from opendispatch.errors import MigrationError, StoreError
 from opendispatch.ids import uuid7
+from opendispatch.providers.sandbox import SandboxLog
+from opendispatch.store.database import DatabaseStore
 from opendispatch.store.migrations import load_migrations
-from opendispatch.store.postgres import PostgresStore
+from opendispatch.store.postgres import PostgresConnector, postgres_store
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import (
     Application,
@@ -41,10 +43,12 @@ from opendispatch.store.records import (
     WebhookAttempt,
     WebhookJob,
 )
-from opendispatch.store.sqlite import SqliteStore
+from opendispatch.store.sqlite import sqlite_store
 from tests.postgres import fresh_schema, skip_unless_postgres
 
 pytestmark = pytest.mark.anyio
+
+PostgresStore = DatabaseStore  # a store over the PostgreSQL connector, one per "process"
 
 NOW = 1_700_000_000_000
 LEASE = 30_000
@@ -82,7 +86,7 @@ def _sqlite_backend(path: Path) -> Backend:
         with sqlite3.connect(path) as connection:
             return connection.execute(sql).fetchall()
 
-    return Backend("sqlite", lambda: SqliteStore(path), run_sql)
+    return Backend("sqlite", lambda: sqlite_store(path), run_sql)
 
 
 def _postgres_backend(dsn: str, schema: str) -> Backend:
@@ -93,7 +97,7 @@ def _postgres_backend(dsn: str, schema: str) -> Backend:
         finally:
             await connection.close()
 
-    return Backend("postgres", lambda: PostgresStore(dsn, schema=schema), run_sql)
+    return Backend("postgres", lambda: postgres_store(dsn, schema=schema), run_sql)
 
 
 @asynccontextmanager
@@ -140,8 +144,9 @@ async def two_processes() -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     async with _postgres() as made:
         first = await _with_applications(made)
         second = await made.open_store()
-        assert isinstance(first, PostgresStore)
-        assert isinstance(second, PostgresStore)
+        assert first.dialect == second.dialect == "postgres"
+        assert isinstance(first, DatabaseStore)
+        assert isinstance(second, DatabaseStore)
         yield first, second
 
 
@@ -456,16 +461,23 @@ async def test_apply_cancels_only_pending_sends(store: Store):
 
 
 async def test_a_transition_of_none_changes_nothing_but_side_writes_commit(store: Store):
-    dispatch_uuid = (await create(store)).dispatch_uuid
-    later = NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW + 5)
+    made = await create(store, sends=1)
+    dispatch_uuid = made.dispatch_uuid
+    [job] = await store.claim_due_sends(now_ms=NOW, limit=10, lease_ms=LEASE)
+    await store.receive_statuses(
+        [NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW + 5)]
+    )
+    [event] = await store.claim_due_inbox(now_ms=NOW + 5, limit=10, lease_ms=LEASE)
+    done = SendCompletion(message_uuid=job.message_uuid, send_state="sent")
     result = await store.apply(
         dispatch_uuid=dispatch_uuid,
         transition=lambda loaded: None,
-        side=SideWrites(schedule=(later,)),
+        side=SideWrites(complete_send=done, inbox_done=event.id),
     )
     assert result is None
     assert await count_of(store, dispatch_uuid) == 0
-    assert await store.next_inbox_due_ms() == NOW + 5
+    assert await store.next_send_due_ms() is None  # completed: no lease left to run out
+    assert await store.next_inbox_due_ms() is None  # consumed
 
 
 async def test_apply_on_an_unknown_workflow_still_commits_the_side_writes(store: Store):
@@ -479,10 +491,7 @@ async def test_apply_on_an_unknown_workflow_still_commits_the_side_writes(store:
     two = NewInboxEvent(
         message_uuid="m-2", status="rejected", due_at_ms=NOW + 2, error_code=1300, error_reason="x"
     )
-    side_one, side_two = SideWrites(schedule=(one,)), SideWrites(schedule=(two,))
-    assert await store.apply(message_uuid="no-such", transition=never, side=side_one) is None
-    assert await store.apply(dispatch_uuid="no-such", transition=never, side=side_two) is None
-    assert calls == []
+    await store.receive_statuses([one, two])
     events = await store.claim_due_inbox(now_ms=NOW + 2, limit=10, lease_ms=LEASE)
     found = [(e.message_uuid, e.status, e.error_code, e.error_reason, e.price) for e in events]
     assert sorted(found) == [
@@ -490,6 +499,11 @@ async def test_apply_on_an_unknown_workflow_still_commits_the_side_writes(store:
         ("m-2", "rejected", 1300, "x", None),
     ]
     assert sorted(event.due_at_ms for event in events) == [NOW + 1, NOW + 2]
+    side_one, side_two = (SideWrites(inbox_done=event.id) for event in events)
+    assert await store.apply(message_uuid="no-such", transition=never, side=side_one) is None
+    assert await store.apply(dispatch_uuid="no-such", transition=never, side=side_two) is None
+    assert calls == []
+    assert await store.next_inbox_due_ms() is None  # both consumed, with no workflow to apply
 
 
 async def test_a_failing_transition_function_commits_nothing(store: Store):
@@ -498,16 +512,33 @@ async def test_a_failing_transition_function_commits_nothing(store: Store):
     def broken(loaded: LoadedWorkflow) -> Transition:
         raise RuntimeError("engine bug")
 
-    side = SideWrites(schedule=(NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW),))
+    await store.receive_statuses([NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW)])
+    [event] = await store.claim_due_inbox(now_ms=NOW, limit=10, lease_ms=LEASE)
+    side = SideWrites(inbox_done=event.id)
     with pytest.raises(RuntimeError, match="engine bug"):
         await store.apply(dispatch_uuid=dispatch_uuid, transition=broken, side=side)
-    assert await store.next_inbox_due_ms() is None
+    assert await store.next_inbox_due_ms() == NOW + LEASE  # not consumed: back after its lease
 
 
 async def test_events_of_many_workflows_at_once_each_write_their_own_effects(store: Store):
     # On PostgreSQL these share statements (the store sends concurrent calls together): each
     # workflow must still get exactly its own state, sends, cancels, webhooks and side writes.
     made = await asyncio.gather(*(create(store, sends=1) for _ in range(40)))
+    # A status for each first message, half of them consumed by their workflow's event.
+    await store.receive_statuses(
+        [
+            NewInboxEvent(
+                message_uuid=c.sends[0].message_uuid, status="read", due_at_ms=NOW + 10_000 + n
+            )
+            for n, c in enumerate(made)
+        ]
+    )
+    claimed = await store.claim_due_inbox(now_ms=NOW + 10_000 + 40, limit=100, lease_ms=1)
+    by_message = {event.message_uuid: event.id for event in claimed}
+    inbox_ids = {
+        c.sends[0].message_uuid: None if n % 2 else by_message[c.sends[0].message_uuid]
+        for n, c in enumerate(made)
+    }
     assert len(await claim_sends(store)) == 40
 
     def advance(created: Created, number: int) -> Callable[[LoadedWorkflow], Transition]:
@@ -533,13 +564,7 @@ async def test_events_of_many_workflows_at_once_each_write_their_own_effects(sto
                         send_state="sent",
                         provider_message_id=f"p-{number}",
                     ),
-                    schedule=(
-                        NewInboxEvent(
-                            message_uuid=c.sends[0].message_uuid,
-                            status="read",
-                            due_at_ms=NOW + 10_000 + number,
-                        ),
-                    ),
+                    inbox_done=inbox_ids[c.sends[0].message_uuid],
                 ),
             )
             for number, c in enumerate(made)
@@ -554,9 +579,11 @@ async def test_events_of_many_workflows_at_once_each_write_their_own_effects(sto
     )
     due = await store.due_timers(now_ms=NOW + 100, limit=100)
     assert due == [c.dispatch_uuid for c in made]  # each workflow's own deadline, NOW + number
-    events = await store.claim_due_inbox(now_ms=NOW + 20_000, limit=100, lease_ms=LEASE)
-    assert sorted((e.message_uuid, e.due_at_ms) for e in events) == sorted(
-        (c.sends[0].message_uuid, NOW + 10_000 + number) for number, c in enumerate(made)
+    remaining = await store.claim_due_inbox(now_ms=NOW + 20_000, limit=100, lease_ms=LEASE)
+    assert sorted((e.message_uuid, e.due_at_ms) for e in remaining) == sorted(
+        (c.sends[0].message_uuid, NOW + 10_000 + number)
+        for number, c in enumerate(made)
+        if number % 2  # the others were consumed, each with its own event
     )
 
 
@@ -630,11 +657,12 @@ async def test_completing_a_send_and_consuming_an_inbox_event_commit_with_the_ev
     made = await create(store, sends=1)
     [job] = await store.claim_due_sends(now_ms=NOW, limit=10, lease_ms=LEASE)
     scheduled = NewInboxEvent(message_uuid=job.message_uuid, status="delivered", due_at_ms=NOW + 7)
+    await store.receive_statuses([scheduled])
     done = SendCompletion(message_uuid=job.message_uuid, send_state="sent", provider_message_id="p")
     await store.apply(
         message_uuid=job.message_uuid,
         transition=increment,
-        side=SideWrites(complete_send=done, schedule=(scheduled,)),
+        side=SideWrites(complete_send=done),
     )
     assert await store.next_send_due_ms() is None  # sent: no lease left to run out
     assert await claim_sends(store, now_ms=NOW + 10 * LEASE) == []
@@ -731,7 +759,7 @@ async def test_inbox_events_are_claimed_once_when_due_and_again_after_their_leas
     schedule = tuple(
         NewInboxEvent(message_uuid=f"m-{i}", status="delivered", due_at_ms=NOW + i) for i in (1, 2)
     )
-    await store.apply(message_uuid="m-1", transition=increment, side=SideWrites(schedule=schedule))
+    await store.receive_statuses(schedule)
     assert await store.next_inbox_due_ms() == NOW + 1
     assert await store.claim_due_inbox(now_ms=NOW, limit=10, lease_ms=LEASE) == []
     [first] = await store.claim_due_inbox(now_ms=NOW + 1, limit=10, lease_ms=LEASE)
@@ -743,6 +771,42 @@ async def test_inbox_events_are_claimed_once_when_due_and_again_after_their_leas
     assert await store.next_inbox_due_ms() == NOW + 1 + LEASE
     again = await store.claim_due_inbox(now_ms=NOW + 1 + LEASE, limit=10, lease_ms=LEASE)
     assert [event.id for event in again] == [first.id]
+
+
+async def test_a_workflows_inbox_comes_with_it_in_the_order_things_happened(store: Store):
+    """Whatever an event is, its transition sees the statuses waiting for its workflow's
+    messages, leased by a claim or not (another process may have died holding them), in the
+    order they happened; the ones it consumes go with its write, and only then."""
+    made = await create(store, sends=1)
+    other = await create(store, sends=1)
+    message_uuid = made.sends[0].message_uuid
+    await store.receive_statuses(
+        [
+            NewInboxEvent(message_uuid=message_uuid, status="read", due_at_ms=NOW + 5,
+                          occurred_at_ms=NOW + 2),
+            NewInboxEvent(message_uuid=message_uuid, status="delivered", due_at_ms=NOW + 5,
+                          occurred_at_ms=NOW + 1),
+            NewInboxEvent(message_uuid=other.sends[0].message_uuid, status="read",
+                          due_at_ms=NOW + 5),
+        ]
+    )  # fmt: skip
+    assert len(await store.claim_due_inbox(now_ms=NOW + 5, limit=10, lease_ms=LEASE)) == 3
+    seen: list[LoadedWorkflow] = []
+
+    def consume(loaded: LoadedWorkflow) -> Transition | None:
+        seen.append(loaded)
+        if len(seen) == 1:
+            return None  # changes nothing: consumes nothing either
+        return transition(1, consumed_inbox=tuple(status.id for status in loaded.inbox))
+
+    await store.apply(dispatch_uuid=made.dispatch_uuid, transition=consume)
+    await store.apply(message_uuid=message_uuid, transition=consume)
+    assert [[(s.status, s.occurred_at_ms) for s in loaded.inbox] for loaded in seen] == [
+        [("delivered", NOW + 1), ("read", NOW + 2)]
+    ] * 2
+    assert {s.message_uuid for s in seen[0].inbox} == {message_uuid}
+    left = await store.claim_due_inbox(now_ms=NOW + 5 + LEASE, limit=10, lease_ms=LEASE)
+    assert [event.message_uuid for event in left] == [other.sends[0].message_uuid]
 
 
 # -- webhooks ---------------------------------------------------------------------------------
@@ -850,28 +914,40 @@ async def test_a_final_report_written_after_pending_webhooks_is_held(store: Stor
 
 
 async def test_the_sandbox_counts_the_attempts_to_send_each_message(store: Store):
-    async def record(message_uuid: str) -> int:
-        return await store.sandbox_record_send(
-            message_uuid=message_uuid, channel="sms", recipient="1", outcome="ok", now_ms=NOW
-        )
+    assert isinstance(store, DatabaseStore)
+    log = SandboxLog(store.connector)  # its own table, beside the store's
 
-    assert [await record("m-1"), await record("m-1"), await record("m-2")] == [1, 2, 1]
+    async def record(message_uuid: str, now_ms: int) -> tuple[int, int]:
+        logged = await log.record(
+            message_uuid=message_uuid, channel="sms", recipient="1", outcome="ok", now_ms=now_ms
+        )
+        return (logged.attempts, logged.first_sent_at_ms)
+
+    assert [await record("m-1", NOW), await record("m-1", NOW + 5), await record("m-2", NOW)] == [
+        (1, NOW),
+        (2, NOW),  # when it was first asked, whatever the retry
+        (1, NOW),
+    ]
 
 
 async def test_releasing_leases_frees_claims_only_where_one_process_owns_the_database(
     store: Store, backend: Backend
 ):
     await create(store, sends=1, webhooks=("message_status",))
-    schedule = (NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW),)
-    await store.apply(message_uuid="m-1", transition=increment, side=SideWrites(schedule=schedule))
+    await store.receive_statuses([NewInboxEvent(message_uuid="m-1", status="read", due_at_ms=NOW)])
     assert len(await claim_sends(store)) == 1
     assert len(await claim_webhooks(store)) == 1
     assert len(await store.claim_due_inbox(now_ms=NOW, limit=10, lease_ms=LEASE)) == 1
-    await store.release_leases()
+    other = await backend.open_store()  # another process, on PostgreSQL
+    await other.release_leases()
     expected = 1 if backend.name == "sqlite" else 0  # PostgreSQL: others' leases are alive
     assert len(await claim_sends(store)) == expected
     assert len(await claim_webhooks(store)) == expected
     assert len(await store.claim_due_inbox(now_ms=NOW, limit=10, lease_ms=LEASE)) == expected
+    await store.release_leases()  # its own (on SQLite: all): free for anyone, at once
+    assert len(await claim_sends(other)) == 1
+    assert len(await claim_webhooks(other)) == 1
+    assert len(await other.claim_due_inbox(now_ms=NOW, limit=10, lease_ms=LEASE)) == 1
 
 
 # -- PostgreSQL: several processes, one database -----------------------------------------------
@@ -914,7 +990,7 @@ async def test_two_processes_claiming_at_once_never_get_the_same_webhook_or_inbo
     schedule = tuple(
         NewInboxEvent(message_uuid=f"m-{i}", status="read", due_at_ms=NOW) for i in range(100)
     )
-    await first.apply(message_uuid="none", transition=increment, side=SideWrites(schedule=schedule))
+    await first.receive_statuses(schedule)
 
     async def webhooks(store: PostgresStore) -> list[int]:
         jobs = await store.claim_due_webhooks(
@@ -982,12 +1058,23 @@ async def test_a_final_report_racing_the_delivery_it_waits_for_is_never_left_hel
 
 async def _raw(store: PostgresStore) -> Any:
     """A plain connection to the store's schema, to hold a transaction open by hand."""
-    return await asyncpg.connect(store._dsn, server_settings={"search_path": str(store.schema)})
+    connector = store.connector
+    assert isinstance(connector, PostgresConnector)
+    return await asyncpg.connect(
+        connector.dsn, server_settings={"search_path": str(connector.schema)}
+    )
+
+
+def _sql(store: PostgresStore, query: str) -> str:
+    """A named query as the connector sends it ($n parameters, in the order of their names)."""
+    connector = store.connector
+    assert isinstance(connector, PostgresConnector)
+    return connector.queries[query].sql
 
 
 async def _until_waiting_for_a_lock(store: PostgresStore, connection: Any) -> None:
     """Until one of `store`'s connections waits for a row lock (polled, bounded)."""
-    name = f"opendispatch {store.lease_owner}"[:63]
+    name = f"opendispatch {store.connector.lease_owner}"[:63]
     async with asyncio.timeout(10):
         while not await connection.fetchval(  # noqa: ASYNC110 (another process's state)
             "SELECT count(*) FROM pg_stat_activity"
@@ -1011,7 +1098,7 @@ async def test_a_final_report_written_while_its_last_webhook_is_being_recorded_i
     try:
         async with recording.transaction():
             await recording.execute(
-                second._queries["record_webhook_attempts"],
+                _sql(second, "record_webhook_attempts"),
                 [job.id], ["delivered"], [None], [200], [None], [NOW + 5], [NOW + 5],
             )  # fmt: skip
             final = new_webhook(made.dispatch_uuid, "final_report")
@@ -1083,7 +1170,7 @@ async def test_two_processes_recording_a_workflows_last_two_webhooks_release_its
     try:
         async with recording.transaction():
             await recording.execute(
-                first._queries["record_webhook_attempts"],
+                _sql(first, "record_webhook_attempts"),
                 [one.id], ["delivered"], [None], [200], [None], [NOW + 5], [NOW + 5],
             )  # fmt: skip
             racing = asyncio.ensure_future(
@@ -1146,7 +1233,7 @@ async def test_a_dropped_listen_connection_is_reopened_and_asks_for_a_full_reche
         terminated = await administrator.fetchval(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
             " WHERE application_name = $1",
-            f"opendispatch-listen {second.lease_owner}"[:63],
+            f"opendispatch-listen {second.connector.lease_owner}"[:63],
         )
     finally:
         await administrator.close()
@@ -1158,7 +1245,7 @@ async def test_a_dropped_listen_connection_is_reopened_and_asks_for_a_full_reche
 
 
 async def test_an_unreachable_server_is_a_retryable_store_error():
-    store = PostgresStore("postgresql://postgres@127.0.0.1:1/nothing", min_size=1)
+    store = postgres_store("postgresql://postgres@127.0.0.1:1/nothing", min_size=1)
     with pytest.raises(StoreError) as refused:
         await store.open()
     assert refused.value.retryable

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from opendispatch.store.postgres.coalesce import AGAIN, Again, Coalescer
+from opendispatch.store.coalesce import AGAIN, Again, Coalescer
 
 pytestmark = pytest.mark.anyio
 

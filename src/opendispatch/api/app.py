@@ -23,8 +23,8 @@ from opendispatch.errors import (
 from opendispatch.runtime.assembly import build_runtime
 from opendispatch.runtime.clock import Clock, SystemClock
 from opendispatch.runtime.webhook_worker import WebhookPoster
+from opendispatch.store.database import DatabaseStore
 from opendispatch.store.factory import create_store
-from opendispatch.store.protocol import Store
 
 __all__ = ["DispatchApp"]
 
@@ -41,7 +41,7 @@ class DispatchApp:
         self,
         settings: Settings,
         *,
-        store: Store | None = None,
+        store: DatabaseStore | None = None,
         clock: Clock | None = None,
         webhook_client: WebhookPoster | None = None,
         run_workers: bool = True,

@@ -1,13 +1,16 @@
-"""The one interface every provider implements: a send call, and status events fed back.
+"""The one interface every provider implements: a send call; statuses that come later land
+in the inbox.
 
 A send answers at once with what the provider said: `Accepted` (with its message id, price,
-and any statuses it already knows it will report, which the sandbox uses), `Rejected` (a
-final no, with an error code and reason), or `Unavailable` (a transient failure: try again).
-Statuses that arrive later become `StatusReported` engine events.
+and any statuses its answer already reports), `Rejected` (a final no, with an error code and
+reason), or `Unavailable` (a transient failure: try again). Statuses the provider reports
+later (its callbacks) are handed to a `StatusInbox`: stored durably first, applied to their
+workflow afterwards, in the order they happened.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -17,9 +20,10 @@ __all__ = [
     "Accepted",
     "OutboundMessage",
     "Provider",
+    "ProviderStatus",
     "Rejected",
-    "ScheduledStatus",
     "SendResult",
+    "StatusInbox",
     "Unavailable",
 ]
 
@@ -42,19 +46,25 @@ class OutboundMessage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ScheduledStatus:
-    """A status the provider already knows it will report, `after_ms` after accepting."""
+class ProviderStatus:
+    """A status a provider reports for a message: it happened at `occurred_at_ms`, and
+    reaches us at `arrives_at_ms` (now, for a callback; later, for the sandbox's simulation)."""
 
+    message_uuid: str
     status: MessageStatus
-    after_ms: int
+    occurred_at_ms: int
+    arrives_at_ms: int
     error: MessageError | None = None
+    price: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Accepted:
     provider_message_id: str
     price: str | None = None
-    later: tuple[ScheduledStatus, ...] = ()
+    # Statuses the answer itself reports as already reached (beyond `submitted`): applied
+    # with the answer, in the same transaction.
+    statuses: tuple[ProviderStatus, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,6 +79,12 @@ class Unavailable:
 
 
 SendResult = Accepted | Rejected | Unavailable
+
+
+class StatusInbox(Protocol):
+    """Where a provider's statuses land: durably, before it is told they were received."""
+
+    async def receive(self, statuses: Sequence[ProviderStatus]) -> None: ...
 
 
 class Provider(Protocol):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
-from opendispatch.providers.sandbox import SandboxProvider, SandboxSettings
+from opendispatch.providers.sandbox import SandboxLog, SandboxProvider, SandboxSettings
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.inbox import ProviderInbox
 from opendispatch.runtime.service import Runtime, RuntimeSettings
 from opendispatch.runtime.webhook_worker import WebhookPoster
-from opendispatch.store.protocol import Store
+from opendispatch.store.database import DatabaseStore
 from opendispatch.webhooks.client import WebhookClient
 from opendispatch.webhooks.destinations import AddressPolicy
 from opendispatch.webhooks.signing import Signer
@@ -22,12 +23,15 @@ CHANNELS = ("sms", "mms", "whatsapp", "viber_service_msg", "messenger")
 def build_runtime(
     settings: Settings,
     *,
-    store: Store,
+    store: DatabaseStore,
     clock: Clock,
     webhook_client: WebhookPoster | None = None,
 ) -> Runtime:
+    inbox = ProviderInbox(store)
+    sandbox_log = SandboxLog(store.connector)
     sandbox = SandboxProvider(
-        store,
+        sandbox_log,
+        inbox,
         clock.now_ms,
         SandboxSettings(
             delivered_after_ms=settings.sandbox_delivered_after_ms,
@@ -49,7 +53,9 @@ def build_runtime(
     return Runtime(
         store=store,
         clock=clock,
+        inbox=inbox,
         providers={sandbox.name: sandbox},
+        expire_also=(sandbox_log.expire,),
         provider_for_channel=dict.fromkeys(CHANNELS, sandbox.name),
         webhook_client=webhook_client,
         signer=Signer(issuer=settings.webhook_issuer),

@@ -16,14 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
+from typing import Protocol
 
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.workers import Worker
 from opendispatch.store.protocol import Store
 
-__all__ = ["RetentionWorker"]
+__all__ = ["Expire", "RetentionWorker"]
 
 log = logging.getLogger(__name__)
+
+
+class Expire(Protocol):
+    """More retention (a provider's own records): one batch before `before_ms`; how many."""
+
+    async def __call__(self, *, before_ms: int, limit: int) -> int: ...
 
 
 class RetentionWorker(Worker):
@@ -38,6 +46,7 @@ class RetentionWorker(Worker):
         batch_size: int = 500,
         check_every_ms: int | None = None,
         pause_s: float = 0.02,
+        expire_also: Sequence[Expire] = (),
     ) -> None:
         super().__init__(clock)
         if retention_ms < 1 or batch_size < 1:
@@ -48,6 +57,7 @@ class RetentionWorker(Worker):
         # Once a minute, or more often for a short retention (benchmarks use seconds).
         self._check_every_ms = check_every_ms or max(1_000, min(60_000, retention_ms // 10))
         self._pause_s = pause_s
+        self._expire_also = tuple(expire_also)
         self._next_check_ms = 0
         self.deleted_webhooks = 0
         self.deleted_workflows = 0
@@ -56,12 +66,14 @@ class RetentionWorker(Worker):
         now = self.clock.now_ms()
         if now < self._next_check_ms:
             return False
-        expired = await self._store.delete_expired(
-            before_ms=now - self._retention_ms, limit=self._batch_size
-        )
+        before_ms = now - self._retention_ms
+        expired = await self._store.delete_expired(before_ms=before_ms, limit=self._batch_size)
         self.deleted_webhooks += expired.webhooks
         self.deleted_workflows += expired.workflows
-        if max(expired.webhooks, expired.workflows) >= self._batch_size:
+        others = [
+            await also(before_ms=before_ms, limit=self._batch_size) for also in self._expire_also
+        ]
+        if max(expired.webhooks, expired.workflows, *others) >= self._batch_size:
             await asyncio.sleep(self._pause_s)  # more to delete: let the hot path go first
             return True
         if expired.webhooks or expired.workflows:

@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.clock import Clock
-from opendispatch.runtime.retention import RetentionWorker
+from opendispatch.runtime.inbox import ProviderInbox
+from opendispatch.runtime.retention import Expire, RetentionWorker
 from opendispatch.runtime.shell import Shell
 from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
 from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
@@ -65,8 +66,14 @@ class Runtime:
         webhook_client: WebhookPoster,
         signer: Signer,
         settings: RuntimeSettings,
+        inbox: ProviderInbox | None = None,
+        expire_also: Sequence[Expire] = (),
     ) -> None:
+        """`inbox`: where the providers' statuses land (the runtime wakes its worker when
+        they do). `expire_also`: more retention, of what providers keep (the sandbox's log)."""
         self.store = store
+        self.status_inbox = inbox or ProviderInbox(store)
+        self.status_inbox.on_landed = self._inbox_scheduled
         self.clock = clock
         self.providers = providers
         self.shell = Shell(
@@ -80,7 +87,6 @@ class Runtime:
             providers=providers,
             retry=settings.send_retry,
             after_transition=self.after_transition,
-            on_scheduled=self._inbox_scheduled,
             concurrency=settings.send_concurrency,
             lease_ms=settings.lease_ms,
         )
@@ -108,7 +114,12 @@ class Runtime:
         self.retention = (
             None
             if settings.retention_ms is None
-            else RetentionWorker(clock=clock, store=store, retention_ms=settings.retention_ms)
+            else RetentionWorker(
+                clock=clock,
+                store=store,
+                retention_ms=settings.retention_ms,
+                expire_also=expire_also,
+            )
         )
         self.workers: tuple[Worker, ...] = (
             self.sends,

@@ -25,7 +25,10 @@ from opendispatch.engine.model import (
     EmitFinalReport,
     EmitStatus,
     Event,
+    MessageError,
+    MessageStatus,
     SendMessage,
+    StatusReported,
     StepPlan,
     WorkflowAccepted,
     WorkflowState,
@@ -33,6 +36,7 @@ from opendispatch.engine.model import (
 from opendispatch.ids import uuid7
 from opendispatch.store.protocol import TransitionFunction
 from opendispatch.store.records import (
+    InboxEvent,
     LoadedWorkflow,
     NewSend,
     NewWebhook,
@@ -129,18 +133,26 @@ class Shell:
         return self._transition(context, state, effects, now_ms)
 
     def transition_for(self, *events: Event, now_ms: int) -> TransitionFunction:
-        """The function `Store.apply` runs on the workflow inside its transaction: the events
-        are decided in order, and their effects written together."""
+        """The function `Store.apply` runs on the workflow inside its transaction: first the
+        provider statuses of its messages that have arrived in the inbox, in the order they
+        happened, then `events`, in order; their effects are written together.
+
+        Why the inbox first: the outcome must follow when things happened, not which worker
+        woke first. After downtime a step's deadline and the statuses that came in before it
+        are all overdue at once; the timer's event applies those statuses (a `read` in time
+        completes the workflow) before it looks at the deadline."""
 
         def transition(loaded: LoadedWorkflow) -> Transition | None:
             if loaded.state_json is None:
                 return None  # not started yet: the runtime starts it first
+            arrived = [status for status in loaded.inbox if status.due_at_ms <= now_ms]
             state = new_state = decode_state(loaded.state_json)
             effects: tuple[Effect, ...] = ()
-            for event in events:
+            for event in (*map(_reported, arrived), *events):
                 new_state, more = decide(new_state, event, now_ms)
                 effects += more
-            if not effects and new_state == state:
+            consumed = tuple(status.id for status in arrived)
+            if not effects and new_state == state and not consumed:
                 return None
             record = loaded.record
             context = _Context(
@@ -151,7 +163,7 @@ class Shell:
                 status_url=loaded.status_url,
                 final_report_url=loaded.final_report_url or loaded.status_url,
             )
-            return self._transition(context, new_state, effects, now_ms)
+            return self._transition(context, new_state, effects, now_ms, consumed)
 
         return transition
 
@@ -186,6 +198,7 @@ class Shell:
         state: WorkflowState,
         effects: tuple[Effect, ...],
         now_ms: int,
+        consumed_inbox: tuple[int, ...] = (),
     ) -> Transition:
         sends: list[NewSend] = []
         cancels: list[str] = []
@@ -207,6 +220,7 @@ class Shell:
             sends=tuple(sends),
             cancel_sends=tuple(cancels),
             webhooks=tuple(webhooks),
+            consumed_inbox=consumed_inbox,
         )
 
     def _send(self, context: _Context, effect: SendMessage, now_ms: int) -> NewSend:
@@ -285,3 +299,17 @@ class Shell:
             payload=body.decode(),
             next_attempt_at_ms=now_ms,
         )
+
+
+def _reported(status: InboxEvent) -> StatusReported:
+    """A provider status from the inbox as the engine's event: it happened when it happened."""
+    error = None
+    if status.error_code is not None:
+        error = MessageError(code=status.error_code, reason=status.error_reason or "")
+    return StatusReported(
+        message_uuid=status.message_uuid,
+        status=MessageStatus(status.status),
+        at_ms=status.occurred_at_ms if status.occurred_at_ms is not None else status.due_at_ms,
+        error=error,
+        price=status.price,
+    )

@@ -31,8 +31,6 @@ from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.shell import Shell
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import (
-    InboxEvent,
-    NewInboxEvent,
     SendCompletion,
     SendJob,
     SideWrites,
@@ -160,7 +158,6 @@ class SendWorker(EventWorker):
         after_transition: AfterTransition,
         providers: Mapping[str, Provider],
         retry: RetryPolicy,
-        on_scheduled: Callable[[int], None],
         concurrency: int = 64,
         lease_ms: int = 30_000,
     ) -> None:
@@ -173,7 +170,6 @@ class SendWorker(EventWorker):
         )
         self._providers = providers
         self._retry = retry
-        self._on_scheduled = on_scheduled
         self._concurrency = concurrency
         self._random = random.Random()
 
@@ -250,37 +246,27 @@ class SendWorker(EventWorker):
                     status=MessageStatus.SUBMITTED,
                     at_ms=now,
                     price=result.price,
-                )
-            ]
-            # Statuses the provider reports as due already are applied now, in the same
-            # transaction, rather than stored and picked up again (the sandbox at zero delay).
-            due_now = [later for later in result.later if later.after_ms <= 0]
-            events += [
-                StatusReported(
-                    message_uuid=job.message_uuid,
-                    status=later.status,
-                    at_ms=now,
-                    error=later.error,
-                )
-                for later in due_now
+                ),
+                # Statuses the answer already reports are applied with it, in the same
+                # transaction, rather than stored and picked up again (the sandbox at zero
+                # delay), in the order they happened.
+                *(
+                    StatusReported(
+                        message_uuid=reached.message_uuid,
+                        status=reached.status,
+                        at_ms=reached.occurred_at_ms,
+                        error=reached.error,
+                        price=reached.price,
+                    )
+                    for reached in sorted(result.statuses, key=lambda s: s.occurred_at_ms)
+                ),
             ]
             side = SideWrites(
                 complete_send=SendCompletion(
                     message_uuid=job.message_uuid,
                     send_state="sent",
                     provider_message_id=result.provider_message_id,
-                ),
-                schedule=tuple(
-                    NewInboxEvent(
-                        message_uuid=job.message_uuid,
-                        status=later.status.value,
-                        due_at_ms=now + later.after_ms,
-                        error_code=None if later.error is None else later.error.code,
-                        error_reason=None if later.error is None else later.error.reason,
-                    )
-                    for later in result.later
-                    if later.after_ms > 0
-                ),
+                )
             )
         else:
             events = [
@@ -302,8 +288,6 @@ class SendWorker(EventWorker):
             side=side,
         )
         self._after(transition)
-        if side.schedule:
-            self._on_scheduled(min(event.due_at_ms for event in side.schedule))
 
 
 class TimerWorker(EventWorker):
@@ -327,7 +311,9 @@ class TimerWorker(EventWorker):
 
 
 class InboxWorker(EventWorker):
-    """Applies provider statuses whose time has come (the sandbox's, for now)."""
+    """Applies provider statuses once they are due (callbacks at once; the sandbox's when
+    they would arrive). Applying one applies every status of its workflow that has arrived,
+    in the order they happened (see `Shell.transition_for`)."""
 
     name = "inbox"
 
@@ -338,11 +324,12 @@ class InboxWorker(EventWorker):
         )
         if not events:
             return False
+        arrived = self._shell.transition_for(now_ms=now)
         await self._apply_all(
             self._store.apply(
                 message_uuid=event.message_uuid,
-                transition=self._shell.transition_for(_reported(event), now_ms=now),
-                side=SideWrites(inbox_done=event.id),
+                transition=arrived,
+                side=SideWrites(inbox_done=event.id),  # consumed, even with no workflow
             )
             for event in events
         )
@@ -350,17 +337,3 @@ class InboxWorker(EventWorker):
 
     async def next_due_ms(self) -> int | None:
         return await self._store.next_inbox_due_ms()
-
-
-def _reported(event: InboxEvent) -> StatusReported:
-    """A stored provider status as the engine's event; it happened when it was due."""
-    error = None
-    if event.error_code is not None:
-        error = MessageError(code=event.error_code, reason=event.error_reason or "")
-    return StatusReported(
-        message_uuid=event.message_uuid,
-        status=MessageStatus(event.status),
-        at_ms=event.due_at_ms,
-        error=error,
-        price=event.price,
-    )

@@ -1,14 +1,15 @@
-"""The storage protocol: domain operations, one implementation per database.
+"""The storage protocol: the domain operations handlers and workers depend on.
 
-Handlers and workers depend on this and nothing below it; `tests/integration/test_store.py`
-runs one suite against every implementation.
+One implementation, `DatabaseStore`, over a connector per database (see `database`);
+`tests/integration/test_store_contract.py` runs one suite against both databases.
 
 Two kinds of operation matter most:
 
-- `create_workflow` and `apply` are the engine's transactions: load a workflow, run a
-  transition function on it (the pure engine plus the rendering of its effects), write the
-  new state and every effect (sends, webhooks) together. A caller's future resolves only
-  once that is durable.
+- `create_workflow` and `apply` are the engine's transactions: load a workflow (with the
+  provider statuses of its messages waiting in the inbox), run a transition function on it
+  (the pure engine plus the rendering of its effects), write the new state and every effect
+  (sends, webhooks, inbox rows consumed) together. A caller's future resolves only once that
+  is durable.
 - `claim_due_*` hand out due work with a lease; whoever holds the lease performs it and
   records the result, which makes the work idempotent across crashes.
 """
@@ -26,6 +27,7 @@ from opendispatch.store.records import (
     InboxEvent,
     LoadedWorkflow,
     MessageOwner,
+    NewInboxEvent,
     NewWorkflow,
     SendJob,
     SideWrites,
@@ -110,7 +112,11 @@ class Store(Protocol):
 
     async def next_timer_due_ms(self) -> int | None: ...
 
-    # -- provider statuses waiting to be applied ---------------------------------------------
+    # -- provider statuses waiting to be applied (the inbox) ----------------------------------
+
+    async def receive_statuses(self, events: Sequence[NewInboxEvent]) -> None:
+        """Land provider statuses durably; each is applied once due (a callback at once, the
+        sandbox's simulated ones when they would arrive), in the order they happened."""
 
     async def claim_due_inbox(
         self, *, now_ms: int, limit: int, lease_ms: int
@@ -162,14 +168,10 @@ class Store(Protocol):
         """Delete one batch of webhooks settled before `before_ms` and of workflows ended
         before it with no webhook left (with their messages and statuses)."""
 
-    # -- recovery and the sandbox ------------------------------------------------------------
+    # -- recovery --------------------------------------------------------------------------
 
     async def release_leases(self) -> None:
         """At start, where one process owns the database: free a dead predecessor's claims."""
-
-    async def sandbox_record_send(
-        self, *, message_uuid: str, channel: str, recipient: str, outcome: str, now_ms: int
-    ) -> int: ...
 
     # -- waking the other processes that serve the same database ----------------------------
 

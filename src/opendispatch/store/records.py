@@ -118,17 +118,21 @@ class Transition:
     sends: tuple[NewSend, ...] = ()
     cancel_sends: tuple[str, ...] = ()
     webhooks: tuple[NewWebhook, ...] = ()
+    consumed_inbox: tuple[int, ...] = ()  # provider statuses applied from the inbox
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadedWorkflow:
-    """A workflow as an event finds it, with what rendering its effects needs."""
+    """A workflow as an event finds it, with what rendering its effects needs, and the
+    provider statuses of its messages waiting in the inbox (applied first, in the order they
+    happened: see `Shell.transition_for`)."""
 
     record: WorkflowRecord
     state_json: str | None
     api_key: str
     status_url: str
     final_report_url: str | None
+    inbox: tuple[InboxEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -143,12 +147,17 @@ class SendCompletion:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewInboxEvent:
+    """A provider status landing in the inbox: it happened at `occurred_at_ms` (default: when
+    it is due) and is applied from `due_at_ms` on (a callback: at once; the sandbox's
+    simulated ones: when they would arrive)."""
+
     message_uuid: str
     status: str
     due_at_ms: int
     error_code: int | None = None
     error_reason: str | None = None
     price: str | None = None
+    occurred_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -158,11 +167,11 @@ class InboxEvent(NewInboxEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SideWrites:
-    """Writes that must commit with the event's transition (exactly-once bookkeeping)."""
+    """Writes that must commit with the event's transition (exactly-once bookkeeping), even
+    when the workflow is unknown or nothing changes (the event is consumed either way)."""
 
     complete_send: SendCompletion | None = None
     inbox_done: int | None = None  # the inbox row this event came from
-    schedule: tuple[NewInboxEvent, ...] = ()  # statuses a provider announced for later
 
 
 NO_SIDE_WRITES = SideWrites()

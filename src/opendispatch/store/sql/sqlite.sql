@@ -1,13 +1,24 @@
--- Named queries for the SQLite store (see store/queries.py). Parameters are positional (?).
+-- The store's named queries on SQLite (see store/named_queries.py). postgres.sql has the same
+-- names with the same named parameters (:name) and the same result columns. A parameter that
+-- is a list is bound as a JSON array (read with json_each); `execute_many` runs a query once
+-- per row (executemany). A query may be a short script: its statements run in order, in the
+-- same transaction.
+--
+-- One process serves an SQLite file, so its claims never race another process: leases only
+-- protect against the process's own crash (released at the next start), and :lease_owner is
+-- accepted but not needed.
+
+-- Applications ---------------------------------------------------------------------------------
 
 -- name: insert_account
 INSERT INTO accounts (api_key, api_secret_hash, signature_secret, created_at_ms)
-VALUES (?, ?, ?, ?);
+VALUES (:api_key, :api_secret_hash, :signature_secret, :created_at_ms);
 
 -- name: insert_application
 INSERT INTO applications
     (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?);
+VALUES (:application_id, :api_key, :name, :status_url, :final_report_url, :public_key_pem,
+        :created_at_ms);
 
 -- name: list_applications
 SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms
@@ -18,169 +29,140 @@ ORDER BY created_at_ms, application_id;
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
        c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
-WHERE a.api_key = ?;
+WHERE a.api_key = :api_key;
 
 -- name: credentials_by_application_id
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
        c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
-WHERE a.application_id = ?;
+WHERE a.application_id = :application_id;
 
--- name: insert_workflow
-INSERT INTO workflows
-    (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms,
-     state_json, due_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
+-- Workflows ------------------------------------------------------------------------------------
 
 -- name: get_workflow
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
-WHERE dispatch_uuid = ? AND application_id = ?;
+WHERE dispatch_uuid = :dispatch_uuid AND application_id = :application_id;
 
+-- :before is the last dispatch_uuid of the previous page ("g" sorts after every UUID).
 -- name: list_workflows
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
-WHERE application_id = ? AND dispatch_uuid < ?
+WHERE application_id = :application_id AND dispatch_uuid < :before
 ORDER BY dispatch_uuid DESC
-LIMIT ?;
-
--- The engine's transitions ------------------------------------------------------------------
+LIMIT :limit;
 
 -- name: load_workflow
 SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
        w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
        a.final_report_url
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = ?;
+WHERE w.dispatch_uuid = :dispatch_uuid;
 
--- name: workflow_of_message
-SELECT dispatch_uuid FROM messages WHERE message_uuid = ?;
+-- name: unstarted_workflows
+SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT :limit;
 
--- name: update_workflow_state
-UPDATE workflows SET state_json = ?, status = ?, due_at_ms = ?, updated_at_ms = ?
-WHERE dispatch_uuid = ?;
+-- name: message_owner
+SELECT m.message_uuid, m.dispatch_uuid, w.application_id
+FROM messages m JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
+WHERE m.message_uuid = :message_uuid;
 
--- name: insert_send
-INSERT INTO messages
-    (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
-     next_attempt_at_ms, created_at_ms)
-VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?);
-
--- name: cancel_send
-UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL
-WHERE message_uuid = ? AND send_state = 'pending';
-
--- A final report is held while its workflow still has webhooks to deliver (the same
--- transition's status webhooks are inserted before it, so they count).
--- name: insert_webhook
-INSERT INTO webhooks
-    (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
-     next_attempt_at_ms, created_at_ms)
-SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
-       CASE WHEN ?4 = 'final_report' AND EXISTS (
-                SELECT 1 FROM webhooks WHERE dispatch_uuid = ?2 AND state = 'pending')
-            THEN 'held' ELSE 'pending' END,
-       ?9, ?10;
-
--- name: complete_send
-UPDATE messages
-SET send_state = ?, provider_message_id = ?, last_error = ?, lease_until_ms = NULL
-WHERE message_uuid = ?;
-
--- name: insert_inbox
-INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms)
-VALUES (?, ?, ?, ?, ?, ?);
-
--- name: delete_inbox
-DELETE FROM inbox WHERE id = ?;
-
--- Sends ---------------------------------------------------------------------------------------
+-- Sends ----------------------------------------------------------------------------------------
 
 -- Due sends, and sends whose claim expired (its process died with them in hand).
 -- name: claim_sends
-UPDATE messages SET send_state = 'sending', lease_until_ms = ?1, attempts = attempts + 1
+UPDATE messages
+SET send_state = 'sending', lease_until_ms = :lease_until_ms, attempts = attempts + 1
 WHERE message_uuid IN (
     SELECT message_uuid FROM (
         SELECT message_uuid, next_attempt_at_ms AS due FROM messages
-        WHERE send_state = 'pending' AND next_attempt_at_ms <= ?2
+        WHERE send_state = 'pending' AND next_attempt_at_ms <= :now_ms
         UNION ALL
         SELECT message_uuid, lease_until_ms FROM messages
-        WHERE send_state = 'sending' AND lease_until_ms <= ?2)
+        WHERE send_state = 'sending' AND lease_until_ms <= :now_ms)
     ORDER BY due
-    LIMIT ?3)
+    LIMIT :limit)
 RETURNING message_uuid, dispatch_uuid, step, channel, provider, payload_json, attempts,
           created_at_ms;
 
 -- name: retry_send
 UPDATE messages
-SET send_state = 'pending', next_attempt_at_ms = ?, lease_until_ms = NULL, last_error = ?
-WHERE message_uuid = ? AND send_state = 'sending';
+SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
+    last_error = :error
+WHERE message_uuid = :message_uuid AND send_state = 'sending';
 
 -- name: next_send_due
-SELECT min(due) FROM (
+SELECT min(due) AS due_at_ms FROM (
     SELECT min(next_attempt_at_ms) AS due FROM messages WHERE send_state = 'pending'
     UNION ALL
     SELECT min(lease_until_ms) FROM messages WHERE send_state = 'sending');
 
--- Timers ----------------------------------------------------------------------------------------
+-- Timers ---------------------------------------------------------------------------------------
 
 -- name: due_timers
 SELECT dispatch_uuid FROM workflows
-WHERE due_at_ms IS NOT NULL AND due_at_ms <= ?
+WHERE due_at_ms IS NOT NULL AND due_at_ms <= :now_ms
 ORDER BY due_at_ms
-LIMIT ?;
+LIMIT :limit;
 
 -- name: next_timer_due
-SELECT min(due_at_ms) FROM workflows WHERE due_at_ms IS NOT NULL;
+SELECT min(due_at_ms) AS due_at_ms FROM workflows WHERE due_at_ms IS NOT NULL;
 
--- Inbox -----------------------------------------------------------------------------------------
+-- Inbox: provider statuses waiting to be applied -------------------------------------------------
+
+-- name: insert_inbox_events
+INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms,
+                   occurred_at_ms)
+VALUES (:message_uuid, :status, :error_code, :error_reason, :price, :due_at_ms,
+        :occurred_at_ms);
 
 -- name: claim_inbox
-UPDATE inbox SET lease_until_ms = ?
+UPDATE inbox SET lease_until_ms = :lease_until_ms
 WHERE id IN (
     SELECT id FROM (
-        SELECT id, due_at_ms FROM inbox WHERE due_at_ms <= ? AND lease_until_ms IS NULL
+        SELECT id, due_at_ms FROM inbox WHERE due_at_ms <= :now_ms AND lease_until_ms IS NULL
         UNION ALL
-        SELECT id, due_at_ms FROM inbox WHERE lease_until_ms <= ?)
+        SELECT id, due_at_ms FROM inbox WHERE lease_until_ms <= :now_ms)
     ORDER BY due_at_ms
-    LIMIT ?)
-RETURNING id, message_uuid, status, error_code, error_reason, price, due_at_ms;
+    LIMIT :limit)
+RETURNING id, message_uuid, status, error_code, error_reason, price, due_at_ms, occurred_at_ms;
 
 -- name: next_inbox_due
-SELECT min(due) FROM (
+SELECT min(due) AS due_at_ms FROM (
     SELECT min(due_at_ms) AS due FROM inbox WHERE lease_until_ms IS NULL
     UNION ALL
     SELECT min(lease_until_ms) FROM inbox WHERE lease_until_ms IS NOT NULL);
 
--- Webhooks --------------------------------------------------------------------------------------
+-- Webhooks -------------------------------------------------------------------------------------
 
 -- Each application's due webhooks come from its own range of webhooks_due (an application at
--- its delivery limit costs nothing), with the webhooks whose lease ran out; oldest first.
+-- its delivery limit, in :excluded, costs nothing), with the webhooks whose lease ran out;
+-- oldest first across applications.
 -- name: claim_webhooks
-UPDATE webhooks SET lease_until_ms = ?1, attempts = attempts + 1
+UPDATE webhooks SET lease_until_ms = :lease_until_ms, attempts = attempts + 1
 WHERE id IN (
     SELECT id FROM (
         SELECT w.id, w.next_attempt_at_ms AS due
         FROM applications a JOIN webhooks w ON w.id IN (
             SELECT id FROM webhooks
             WHERE application_id = a.application_id AND state = 'pending'
-              AND lease_until_ms IS NULL AND next_attempt_at_ms <= ?2
+              AND lease_until_ms IS NULL AND next_attempt_at_ms <= :now_ms
             ORDER BY next_attempt_at_ms
-            LIMIT ?4)
-        WHERE a.application_id NOT IN (SELECT value FROM json_each(?3))
+            LIMIT :limit)
+        WHERE a.application_id NOT IN (SELECT value FROM json_each(:excluded))
         UNION ALL
         SELECT id, lease_until_ms FROM webhooks
-        WHERE lease_until_ms <= ?2 AND state = 'pending'
-          AND application_id NOT IN (SELECT value FROM json_each(?3)))
+        WHERE lease_until_ms <= :now_ms AND state = 'pending'
+          AND application_id NOT IN (SELECT value FROM json_each(:excluded)))
     ORDER BY due
-    LIMIT ?4)
-RETURNING id, event_id, application_id, url, payload, attempts, created_at_ms, dispatch_uuid,
+    LIMIT :limit)
+RETURNING id, event_id, dispatch_uuid, application_id, url, payload, attempts, created_at_ms,
           replays, coalesce(replayed_at_ms, created_at_ms) AS retry_from_ms;
 
 -- The earliest time a webhook becomes claimable: the first of each application's range, or
 -- the first lease to run out.
 -- name: next_webhook_due
-SELECT min(due) FROM (
+SELECT min(due) AS due_at_ms FROM (
     SELECT (SELECT next_attempt_at_ms FROM webhooks
             WHERE application_id = a.application_id AND state = 'pending'
               AND lease_until_ms IS NULL
@@ -189,30 +171,29 @@ SELECT min(due) FROM (
     UNION ALL
     SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL);
 
--- name: release_final_report
-UPDATE webhooks SET state = 'pending'
-WHERE dispatch_uuid = ?1 AND state = 'held'
-  AND NOT EXISTS (SELECT 1 FROM webhooks WHERE dispatch_uuid = ?1 AND state = 'pending');
-
--- name: record_webhook_attempt
+-- One attempt's outcome. A settled one (delivered or dead) may be the last webhook its
+-- workflow's final report waited for: the trigger webhooks_release_final_report (migration
+-- 0005) releases it in the same statement.
+-- name: record_webhook_attempts
 UPDATE webhooks
-SET state = ?1, next_attempt_at_ms = coalesce(?2, next_attempt_at_ms), lease_until_ms = NULL,
-    last_status_code = ?3, last_error = ?4, delivered_at_ms = ?5,
-    settled_at_ms = CASE WHEN ?1 IN ('delivered', 'dead') THEN ?7 END
-WHERE id = ?6;
+SET state = :state, next_attempt_at_ms = coalesce(:next_attempt_at_ms, next_attempt_at_ms),
+    lease_until_ms = NULL, last_status_code = :status_code, last_error = :error,
+    delivered_at_ms = :delivered_at_ms,
+    settled_at_ms = CASE WHEN :state IN ('delivered', 'dead') THEN :at_ms END
+WHERE id = :id;
 
 -- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
 -- attempt is not counted.
--- name: defer_webhook
+-- name: defer_webhooks
 UPDATE webhooks
-SET next_attempt_at_ms = ?, lease_until_ms = NULL, attempts = max(attempts - 1, 0)
-WHERE id = ? AND state = 'pending';
+SET next_attempt_at_ms = :until_ms, lease_until_ms = NULL, attempts = max(attempts - 1, 0)
+WHERE id = :id AND state = 'pending';
 
 -- An endpoint came back: its webhooks waiting for their next try are due now.
 -- name: wake_webhooks
-UPDATE webhooks SET next_attempt_at_ms = ?3
-WHERE application_id = ?1 AND url = ?2 AND state = 'pending' AND lease_until_ms IS NULL
-  AND next_attempt_at_ms > ?3;
+UPDATE webhooks SET next_attempt_at_ms = :now_ms
+WHERE application_id = :application_id AND url = :url AND state = 'pending'
+  AND lease_until_ms IS NULL AND next_attempt_at_ms > :now_ms;
 
 -- A safety net (one process serialises everything here, so nothing should be left held).
 -- name: release_settled_final_reports
@@ -221,13 +202,15 @@ WHERE state = 'held'
   AND NOT EXISTS (SELECT 1 FROM webhooks p
                   WHERE p.dispatch_uuid = webhooks.dispatch_uuid AND p.state = 'pending');
 
+-- A workflow's webhooks, oldest first.
 -- name: list_webhooks
 SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
        attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
        AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
-FROM webhooks WHERE dispatch_uuid = ? ORDER BY id;
+FROM webhooks WHERE dispatch_uuid = :dispatch_uuid ORDER BY id;
 
--- Webhook lists, newest first, from `before_id` down (each shaped like list_webhooks).
+-- Webhook lists, newest first, from :before_id down (each shaped like list_webhooks);
+-- :application_id and :state NULL mean any.
 -- name: list_webhooks_of_workflow
 SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
        attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
@@ -250,8 +233,8 @@ ORDER BY id DESC LIMIT :limit;
 -- Dead letters are few among many delivered: their own partial index finds them.
 -- name: list_dead_webhooks_of_application
 SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
-       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
-       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+       attempts, replays, NULL AS next_attempt_at_ms, last_status_code, last_error,
+       created_at_ms, delivered_at_ms
 FROM webhooks
 WHERE application_id = :application_id AND state = 'dead' AND id < :before_id
 ORDER BY id DESC LIMIT :limit;
@@ -268,7 +251,7 @@ ORDER BY id DESC LIMIT :limit;
 SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
        attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
        AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
-FROM webhooks WHERE event_id = ?;
+FROM webhooks WHERE event_id = :event_id;
 
 -- Replay: the same body and webhook-id again, as a new delivery with a new retry period.
 -- name: replay_webhook
@@ -302,61 +285,39 @@ WHERE id IN (
       AND (:dispatch_uuid IS NULL OR dispatch_uuid = :dispatch_uuid)
     LIMIT :limit);
 
--- Lookups and recovery --------------------------------------------------------------------------
+-- Recovery and retention -------------------------------------------------------------------------
 
--- name: message_owner
-SELECT m.message_uuid, m.dispatch_uuid, w.application_id
-FROM messages m JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
-WHERE m.message_uuid = ?;
-
--- name: unstarted_workflows
-SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT ?;
-
--- name: release_send_leases
+-- The one serving process owns every queue: at start, leases left are a dead process's.
+-- name: release_leases
 UPDATE messages SET send_state = 'pending', lease_until_ms = NULL WHERE send_state = 'sending';
-
--- name: release_webhook_leases
 UPDATE webhooks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
-
--- name: release_inbox_leases
 UPDATE inbox SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
-
--- Retention ---------------------------------------------------------------------------------------
 
 -- Settled webhooks (delivered or dead) older than the retention, oldest first.
 -- name: expire_webhooks
 DELETE FROM webhooks WHERE id IN (
     SELECT id FROM webhooks
-    WHERE settled_at_ms IS NOT NULL AND settled_at_ms < ?
+    WHERE settled_at_ms IS NOT NULL AND settled_at_ms < :before_ms
     ORDER BY settled_at_ms
-    LIMIT ?);
+    LIMIT :limit);
 
--- Ended workflows older than the retention with no webhook left (those go by their own rule).
--- name: expired_workflows
-SELECT w.dispatch_uuid FROM workflows w
-WHERE w.status <> 'in_progress' AND w.updated_at_ms < ?
-  AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
-ORDER BY w.updated_at_ms
-LIMIT ?;
-
--- name: delete_workflows_inbox
+-- Ended workflows older than the retention with no webhook left (those go by their own
+-- rule), deleted with their messages and the statuses waiting for them. The same selection
+-- in each statement (the workflows go last, so it does not change in between).
+-- name: expire_workflows
 DELETE FROM inbox WHERE message_uuid IN (
-    SELECT message_uuid FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?)));
-
--- name: delete_workflows_sandbox_sends
-DELETE FROM sandbox_sends WHERE message_uuid IN (
-    SELECT message_uuid FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?)));
-
--- name: delete_workflows_messages
-DELETE FROM messages WHERE dispatch_uuid IN (SELECT value FROM json_each(?));
-
--- name: delete_workflows
-DELETE FROM workflows WHERE dispatch_uuid IN (SELECT value FROM json_each(?));
-
--- Sandbox provider ----------------------------------------------------------------------------
-
--- name: sandbox_record_send
-INSERT INTO sandbox_sends (message_uuid, channel, recipient, outcome, attempts, first_sent_at_ms)
-VALUES (?, ?, ?, ?, 1, ?)
-ON CONFLICT (message_uuid) DO UPDATE SET attempts = attempts + 1
-RETURNING attempts;
+    SELECT message_uuid FROM messages WHERE dispatch_uuid IN (
+        SELECT w.dispatch_uuid FROM workflows w
+        WHERE w.status <> 'in_progress' AND w.updated_at_ms < :before_ms
+          AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+        ORDER BY w.updated_at_ms LIMIT :limit));
+DELETE FROM messages WHERE dispatch_uuid IN (
+    SELECT w.dispatch_uuid FROM workflows w
+    WHERE w.status <> 'in_progress' AND w.updated_at_ms < :before_ms
+      AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+    ORDER BY w.updated_at_ms LIMIT :limit);
+DELETE FROM workflows WHERE dispatch_uuid IN (
+    SELECT w.dispatch_uuid FROM workflows w
+    WHERE w.status <> 'in_progress' AND w.updated_at_ms < :before_ms
+      AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+    ORDER BY w.updated_at_ms LIMIT :limit);

@@ -1,0 +1,18 @@
+-- The sandbox provider's own log (store migrations create its table; the store never reads
+-- it). Same names and parameters as sqlite.sql.
+
+-- A batch of sends asked of the sandbox (no message twice in one batch): each one's attempt
+-- count (the message uuid is its idempotency key) and when it was first asked.
+-- name: sandbox_record_sends
+INSERT INTO sandbox_sends (message_uuid, channel, recipient, outcome, attempts, first_sent_at_ms)
+SELECT s.message_uuid, s.channel, s.recipient, s.outcome, 1, s.sent_at_ms
+FROM unnest(:message_uuid::text[], :channel::text[], :recipient::text[], :outcome::text[],
+            :sent_at_ms::bigint[])
+     AS s (message_uuid, channel, recipient, outcome, sent_at_ms)
+ON CONFLICT (message_uuid) DO UPDATE SET attempts = sandbox_sends.attempts + 1
+RETURNING message_uuid, attempts, first_sent_at_ms;
+
+-- name: sandbox_expire_sends
+DELETE FROM sandbox_sends WHERE message_uuid IN (
+    SELECT message_uuid FROM sandbox_sends WHERE first_sent_at_ms < :before_ms LIMIT :limit
+    FOR UPDATE SKIP LOCKED);

@@ -1,0 +1,78 @@
+"""The narrow seam between the store and a database: named queries, named parameters, rows
+read by column name.
+
+`Store` (store/database.py) holds every operation that is the same on both databases and
+runs it through a `Connector`; only the SQL text and the write strategy differ per database.
+A new storage operation is then two SQL snippets with one name, and one method.
+
+- `fetch_one` / `fetch_all` read; `execute` writes and says how many rows it changed;
+  `execute_returning` writes and returns rows (claims: `UPDATE ... RETURNING`).
+- `execute_many` runs one query for many rows: once per row on SQLite (executemany), once for
+  all of them on PostgreSQL (each column bound as an array, unnested by the query);
+  `execute_many_returning` likewise, for a query that returns rows.
+- `transaction` runs several statements in one transaction, nothing committed unless all are.
+
+Driver errors come out as `StoreError` (with `retryable` where trying again can help).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["NO_PARAMETERS", "Connector", "Parameters", "Row", "Statement"]
+
+Row = Mapping[str, Any]
+Parameters = Mapping[str, Any]
+NO_PARAMETERS: Parameters = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One statement of a transaction: a query with its parameters, or with many rows."""
+
+    query: str
+    parameters: Parameters = field(default_factory=dict)
+    rows: Sequence[Parameters] | None = None  # run for each row (`execute_many`)
+
+
+class Connector(Protocol):
+    dialect: str
+    # True where one process owns the database (SQLite): leases left at start are a dead
+    # predecessor's, and nobody else needs waking.
+    sole_owner: bool
+    # How this process names itself in the leases it takes (PostgreSQL).
+    lease_owner: str
+
+    async def open(self) -> None:
+        """Connect and bring the schema up to date (safe to run from several processes)."""
+
+    async def close(self) -> None:
+        """Commit what is pending, then release connections."""
+
+    async def fetch_one(self, query: str, parameters: Parameters = NO_PARAMETERS) -> Row | None: ...
+
+    async def fetch_all(self, query: str, parameters: Parameters = NO_PARAMETERS) -> list[Row]: ...
+
+    async def execute(self, query: str, parameters: Parameters = NO_PARAMETERS) -> int: ...
+
+    async def execute_returning(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> list[Row]: ...
+
+    async def execute_many(self, query: str, rows: Sequence[Parameters]) -> None: ...
+
+    async def execute_many_returning(self, query: str, rows: Sequence[Parameters]) -> list[Row]: ...
+
+    def add_queries(self, package: str, file_name: str) -> None:
+        """More named queries (a provider's own tables: the sandbox's log), before `open`."""
+
+    async def transaction(self, statements: Sequence[Statement]) -> list[int]:
+        """Run `statements` in one transaction; the rows each changed."""
+
+    async def notify(self, payloads: Iterable[str]) -> None:
+        """Tell the other processes on this database that work is due."""
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all)."""

@@ -1,0 +1,375 @@
+"""`DatabaseStore`: every storage operation, written once, over a connector per database.
+
+The operations are the same on SQLite and PostgreSQL (applications, reads, claims, due times,
+webhook bookkeeping, recovery, retention): each is a named query (`sql/<dialect>.sql`, same
+name and parameters in both) run through the `Connector`, and rows come back by column name
+to one set of mappers. What differs per database is the SQL text and the write strategy for
+the engine's transactions (`create_workflow`, `apply`): group commit on SQLite
+(`sqlite/transitions.py`), batched version-checked statements on PostgreSQL
+(`postgres/transitions.py`). Both turn a transition into rows in one place
+(`transition_rows.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from opendispatch.store import mappers
+from opendispatch.store.connector import Connector, Statement
+from opendispatch.store.protocol import Store, TransitionFunction
+from opendispatch.store.records import (
+    NO_SIDE_WRITES,
+    Application,
+    ApplicationCredentials,
+    Expired,
+    InboxEvent,
+    LoadedWorkflow,
+    MessageOwner,
+    NewInboxEvent,
+    NewWorkflow,
+    SendJob,
+    SideWrites,
+    Transition,
+    WebhookAttempt,
+    WebhookDeferral,
+    WebhookFilter,
+    WebhookJob,
+    WebhookRecord,
+    WorkflowRecord,
+)
+
+__all__ = ["DatabaseStore", "WriteStrategy"]
+
+# Every canonical UUID string sorts before "g" (hex digits and hyphens, compared byte-wise), so
+# this stands for "no upper bound" in `list_workflows`.
+_AFTER_EVERY_UUID = "g"
+_AFTER_EVERY_ID = 2**63 - 1  # "no upper bound" for lists that page down by id
+
+
+class WriteStrategy(Protocol):
+    """How a database writes the engine's transactions (see the module docstring)."""
+
+    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None: ...
+
+    async def apply(
+        self,
+        *,
+        transition: TransitionFunction,
+        dispatch_uuid: str | None = None,
+        message_uuid: str | None = None,
+        side: SideWrites = NO_SIDE_WRITES,
+    ) -> Transition | None: ...
+
+    async def stop(self) -> None:
+        """Let writes on their way finish."""
+
+
+class DatabaseStore:
+    def __init__(self, connector: Connector, writes: WriteStrategy) -> None:
+        self.connector = connector
+        self.dialect = connector.dialect
+        self._writes = writes
+
+    async def open(self) -> None:
+        await self.connector.open()
+
+    async def close(self) -> None:
+        await self._writes.stop()
+        await self.connector.close()
+
+    # -- applications ----------------------------------------------------------------------
+
+    async def create_application(self, credentials: ApplicationCredentials) -> None:
+        app = credentials.application
+        await self.connector.transaction(
+            [
+                Statement(
+                    "insert_account",
+                    {
+                        "api_key": app.api_key,
+                        "api_secret_hash": credentials.api_secret_hash,
+                        "signature_secret": credentials.signature_secret,
+                        "created_at_ms": app.created_at_ms,
+                    },
+                ),
+                Statement(
+                    "insert_application",
+                    {
+                        "application_id": app.application_id,
+                        "api_key": app.api_key,
+                        "name": app.name,
+                        "status_url": app.status_url,
+                        "final_report_url": app.final_report_url,
+                        "public_key_pem": credentials.public_key_pem,
+                        "created_at_ms": app.created_at_ms,
+                    },
+                ),
+            ]
+        )
+
+    async def list_applications(self) -> list[Application]:
+        return [
+            mappers.application(row) for row in await self.connector.fetch_all("list_applications")
+        ]
+
+    async def find_credentials_by_api_key(self, api_key: str) -> ApplicationCredentials | None:
+        row = await self.connector.fetch_one("credentials_by_api_key", {"api_key": api_key})
+        return None if row is None else mappers.credentials(row)
+
+    async def find_credentials(self, application_id: str) -> ApplicationCredentials | None:
+        row = await self.connector.fetch_one(
+            "credentials_by_application_id", {"application_id": application_id}
+        )
+        return None if row is None else mappers.credentials(row)
+
+    # -- workflows -------------------------------------------------------------------------
+
+    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
+        await self._writes.create_workflow(workflow, transition)
+
+    async def apply(
+        self,
+        *,
+        transition: TransitionFunction,
+        dispatch_uuid: str | None = None,
+        message_uuid: str | None = None,
+        side: SideWrites = NO_SIDE_WRITES,
+    ) -> Transition | None:
+        return await self._writes.apply(
+            transition=transition, dispatch_uuid=dispatch_uuid, message_uuid=message_uuid, side=side
+        )
+
+    async def get_workflow(self, application_id: str, dispatch_uuid: str) -> WorkflowRecord | None:
+        row = await self.connector.fetch_one(
+            "get_workflow", {"dispatch_uuid": dispatch_uuid, "application_id": application_id}
+        )
+        return None if row is None else mappers.workflow_record(row)
+
+    async def load_workflow(self, dispatch_uuid: str) -> LoadedWorkflow | None:
+        row = await self.connector.fetch_one("load_workflow", {"dispatch_uuid": dispatch_uuid})
+        return None if row is None else mappers.loaded_workflow(row)
+
+    async def list_workflows(
+        self, application_id: str, *, limit: int, before: str | None = None
+    ) -> list[WorkflowRecord]:
+        rows = await self.connector.fetch_all(
+            "list_workflows",
+            {
+                "application_id": application_id,
+                "before": before or _AFTER_EVERY_UUID,
+                "limit": limit,
+            },
+        )
+        return [mappers.workflow_record(row) for row in rows]
+
+    async def unstarted_workflows(self, limit: int) -> list[str]:
+        rows = await self.connector.fetch_all("unstarted_workflows", {"limit": limit})
+        return [row["dispatch_uuid"] for row in rows]
+
+    async def message_owner(self, message_uuid: str) -> MessageOwner | None:
+        row = await self.connector.fetch_one("message_owner", {"message_uuid": message_uuid})
+        return None if row is None else mappers.message_owner(row)
+
+    # -- sends -----------------------------------------------------------------------------
+
+    async def claim_due_sends(self, *, now_ms: int, limit: int, lease_ms: int) -> list[SendJob]:
+        rows = await self.connector.execute_returning(
+            "claim_sends", self._claim(now_ms, limit, lease_ms)
+        )
+        return [mappers.send_job(row) for row in rows]
+
+    async def retry_send(self, message_uuid: str, *, next_attempt_at_ms: int, error: str) -> None:
+        await self.connector.execute(
+            "retry_send",
+            {
+                "message_uuid": message_uuid,
+                "next_attempt_at_ms": next_attempt_at_ms,
+                "error": error,
+                "lease_owner": self.connector.lease_owner,
+            },
+        )
+
+    async def next_send_due_ms(self) -> int | None:
+        return await self._due("next_send_due")
+
+    # -- timers ----------------------------------------------------------------------------
+
+    async def due_timers(self, *, now_ms: int, limit: int) -> list[str]:
+        rows = await self.connector.fetch_all("due_timers", {"now_ms": now_ms, "limit": limit})
+        return [row["dispatch_uuid"] for row in rows]
+
+    async def next_timer_due_ms(self) -> int | None:
+        return await self._due("next_timer_due")
+
+    # -- the inbox: provider statuses waiting to be applied ---------------------------------
+
+    async def receive_statuses(self, events: Sequence[NewInboxEvent]) -> None:
+        await self.connector.execute_many(
+            "insert_inbox_events",
+            [
+                {
+                    "message_uuid": event.message_uuid,
+                    "status": event.status,
+                    "error_code": event.error_code,
+                    "error_reason": event.error_reason,
+                    "price": event.price,
+                    "due_at_ms": event.due_at_ms,
+                    "occurred_at_ms": event.due_at_ms
+                    if event.occurred_at_ms is None
+                    else event.occurred_at_ms,
+                }
+                for event in events
+            ],
+        )
+
+    async def claim_due_inbox(self, *, now_ms: int, limit: int, lease_ms: int) -> list[InboxEvent]:
+        rows = await self.connector.execute_returning(
+            "claim_inbox", self._claim(now_ms, limit, lease_ms)
+        )
+        return [mappers.inbox_event(row) for row in rows]
+
+    async def next_inbox_due_ms(self) -> int | None:
+        return await self._due("next_inbox_due")
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    async def claim_due_webhooks(
+        self, *, now_ms: int, limit: int, lease_ms: int, exclude_applications: frozenset[str]
+    ) -> list[WebhookJob]:
+        parameters = self._claim(now_ms, limit, lease_ms) | {
+            "excluded": sorted(exclude_applications)
+        }
+        rows = await self.connector.execute_returning("claim_webhooks", parameters)
+        return [mappers.webhook_job(row) for row in rows]
+
+    async def next_webhook_due_ms(self) -> int | None:
+        return await self._due("next_webhook_due")
+
+    async def record_webhook_attempts(self, attempts: Sequence[WebhookAttempt]) -> None:
+        """Record outcomes and release the final reports they were the last to wait for
+        (on PostgreSQL ordered by row locks against a transition writing one: migration 0005;
+        on SQLite a trigger, the one writer serialising everything)."""
+        latest = {attempt.id: attempt for attempt in attempts}  # as applied in order: last wins
+        await self.connector.execute_many(
+            "record_webhook_attempts",
+            [
+                {
+                    "id": attempt.id,
+                    "state": attempt.state,
+                    "next_attempt_at_ms": attempt.next_attempt_at_ms,
+                    "status_code": attempt.status_code,
+                    "error": attempt.error,
+                    "delivered_at_ms": attempt.at_ms if attempt.state == "delivered" else None,
+                    "at_ms": attempt.at_ms,
+                }
+                for attempt in sorted(latest.values(), key=lambda attempt: attempt.id)
+            ],
+        )
+
+    async def defer_webhooks(self, deferrals: Sequence[WebhookDeferral]) -> None:
+        owner = self.connector.lease_owner
+        await self.connector.execute_many(
+            "defer_webhooks",
+            [{"id": d.id, "until_ms": d.until_ms, "lease_owner": owner} for d in deferrals],
+        )
+
+    async def wake_webhooks(self, *, application_id: str, url: str, now_ms: int) -> int:
+        return await self.connector.execute(
+            "wake_webhooks", {"application_id": application_id, "url": url, "now_ms": now_ms}
+        )
+
+    async def release_settled_final_reports(self) -> None:
+        await self.connector.execute("release_settled_final_reports")
+
+    async def list_webhooks(self, dispatch_uuid: str) -> list[WebhookRecord]:
+        rows = await self.connector.fetch_all("list_webhooks", {"dispatch_uuid": dispatch_uuid})
+        return [mappers.webhook_record(row) for row in rows]
+
+    async def list_webhooks_page(
+        self, which: WebhookFilter, *, limit: int, before_id: int | None = None
+    ) -> list[WebhookRecord]:
+        if which.dispatch_uuid is not None:
+            query = "list_webhooks_of_workflow"
+        elif which.application_id is None:
+            query = "list_webhooks_everywhere"
+        elif which.state == "dead":
+            query = "list_dead_webhooks_of_application"
+        else:
+            query = "list_webhooks_of_application"
+        rows = await self.connector.fetch_all(
+            query,
+            {
+                "application_id": which.application_id,
+                "state": which.state,
+                "dispatch_uuid": which.dispatch_uuid,
+                "before_id": _AFTER_EVERY_ID if before_id is None else before_id,
+                "limit": limit,
+            },
+        )
+        return [mappers.webhook_record(row) for row in rows]
+
+    async def find_webhook(self, event_id: str) -> WebhookRecord | None:
+        row = await self.connector.fetch_one("find_webhook", {"event_id": event_id})
+        return None if row is None else mappers.webhook_record(row)
+
+    async def replay_webhook(self, webhook_id: int, *, now_ms: int) -> bool:
+        changed = await self.connector.execute(
+            "replay_webhook", {"id": webhook_id, "now_ms": now_ms}
+        )
+        return changed > 0
+
+    async def replay_webhooks(self, which: WebhookFilter, *, now_ms: int, limit: int) -> int:
+        query = {"dead": "replay_dead_webhooks", "delivered": "replay_delivered_webhooks"}
+        return await self.connector.execute(
+            query[which.state or "dead"],
+            {
+                "application_id": which.application_id,
+                "dispatch_uuid": which.dispatch_uuid,
+                "now_ms": now_ms,
+                "limit": limit,
+            },
+        )
+
+    # -- recovery and retention ------------------------------------------------------------
+
+    async def release_leases(self) -> None:
+        """At start: on SQLite every lease left is a dead predecessor's; on PostgreSQL only
+        this process's own (none, at start: a dead process's run out on their own)."""
+        await self.connector.execute("release_leases", {"lease_owner": self.connector.lease_owner})
+
+    async def delete_expired(self, *, before_ms: int, limit: int) -> Expired:
+        parameters = {"before_ms": before_ms, "limit": limit}
+        webhooks, workflows = await self.connector.transaction(
+            [Statement("expire_webhooks", parameters), Statement("expire_workflows", parameters)]
+        )
+        return Expired(webhooks=webhooks, workflows=workflows)
+
+    # -- waking the other processes that serve the same database ----------------------------
+
+    async def notify(self, payloads: Iterable[str]) -> None:
+        await self.connector.notify(payloads)
+
+    async def listen(self, callback: Callable[[str], None]) -> None:
+        await self.connector.listen(callback)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _claim(self, now_ms: int, limit: int, lease_ms: int) -> dict[str, Any]:
+        return {
+            "now_ms": now_ms,
+            "limit": limit,
+            "lease_until_ms": now_ms + lease_ms,
+            "lease_owner": self.connector.lease_owner,
+        }
+
+    async def _due(self, query: str) -> int | None:
+        row = await self.connector.fetch_one(query)
+        due: int | None = None if row is None else row["due_at_ms"]
+        return due
+
+
+if TYPE_CHECKING:
+
+    def _implements_the_protocol(store: DatabaseStore) -> Store:
+        return store  # mypy proves here that DatabaseStore is a Store

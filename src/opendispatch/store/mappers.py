@@ -1,0 +1,142 @@
+"""Rows (by column name, from either database) to the records that cross the store boundary:
+the one place that knows which column becomes which field."""
+
+from __future__ import annotations
+
+from opendispatch.store.connector import Row
+from opendispatch.store.records import (
+    Application,
+    ApplicationCredentials,
+    InboxEvent,
+    LoadedWorkflow,
+    MessageOwner,
+    SendJob,
+    WebhookJob,
+    WebhookRecord,
+    WorkflowRecord,
+)
+
+__all__ = [
+    "application",
+    "credentials",
+    "inbox_event",
+    "loaded_workflow",
+    "message_owner",
+    "send_job",
+    "webhook_job",
+    "webhook_record",
+    "workflow_record",
+]
+
+
+def application(row: Row) -> Application:
+    return Application(
+        application_id=row["application_id"],
+        name=row["name"],
+        api_key=row["api_key"],
+        status_url=row["status_url"],
+        final_report_url=row["final_report_url"],
+        created_at_ms=row["created_at_ms"],
+    )
+
+
+def credentials(row: Row) -> ApplicationCredentials:
+    return ApplicationCredentials(
+        application=application(row),
+        api_secret_hash=row["api_secret_hash"],
+        signature_secret=row["signature_secret"],
+        public_key_pem=row["public_key_pem"],
+    )
+
+
+def workflow_record(row: Row) -> WorkflowRecord:
+    return WorkflowRecord(
+        dispatch_uuid=row["dispatch_uuid"],
+        application_id=row["application_id"],
+        template=row["template"],
+        status=row["status"],
+        request_json=row["request_json"],
+        created_at_ms=row["created_at_ms"],
+        updated_at_ms=row["updated_at_ms"],
+    )
+
+
+def loaded_workflow(row: Row, inbox: tuple[InboxEvent, ...] = ()) -> LoadedWorkflow:
+    return LoadedWorkflow(
+        record=workflow_record(row),
+        state_json=row["state_json"],
+        api_key=row["api_key"],
+        status_url=row["status_url"],
+        final_report_url=row["final_report_url"],
+        inbox=inbox,
+    )
+
+
+def message_owner(row: Row) -> MessageOwner:
+    return MessageOwner(
+        message_uuid=row["message_uuid"],
+        dispatch_uuid=row["dispatch_uuid"],
+        application_id=row["application_id"],
+    )
+
+
+def send_job(row: Row) -> SendJob:
+    return SendJob(
+        message_uuid=row["message_uuid"],
+        dispatch_uuid=row["dispatch_uuid"],
+        step=row["step"],
+        channel=row["channel"],
+        provider=row["provider"],
+        payload_json=row["payload_json"],
+        attempts=row["attempts"],
+        created_at_ms=row["created_at_ms"],
+    )
+
+
+def inbox_event(row: Row) -> InboxEvent:
+    return InboxEvent(
+        id=row["id"],
+        message_uuid=row["message_uuid"],
+        status=row["status"],
+        error_code=row["error_code"],
+        error_reason=row["error_reason"],
+        price=row["price"],
+        due_at_ms=row["due_at_ms"],
+        occurred_at_ms=row["occurred_at_ms"],
+    )
+
+
+def webhook_job(row: Row) -> WebhookJob:
+    return WebhookJob(
+        id=row["id"],
+        event_id=row["event_id"],
+        dispatch_uuid=row["dispatch_uuid"],
+        application_id=row["application_id"],
+        url=row["url"],
+        payload=row["payload"],
+        attempts=row["attempts"],
+        created_at_ms=row["created_at_ms"],
+        replays=row["replays"],
+        retry_from_ms=row["retry_from_ms"],
+    )
+
+
+def webhook_record(row: Row) -> WebhookRecord:
+    return WebhookRecord(
+        id=row["id"],
+        event_id=row["event_id"],
+        dispatch_uuid=row["dispatch_uuid"],
+        application_id=row["application_id"],
+        kind=row["kind"],
+        message_uuid=row["message_uuid"],
+        status=row["status"],
+        url=row["url"],
+        state=row["state"],
+        attempts=row["attempts"],
+        next_attempt_at_ms=row["next_attempt_at_ms"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        created_at_ms=row["created_at_ms"],
+        delivered_at_ms=row["delivered_at_ms"],
+        replays=row["replays"],
+    )

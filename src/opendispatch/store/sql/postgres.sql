@@ -1,0 +1,388 @@
+-- The store's named queries on PostgreSQL (see store/named_queries.py). sqlite.sql has the
+-- same names with the same named parameters (:name) and the same result columns: the store
+-- runs either through its connector (tests/unit/test_named_queries.py keeps them matched).
+-- A parameter that is a list is an array here; `execute_many` binds each column of its rows
+-- as one array, so a query it runs unnests them and writes all rows in one statement.
+--
+-- Several processes share these tables, so unlike on SQLite:
+-- - claims lock the rows they take with FOR UPDATE SKIP LOCKED, so concurrent claimers pass
+--   each other by instead of waiting, and stamp a lease (:lease_owner); a lease that ran out
+--   is claimable again (the process that held it is presumed dead);
+-- - writers of pending or held webhooks lock them in ascending id order (no deadlocks; see
+--   migration 0005);
+-- - times are always the caller's (:now_ms), never the database's clock, so a test's driven
+--   clock means the same thing here as on SQLite.
+
+-- Applications ---------------------------------------------------------------------------------
+
+-- name: insert_account
+INSERT INTO accounts (api_key, api_secret_hash, signature_secret, created_at_ms)
+VALUES (:api_key, :api_secret_hash, :signature_secret, :created_at_ms);
+
+-- name: insert_application
+INSERT INTO applications
+    (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms)
+VALUES (:application_id, :api_key, :name, :status_url, :final_report_url, :public_key_pem,
+        :created_at_ms);
+
+-- name: list_applications
+SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms
+FROM applications
+ORDER BY created_at_ms, application_id;
+
+-- name: credentials_by_api_key
+SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
+       c.api_secret_hash, c.signature_secret, a.public_key_pem
+FROM applications a JOIN accounts c ON c.api_key = a.api_key
+WHERE a.api_key = :api_key;
+
+-- name: credentials_by_application_id
+SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
+       c.api_secret_hash, c.signature_secret, a.public_key_pem
+FROM applications a JOIN accounts c ON c.api_key = a.api_key
+WHERE a.application_id = :application_id;
+
+-- Workflows ------------------------------------------------------------------------------------
+
+-- name: get_workflow
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
+FROM workflows
+WHERE dispatch_uuid = :dispatch_uuid AND application_id = :application_id;
+
+-- :before is the last dispatch_uuid of the previous page ("g" sorts after every UUID).
+-- name: list_workflows
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
+FROM workflows
+WHERE application_id = :application_id AND dispatch_uuid < :before
+ORDER BY dispatch_uuid DESC
+LIMIT :limit;
+
+-- name: load_workflow
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
+       a.final_report_url
+FROM workflows w JOIN applications a ON a.application_id = w.application_id
+WHERE w.dispatch_uuid = :dispatch_uuid;
+
+-- name: unstarted_workflows
+SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT :limit;
+
+-- name: message_owner
+SELECT m.message_uuid, m.dispatch_uuid, w.application_id
+FROM messages m JOIN workflows w ON w.dispatch_uuid = m.dispatch_uuid
+WHERE m.message_uuid = :message_uuid;
+
+-- Sends ----------------------------------------------------------------------------------------
+
+-- Two index walks, each locking what it takes: due pending sends (messages_due), and sends
+-- whose claimer's lease ran out (messages_leased). MATERIALIZED keeps each walk (and its row
+-- locks) to exactly one run.
+-- name: claim_sends
+WITH due AS MATERIALIZED (
+    SELECT message_uuid, next_attempt_at_ms AS due_at_ms FROM messages
+    WHERE send_state = 'pending' AND next_attempt_at_ms <= :now_ms
+    ORDER BY next_attempt_at_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), expired AS MATERIALIZED (
+    SELECT message_uuid, lease_until_ms AS due_at_ms FROM messages
+    WHERE send_state = 'sending' AND lease_until_ms <= :now_ms
+    ORDER BY lease_until_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE messages m
+SET send_state = 'sending', lease_until_ms = :lease_until_ms, lease_owner = :lease_owner,
+    attempts = m.attempts + 1
+WHERE m.message_uuid IN (
+    SELECT c.message_uuid FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+    ORDER BY c.due_at_ms
+    LIMIT :limit)
+RETURNING m.message_uuid, m.dispatch_uuid, m.step, m.channel, m.provider, m.payload_json,
+          m.attempts, m.created_at_ms;
+
+-- Only the lease's holder may put its send back: if its lease ran out and another process
+-- claimed the send meanwhile, that one's claim stands (on SQLite the same guard is the
+-- 'sending' state, which the lease's expiry resets).
+-- name: retry_send
+UPDATE messages
+SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
+    lease_owner = NULL, last_error = :error
+WHERE message_uuid = :message_uuid AND send_state = 'sending' AND lease_owner = :lease_owner;
+
+-- name: next_send_due
+SELECT least(
+    (SELECT min(next_attempt_at_ms) FROM messages WHERE send_state = 'pending'),
+    (SELECT min(lease_until_ms) FROM messages WHERE send_state = 'sending')) AS due_at_ms;
+
+-- Timers ---------------------------------------------------------------------------------------
+
+-- Not a claim: every process may see the same due workflow; the version check in `apply`
+-- makes the second firing find the state the first one left (no longer due).
+-- name: due_timers
+SELECT dispatch_uuid FROM workflows
+WHERE due_at_ms IS NOT NULL AND due_at_ms <= :now_ms
+ORDER BY due_at_ms
+LIMIT :limit;
+
+-- name: next_timer_due
+SELECT min(due_at_ms) AS due_at_ms FROM workflows WHERE due_at_ms IS NOT NULL;
+
+-- Inbox: provider statuses waiting to be applied -------------------------------------------------
+
+-- name: insert_inbox_events
+INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms,
+                   occurred_at_ms)
+SELECT * FROM unnest(:message_uuid::text[], :status::text[], :error_code::integer[],
+                     :error_reason::text[], :price::text[], :due_at_ms::bigint[],
+                     :occurred_at_ms::bigint[]);
+
+-- name: claim_inbox
+WITH due AS MATERIALIZED (
+    SELECT id, due_at_ms FROM inbox
+    WHERE lease_until_ms IS NULL AND due_at_ms <= :now_ms
+    ORDER BY due_at_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), expired AS MATERIALIZED (
+    SELECT id, due_at_ms FROM inbox
+    WHERE lease_until_ms <= :now_ms
+    ORDER BY lease_until_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE inbox i SET lease_until_ms = :lease_until_ms, lease_owner = :lease_owner
+WHERE i.id IN (
+    SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+    ORDER BY c.due_at_ms
+    LIMIT :limit)
+RETURNING i.id, i.message_uuid, i.status, i.error_code, i.error_reason, i.price, i.due_at_ms,
+          i.occurred_at_ms;
+
+-- name: next_inbox_due
+SELECT least(
+    (SELECT min(due_at_ms) FROM inbox WHERE lease_until_ms IS NULL),
+    (SELECT min(lease_until_ms) FROM inbox WHERE lease_until_ms IS NOT NULL)) AS due_at_ms;
+
+-- Webhooks -------------------------------------------------------------------------------------
+
+-- Each application's due webhooks come from its own range of webhooks_due (an application at
+-- its delivery limit, in :excluded, costs nothing), with the webhooks whose lease ran out;
+-- oldest first across applications.
+-- name: claim_webhooks
+WITH due AS MATERIALIZED (
+    SELECT w.id, w.next_attempt_at_ms AS due_at_ms
+    FROM applications a
+    CROSS JOIN LATERAL (
+        SELECT id, next_attempt_at_ms FROM webhooks
+        WHERE application_id = a.application_id AND state = 'pending'
+          AND lease_until_ms IS NULL AND next_attempt_at_ms <= :now_ms
+        ORDER BY next_attempt_at_ms
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ) AS w
+    WHERE a.application_id <> ALL (:excluded::text[])
+), expired AS MATERIALIZED (
+    SELECT id, lease_until_ms AS due_at_ms FROM webhooks
+    WHERE lease_until_ms <= :now_ms AND state = 'pending'
+      AND application_id <> ALL (:excluded::text[])
+    ORDER BY lease_until_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhooks w
+SET lease_until_ms = :lease_until_ms, lease_owner = :lease_owner, attempts = w.attempts + 1
+WHERE w.id IN (
+    SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+    ORDER BY c.due_at_ms
+    LIMIT :limit)
+RETURNING w.id, w.event_id, w.dispatch_uuid, w.application_id, w.url, w.payload, w.attempts,
+          w.created_at_ms, w.replays, coalesce(w.replayed_at_ms, w.created_at_ms) AS retry_from_ms;
+
+-- The earliest time a webhook becomes claimable: the first of each application's range, or
+-- the first lease to run out.
+-- name: next_webhook_due
+SELECT least(
+    (SELECT min(w.next_attempt_at_ms)
+     FROM applications a
+     CROSS JOIN LATERAL (
+         SELECT next_attempt_at_ms FROM webhooks
+         WHERE application_id = a.application_id AND state = 'pending'
+           AND lease_until_ms IS NULL
+         ORDER BY next_attempt_at_ms
+         LIMIT 1) AS w),
+    (SELECT min(lease_until_ms) FROM webhooks WHERE lease_until_ms IS NOT NULL)) AS due_at_ms;
+
+-- Outcomes of delivery attempts (one row each), and the release of the final reports they
+-- were the last to wait for: a function, for why see migration 0005.
+-- name: record_webhook_attempts
+SELECT record_webhook_attempts(:id::bigint[], :state::text[], :next_attempt_at_ms::bigint[],
+                               :status_code::integer[], :error::text[],
+                               :delivered_at_ms::bigint[], :at_ms::bigint[]);
+
+-- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
+-- attempt is not counted. Locked in id order first, as every writer of pending webhooks does.
+-- name: defer_webhooks
+WITH deferral AS (
+    SELECT * FROM unnest(:id::bigint[], :until_ms::bigint[], :lease_owner::text[])
+             AS d (id, until_ms, lease_owner)
+), ordered AS MATERIALIZED (
+    SELECT id FROM webhooks WHERE id IN (SELECT id FROM deferral) ORDER BY id FOR UPDATE
+)
+UPDATE webhooks w
+SET next_attempt_at_ms = d.until_ms, lease_until_ms = NULL, lease_owner = NULL,
+    attempts = greatest(w.attempts - 1, 0)
+FROM deferral d
+WHERE w.id = d.id AND w.state = 'pending' AND w.lease_owner = d.lease_owner
+  AND w.id IN (SELECT id FROM ordered);
+
+-- An endpoint came back: its webhooks waiting for their next try are due now.
+-- name: wake_webhooks
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks
+    WHERE application_id = :application_id AND url = :url AND state = 'pending'
+      AND lease_until_ms IS NULL AND next_attempt_at_ms > :now_ms
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE webhooks SET next_attempt_at_ms = :now_ms WHERE id IN (SELECT id FROM ordered);
+
+-- Held final reports whose workflow has nothing left to deliver. The release with each
+-- recorded attempt does this for its own workflows; this is a safety net (for reports held by
+-- an earlier version, say), which the race-free release should leave with nothing to do.
+-- name: release_settled_final_reports
+WITH settled AS MATERIALIZED (
+    SELECT h.id FROM webhooks h
+    WHERE h.state = 'held'
+      AND NOT EXISTS (SELECT 1 FROM webhooks p
+                      WHERE p.dispatch_uuid = h.dispatch_uuid AND p.state = 'pending')
+    ORDER BY h.id
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE webhooks SET state = 'pending' WHERE id IN (SELECT id FROM settled);
+
+-- A workflow's webhooks, oldest first.
+-- name: list_webhooks
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks WHERE dispatch_uuid = :dispatch_uuid ORDER BY id;
+
+-- Webhook lists, newest first, from :before_id down (each shaped like list_webhooks);
+-- :application_id and :state NULL mean any.
+-- name: list_webhooks_of_workflow
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE dispatch_uuid = :dispatch_uuid AND id < :before_id
+  AND (:application_id::text IS NULL OR application_id = :application_id)
+  AND (:state::text IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: list_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = :application_id AND id < :before_id
+  AND (:state::text IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- Dead letters are few among many delivered: their own partial index finds them.
+-- name: list_dead_webhooks_of_application
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, NULL::bigint AS next_attempt_at_ms, last_status_code, last_error,
+       created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE application_id = :application_id AND state = 'dead' AND id < :before_id
+ORDER BY id DESC LIMIT :limit;
+
+-- name: list_webhooks_everywhere
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE id < :before_id AND (:state::text IS NULL OR state = :state)
+ORDER BY id DESC LIMIT :limit;
+
+-- name: find_webhook
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, CASE WHEN state = 'pending' THEN next_attempt_at_ms END
+       AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
+FROM webhooks WHERE event_id = :event_id;
+
+-- Replay: the same body and webhook-id again, as a new delivery with a new retry period.
+-- name: replay_webhook
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id = :id AND state IN ('delivered', 'dead');
+
+-- name: replay_dead_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'dead'
+      AND (:application_id::text IS NULL OR application_id = :application_id)
+      AND (:dispatch_uuid::text IS NULL OR dispatch_uuid = :dispatch_uuid)
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED);
+
+-- name: replay_delivered_webhooks
+UPDATE webhooks
+SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
+    replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
+    lease_until_ms = NULL, lease_owner = NULL
+WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE state = 'delivered'
+      AND (:application_id::text IS NULL OR application_id = :application_id)
+      AND (:dispatch_uuid::text IS NULL OR dispatch_uuid = :dispatch_uuid)
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED);
+
+-- Recovery and retention -------------------------------------------------------------------------
+
+-- Claims this process holds (by its lease owner name) go back: the others need not wait for
+-- the leases to run out. On SQLite the one serving process releases every lease at start.
+-- name: release_leases
+WITH sends AS (
+    UPDATE messages SET send_state = 'pending', lease_until_ms = NULL, lease_owner = NULL
+    WHERE send_state = 'sending' AND lease_owner = :lease_owner
+), webhooks_released AS (
+    UPDATE webhooks SET lease_until_ms = NULL, lease_owner = NULL
+    WHERE lease_owner = :lease_owner
+)
+UPDATE inbox SET lease_until_ms = NULL, lease_owner = NULL WHERE lease_owner = :lease_owner;
+
+-- Settled webhooks (delivered or dead) older than the retention, oldest first.
+-- name: expire_webhooks
+DELETE FROM webhooks WHERE id IN (
+    SELECT id FROM webhooks
+    WHERE settled_at_ms IS NOT NULL AND settled_at_ms < :before_ms
+    ORDER BY settled_at_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED);
+
+-- Ended workflows older than the retention with no webhook left (those go by their own
+-- rule), deleted with their messages and the statuses waiting for them.
+-- name: expire_workflows
+WITH expired AS MATERIALIZED (
+    SELECT w.dispatch_uuid FROM workflows w
+    WHERE w.status <> 'in_progress' AND w.updated_at_ms < :before_ms
+      AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
+    ORDER BY w.updated_at_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+), gone_messages AS (
+    DELETE FROM messages m USING expired e WHERE m.dispatch_uuid = e.dispatch_uuid
+    RETURNING m.message_uuid
+), gone_inbox AS (
+    DELETE FROM inbox i USING gone_messages g WHERE i.message_uuid = g.message_uuid
+)
+DELETE FROM workflows w USING expired e WHERE w.dispatch_uuid = e.dispatch_uuid;

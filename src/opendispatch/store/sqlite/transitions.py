@@ -1,0 +1,86 @@
+"""The SQLite write strategy: one event, one operation in the group commit's transaction.
+
+`apply` finds the workflow (by id, or by one of its messages), loads it with the provider
+statuses of its messages waiting in the inbox, runs the transition function, and writes the
+new state with every effect and the caller's side writes, all in the transaction the group
+commit shares among concurrent callers: one process serves the file, and the group commit
+runs operations one after another, so nothing else can change the workflow in between (no
+version check needed).
+"""
+
+from __future__ import annotations
+
+import json
+
+from opendispatch.store.mappers import inbox_event, loaded_workflow
+from opendispatch.store.protocol import TransitionFunction
+from opendispatch.store.records import (
+    NO_SIDE_WRITES,
+    InboxEvent,
+    NewWorkflow,
+    SideWrites,
+    Transition,
+)
+from opendispatch.store.sqlite.connector import SqliteConnector, SqliteSession
+from opendispatch.store.transition_rows import TransitionRows
+
+__all__ = ["QUERIES", "SqliteTransitions"]
+
+QUERIES = ("opendispatch.store.sqlite", "transitions.sql")
+
+
+class SqliteTransitions:
+    def __init__(self, connector: SqliteConnector) -> None:
+        self._connector = connector
+
+    async def stop(self) -> None:
+        """Nothing of its own on its way: the connector drains the group commit."""
+
+    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
+        rows = TransitionRows()
+        rows.add_new(workflow, transition)
+        await self._connector.write(lambda session: _write(session, rows))
+
+    async def apply(
+        self,
+        *,
+        transition: TransitionFunction,
+        dispatch_uuid: str | None = None,
+        message_uuid: str | None = None,
+        side: SideWrites = NO_SIDE_WRITES,
+    ) -> Transition | None:
+        key = {"dispatch_uuid": dispatch_uuid, "message_uuid": message_uuid}
+
+        def operation(session: SqliteSession) -> Transition | None:
+            result = None
+            row = session.fetch_one("load_event_workflow", key)
+            if row is not None:
+                inbox: tuple[InboxEvent, ...] = ()
+                if row["inbox"] != "[]":
+                    inbox = tuple(map(inbox_event, json.loads(row["inbox"])))
+                result = transition(loaded_workflow(row, inbox))
+            rows = TransitionRows()
+            if row is not None and result is not None:
+                rows.add(
+                    dispatch_uuid=row["dispatch_uuid"],
+                    application_id=row["application_id"],
+                    version=None,
+                    transition=result,
+                    side=side,
+                )
+            else:
+                rows.add_side(side, gate=None)
+            _write(session, rows)
+            return result
+
+        return await self._connector.write(operation)
+
+
+def _write(session: SqliteSession, rows: TransitionRows) -> None:
+    session.execute_many("insert_workflow", rows.new_workflows)
+    session.execute_many("update_workflow", rows.workflows)
+    session.execute_many("insert_send", rows.sends)
+    session.execute_many("cancel_send", rows.cancels)
+    session.execute_many("insert_webhook", rows.webhooks)
+    session.execute_many("complete_send", rows.completed)
+    session.execute_many("delete_inbox", rows.consumed)
