@@ -2,7 +2,8 @@
 
     OpenDispatchError                 base of everything we raise on purpose
     ├── ConfigurationError            bad settings or command-line input; fatal at start
-    ├── InvalidTransition             an event the failover engine cannot apply (a bug upstream)
+    ├── engine.failover.InvalidTransition
+    │                                 an event the failover engine cannot apply (a bug upstream)
     ├── StoreError                    the database failed; `retryable` says if trying again helps
     │   └── MigrationError            the schema cannot be brought to the expected version
     └── ApiError                      becomes an HTTP answer in Vonage's error shape
@@ -29,7 +30,6 @@ __all__ = [
     "Conflict",
     "InvalidParameter",
     "InvalidRequest",
-    "InvalidTransition",
     "MethodNotAllowed",
     "MigrationError",
     "NotFound",
@@ -51,10 +51,6 @@ class OpenDispatchError(Exception):
 
 class ConfigurationError(OpenDispatchError):
     pass
-
-
-class InvalidTransition(OpenDispatchError):
-    """The engine refuses an event that makes no sense for the state (and changes nothing)."""
 
 
 class StoreError(OpenDispatchError):

@@ -11,7 +11,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from opendispatch.engine.failover import ABANDONED, TRANSITIONS, Move, Signal, decide, signal_for
+from opendispatch.engine.failover import (
+    ABANDONED,
+    TRANSITIONS,
+    InvalidTransition,
+    Move,
+    Signal,
+    decide,
+    signal_for,
+)
 from opendispatch.engine.model import (
     CancelSend,
     Condition,
@@ -30,7 +38,6 @@ from opendispatch.engine.model import (
     WorkflowState,
     WorkflowStatus,
 )
-from opendispatch.errors import InvalidTransition
 
 DISPATCH_UUID = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"
 WHATSAPP_UUID = "11111111-0000-4000-8000-000000000001"

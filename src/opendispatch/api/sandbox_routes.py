@@ -42,7 +42,7 @@ class InjectedStatus(BaseModel):
     """A status to report for a message, as a provider would."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
-    status: Literal["submitted", "delivered", "read", "rejected", "undeliverable"]
+    status: MessageStatus
     error: _ErrorBody | None = None
     usage: _UsageBody | None = None
     timestamp: str | None = Field(
@@ -85,7 +85,7 @@ class SandboxRoutes:
             ) from None
         await self._runtime.report_status(
             message_uuid,
-            MessageStatus(injected.status),
+            injected.status,
             at_ms=at_ms,
             error=None
             if injected.error is None

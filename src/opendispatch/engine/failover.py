@@ -61,9 +61,22 @@ from opendispatch.engine.model import (
     WorkflowState,
     WorkflowStatus,
 )
-from opendispatch.errors import InvalidTransition
+from opendispatch.errors import OpenDispatchError
 
-__all__ = ["ABANDONED", "TRANSITIONS", "Move", "Signal", "decide", "signal_for"]
+__all__ = [
+    "ABANDONED",
+    "TRANSITIONS",
+    "InvalidTransition",
+    "Move",
+    "Signal",
+    "decide",
+    "signal_for",
+]
+
+
+class InvalidTransition(OpenDispatchError):
+    """The engine refuses an event that makes no sense for the state (and changes nothing)."""
+
 
 Decision = tuple[WorkflowState, tuple[Effect, ...]]
 

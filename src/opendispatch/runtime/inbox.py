@@ -26,7 +26,7 @@ class ProviderInbox:
             [
                 NewInboxEvent(
                     message_uuid=status.message_uuid,
-                    status=status.status.value,
+                    status=status.status,
                     due_at_ms=status.arrives_at_ms,
                     occurred_at_ms=status.occurred_at_ms,
                     error_code=None if status.error is None else status.error.code,

@@ -26,7 +26,6 @@ from opendispatch.engine.model import (
     EmitStatus,
     Event,
     MessageError,
-    MessageStatus,
     SendMessage,
     StatusReported,
     StepPlan,
@@ -214,7 +213,7 @@ class Shell:
                 webhooks.append(self._final_report(context, effect, now_ms))
         return Transition(
             state_json=_encode(state).decode(),
-            status=state.status.value,
+            status=state.status,
             due_at_ms=state.due_at_ms,
             updated_at_ms=now_ms,
             sends=tuple(sends),
@@ -261,7 +260,7 @@ class Shell:
             application_id=context.application_id,
             kind="message_status",
             message_uuid=effect.message_uuid,
-            status=effect.status.value,
+            status=effect.status,
             url=context.status_url,
             payload=body.decode(),
             next_attempt_at_ms=now_ms,
@@ -294,7 +293,7 @@ class Shell:
             application_id=context.application_id,
             kind="final_report",
             message_uuid=None,
-            status=effect.status.value,
+            status=effect.status,
             url=context.final_report_url,
             payload=body.decode(),
             next_attempt_at_ms=now_ms,
@@ -308,7 +307,7 @@ def _reported(status: InboxEvent) -> StatusReported:
         error = MessageError(code=status.error_code, reason=status.error_reason or "")
     return StatusReported(
         message_uuid=status.message_uuid,
-        status=MessageStatus(status.status),
+        status=status.status,
         at_ms=status.occurred_at_ms if status.occurred_at_ms is not None else status.due_at_ms,
         error=error,
         price=status.price,

@@ -3,6 +3,7 @@ the one place that knows which column becomes which field."""
 
 from __future__ import annotations
 
+from opendispatch.engine.model import MessageStatus, WorkflowStatus
 from opendispatch.store.connector import Row
 from opendispatch.store.records import (
     Application,
@@ -54,7 +55,7 @@ def workflow_record(row: Row) -> WorkflowRecord:
         dispatch_uuid=row["dispatch_uuid"],
         application_id=row["application_id"],
         template=row["template"],
-        status=row["status"],
+        status=WorkflowStatus(row["status"]),
         request_json=row["request_json"],
         created_at_ms=row["created_at_ms"],
         updated_at_ms=row["updated_at_ms"],
@@ -97,7 +98,7 @@ def inbox_event(row: Row) -> InboxEvent:
     return InboxEvent(
         id=row["id"],
         message_uuid=row["message_uuid"],
-        status=row["status"],
+        status=MessageStatus(row["status"]),
         error_code=row["error_code"],
         error_reason=row["error_reason"],
         price=row["price"],
@@ -129,7 +130,7 @@ def webhook_record(row: Row) -> WebhookRecord:
         application_id=row["application_id"],
         kind=row["kind"],
         message_uuid=row["message_uuid"],
-        status=row["status"],
+        status=_webhook_status(row["kind"], row["status"]),
         url=row["url"],
         state=row["state"],
         attempts=row["attempts"],
@@ -140,3 +141,7 @@ def webhook_record(row: Row) -> WebhookRecord:
         delivered_at_ms=row["delivered_at_ms"],
         replays=row["replays"],
     )
+
+
+def _webhook_status(kind: str, status: str) -> MessageStatus | WorkflowStatus:
+    return WorkflowStatus(status) if kind == "final_report" else MessageStatus(status)

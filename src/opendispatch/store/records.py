@@ -1,8 +1,11 @@
-"""Plain records that cross the storage boundary. No behaviour, no database types."""
+"""Plain records that cross the storage boundary. No behaviour, no database types; statuses
+are the engine's vocabulary (`StrEnum`s, stored as text)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from opendispatch.engine.model import MessageStatus, WorkflowStatus
 
 __all__ = [
     "NO_SIDE_WRITES",
@@ -72,7 +75,7 @@ class WorkflowRecord:
     dispatch_uuid: str
     application_id: str
     template: str
-    status: str
+    status: WorkflowStatus
     request_json: str
     created_at_ms: int
     updated_at_ms: int
@@ -101,7 +104,7 @@ class NewWebhook:
     application_id: str
     kind: str  # "message_status" | "final_report"
     message_uuid: str | None
-    status: str
+    status: MessageStatus | WorkflowStatus  # the message's, or the workflow's outcome
     url: str
     payload: str
     next_attempt_at_ms: int
@@ -112,7 +115,7 @@ class Transition:
     """Everything one event changes, written in one transaction with the new state."""
 
     state_json: str
-    status: str
+    status: WorkflowStatus
     due_at_ms: int | None
     updated_at_ms: int
     sends: tuple[NewSend, ...] = ()
@@ -152,7 +155,7 @@ class NewInboxEvent:
     simulated ones: when they would arrive)."""
 
     message_uuid: str
-    status: str
+    status: MessageStatus
     due_at_ms: int
     error_code: int | None = None
     error_reason: str | None = None
@@ -226,7 +229,7 @@ class WebhookRecord:
     application_id: str
     kind: str
     message_uuid: str | None
-    status: str
+    status: MessageStatus | WorkflowStatus  # the message's, or the workflow's outcome
     url: str
     state: str
     attempts: int
