@@ -109,6 +109,27 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 )
 @allow_private_webhooks_option
 @_env_option(
+    "--max-queue-delay-ms",
+    default=250,
+    type=click.IntRange(0),
+    help="Refuse new workflows (503, Retry-After) while due sends wait longer than this "
+    "(0: never).",
+)
+@_env_option(
+    "--max-webhook-delay-ms",
+    default=1000,
+    type=click.IntRange(0),
+    help="Refuse new workflows while new webhooks to healthy receivers wait longer than "
+    "this (0: never).",
+)
+@_env_option(
+    "--max-loop-lag-ms",
+    default=100,
+    type=click.IntRange(0),
+    help="Refuse new workflows (503, Retry-After) while the event loop is this far behind "
+    "(0: never).",
+)
+@_env_option(
     "--retention-days",
     default=30.0,
     type=click.FloatRange(0, 36_500),
@@ -138,6 +159,9 @@ def serve(
     webhook_issuer: str,
     webhook_ca_file: str | None,
     allow_private_webhooks: bool,
+    max_queue_delay_ms: int,
+    max_webhook_delay_ms: int,
+    max_loop_lag_ms: int,
     retention_days: float,
     lease_timeout: int,
     db_pool_min: int,
@@ -166,6 +190,9 @@ def serve(
             webhook_ca_file=webhook_ca_file,
             allow_private_webhooks=allow_private_webhooks,
             retention_days=retention_days,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_webhook_delay_ms=max_webhook_delay_ms,
+            max_loop_lag_ms=max_loop_lag_ms,
             lease_s=lease_timeout,
             db_pool_min=db_pool_min,
             db_pool_max=db_pool_max,

@@ -52,6 +52,11 @@ class Settings:
     allow_private_webhooks: bool = False
     webhook_concurrency: int = 256
     webhook_per_application: int = 64
+    # Admission control: new workflows are refused (503) while due sends wait longer than this
+    # or the event loop is this far behind, smoothed over about a second (0: signal off).
+    max_queue_delay_ms: int = 250
+    max_webhook_delay_ms: int = 1000
+    max_loop_lag_ms: int = 100
     # Retention: ended workflows and settled webhooks older than this are deleted (0: never).
     retention_days: float = 30.0
     # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.
@@ -77,6 +82,8 @@ class Settings:
             raise ConfigurationError("webhook timeout must be positive, retry period not negative")
         if min(self.webhook_concurrency, self.webhook_per_application) < 1:
             raise ConfigurationError("webhook concurrency limits must be at least 1")
+        if min(self.max_queue_delay_ms, self.max_webhook_delay_ms, self.max_loop_lag_ms) < 0:
+            raise ConfigurationError("admission limits must not be negative (0: off)")
         if not 0 <= self.retention_days <= 36_500:
             raise ConfigurationError("retention_days must be between 0 (keep) and 36500")
         if self.lease_s < 1:

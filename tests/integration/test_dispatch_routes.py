@@ -244,3 +244,26 @@ async def test_max_messages_is_configurable(database: TestDatabase):
             assert response.status_code == 202
     finally:
         await small.shutdown()
+
+
+async def test_at_capacity_new_workflows_get_503_with_retry_after_and_nothing_is_stored(
+    api: Api,
+):
+    admission = api.app.runtime.admission
+    for _ in range(200):
+        admission.observe_queue_delay(10.0)  # sends have been waiting for seconds
+    response = await api.client.post(
+        "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
+    )
+    body = assert_error_shape(response, 503)
+    assert response.headers["retry-after"] == "1"
+    assert "capacity" in body["detail"]
+    listing = await api.client.get("/v0.1/dispatch", headers=api.alice.basic())
+    assert listing.status_code == 200  # reads go on
+    assert listing.json()["_embedded"]["workflows"] == []
+    for _ in range(200):
+        admission.observe_queue_delay(0.0)
+    accepted = await api.client.post(
+        "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
+    )
+    assert accepted.status_code == 202

@@ -8,6 +8,7 @@ request that passed all of them is stored, and the 202 is sent only once it is d
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode
 
 from opendispatch.api.http import Request, Response, json_response
@@ -19,9 +20,11 @@ from opendispatch.errors import (
     InvalidParameter,
     InvalidRequest,
     NotFound,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 from opendispatch.ids import is_uuid, uuid7
+from opendispatch.runtime.admission import AdmissionControl
 from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
@@ -38,7 +41,16 @@ def _is_json_media_type(content_type: bytes | None) -> bool:
 
 
 class DispatchRoutes(AuthenticatedRoutes):
+    def __init__(self, *, admission: AdmissionControl, **routes: Any) -> None:
+        super().__init__(**routes)
+        self._admission = admission
+
     async def create(self, request: Request) -> Response:
+        if not self._admission.admit():  # before anything else: refusing must cost little
+            raise ServiceUnavailable(
+                "The server is at capacity; retry in a second.",
+                headers=((b"retry-after", b"1"),),
+            )
         principal = await self._principal(request)
         body = await request.body(self._settings.max_body_bytes)
         if not body.strip():

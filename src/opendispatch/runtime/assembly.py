@@ -69,6 +69,9 @@ def build_runtime(
             webhook_concurrency=settings.webhook_concurrency,
             webhook_per_application=settings.webhook_per_application,
             webhook_timeout_ms=int(settings.webhook_timeout_s * 1000),
+            max_queue_delay_ms=settings.max_queue_delay_ms,
+            max_webhook_delay_ms=settings.max_webhook_delay_ms,
+            max_loop_lag_ms=settings.max_loop_lag_ms,
             lease_ms=settings.lease_s * 1000,
             retention_ms=None
             if settings.retention_days == 0

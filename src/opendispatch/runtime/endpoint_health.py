@@ -154,6 +154,11 @@ class EndpointHealth:
         endpoint.open_until_ms = now_ms + ceiling // 2 + int(jitter * (ceiling - ceiling // 2))
         return Verdict.OPENED
 
+    def healthy(self, key: tuple[str, str]) -> bool:
+        """Not failing and not backing off: deliveries to it go at once."""
+        endpoint = self._endpoints.get(key)
+        return endpoint is None or (not endpoint.failures and endpoint.open_until_ms is None)
+
     def in_flight(self, key: tuple[str, str]) -> int:
         endpoint = self._endpoints.get(key)
         return 0 if endpoint is None else endpoint.in_flight

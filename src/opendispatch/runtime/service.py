@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
+from opendispatch.runtime.admission import AdmissionControl
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.inbox import ProviderInbox
 from opendispatch.runtime.retention import Expire, RetentionWorker
@@ -51,6 +52,10 @@ class RuntimeSettings:
     lease_ms: int = 30_000
     # PostgreSQL: how long a woken worker waits for more work before claiming (see Worker).
     batch_window_ms: int = 5
+    # Admission control (see `admission`): limits of 0 switch a signal off.
+    max_queue_delay_ms: int = 250
+    max_webhook_delay_ms: int = 1000
+    max_loop_lag_ms: int = 100
     # Ended workflows and settled webhooks older than this are deleted; None keeps them.
     retention_ms: int | None = 30 * 86_400_000
 
@@ -72,6 +77,11 @@ class Runtime:
         """`inbox`: where the providers' statuses land (the runtime wakes its worker when
         they do). `expire_also`: more retention, of what providers keep (the sandbox's log)."""
         self.store = store
+        self.admission = AdmissionControl(
+            max_queue_delay_s=settings.max_queue_delay_ms / 1000,
+            max_webhook_delay_s=settings.max_webhook_delay_ms / 1000,
+            max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+        )
         self.status_inbox = inbox or ProviderInbox(store)
         self.status_inbox.on_landed = self._inbox_scheduled
         self.clock = clock
@@ -87,6 +97,7 @@ class Runtime:
             providers=providers,
             retry=settings.send_retry,
             after_transition=self.after_transition,
+            on_queue_delay=self.admission.observe_queue_delay,
             concurrency=settings.send_concurrency,
             lease_ms=settings.lease_ms,
         )
@@ -110,6 +121,7 @@ class Runtime:
             per_application=settings.webhook_per_application,
             lease_ms=settings.lease_ms,
             probe_wait_ms=settings.webhook_timeout_ms + 500,
+            on_queue_delay=self.admission.observe_webhook_delay,
         )
         self.retention = (
             None
@@ -146,6 +158,7 @@ class Runtime:
         if self._shared:
             await self.store.listen(self._heard)
         await self._start_unstarted()
+        self.admission.start()
         self._tasks = [
             asyncio.create_task(worker.run(), name=f"opendispatch-{worker.name}")
             for worker in self.workers
@@ -155,6 +168,7 @@ class Runtime:
         """Stop claiming work, then let sends and deliveries in flight finish, so a graceful
         restart sends no step twice. What does not finish in time is not lost: its claim is
         released at the next start (or its lease expires) and it is performed again."""
+        await self.admission.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

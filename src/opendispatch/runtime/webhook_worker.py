@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,6 +54,9 @@ _USER_AGENT = f"OpenDispatch/{__version__}"
 # held report, so it runs rarely; endpoint health is tidied at the same time.
 _SWEEP_EVERY_MS = 60_000
 _LOOK_AGAIN_MS = 2_000
+# An application at its delivery limit this recently has a backlog of its own: its webhooks'
+# waits say nothing about the server's.
+_HELD_BACK_S = 5.0
 
 Endpoint = tuple[str, str]  # (application_id, url)
 
@@ -85,8 +88,10 @@ class WebhookWorker(Worker):
         per_application: int = 64,
         lease_ms: int = 30_000,
         probe_wait_ms: int = 5_000,
+        on_queue_delay: Callable[[float], None] = lambda delay_s: None,
     ) -> None:
-        """`probe_wait_ms`: how long to wait for a probe's answer (the client's timeout)."""
+        """`probe_wait_ms`: how long to wait for a probe's answer (the client's timeout).
+        `on_queue_delay`: told how long new webhooks waited (see `admission`)."""
         super().__init__(clock)
         self._store = store
         self.client = client
@@ -100,6 +105,8 @@ class WebhookWorker(Worker):
             max_limit=per_application,
             probe_wait_ms=probe_wait_ms,
         )
+        self._on_queue_delay = on_queue_delay
+        self._saturated_at: dict[str, float] = {}  # monotonic time an app was last at its limit
         self._per_app_in_flight: Counter[str] = Counter()
         # Claimed while their endpoint was at its limit: they start as its deliveries end.
         # They count towards their application's limit, so this stays bounded.
@@ -143,29 +150,53 @@ class WebhookWorker(Worker):
         room = self._concurrency - len(self._in_flight)
         if room <= 0:
             return False
+        saturated = self._saturated()
+        wall = time.monotonic()
+        for application_id in saturated:
+            self._saturated_at[application_id] = wall
         jobs = await self._store.claim_due_webhooks(
             now_ms=self.clock.now_ms(),
             limit=min(room, self._per_application),
             lease_ms=self._lease_ms,
-            exclude_applications=self._saturated(),
+            exclude_applications=saturated,
         )
         self._found_nothing = not jobs
         now = self.clock.now_ms()
+        waited = 0
         for job in jobs:
-            self._admit(job, now)
+            if self._admit(job, now) and self._tells_the_server_is_behind(job, wall):
+                waited = max(waited, now - job.created_at_ms)
+        if jobs:
+            self._on_queue_delay(waited / 1000)
         return bool(jobs)
 
-    def _admit(self, job: WebhookJob, now: int) -> None:
-        """Start a claimed webhook, queue it behind its endpoint, or hand it back."""
+    def _tells_the_server_is_behind(self, job: WebhookJob, wall: float) -> bool:
+        """Whether this webhook's wait measures the server (for admission control), not its
+        own application's limit or its receiver: a new status webhook, sent at once to an
+        endpoint that is healthy, of an application not held back by its limit lately."""
+        if job.kind != "message_status" or job.attempts != 1 or job.replays:
+            return False
+        held_back = self._saturated_at.get(job.application_id)
+        if held_back is not None:
+            if wall - held_back < _HELD_BACK_S:
+                return False
+            del self._saturated_at[job.application_id]
+        return self._health.healthy((job.application_id, job.url))
+
+    def _admit(self, job: WebhookJob, now: int) -> bool:
+        """Start a claimed webhook, queue it behind its endpoint, or hand it back; True if
+        it started at once."""
         endpoint = (job.application_id, job.url)
         decision = self._health.admit(endpoint, now_ms=now, jitter=self._random.random())
         if decision.admission is Admission.SEND:
             self._start(job, endpoint, probe=decision.probe)
-        elif decision.admission is Admission.WAIT:
+            return True
+        if decision.admission is Admission.WAIT:
             self._waiting[endpoint].append(job)
             self._per_app_waiting[job.application_id] += 1
         else:
             self._hand_back(job, endpoint, decision.retry_at_ms)
+        return False
 
     def _hand_back(self, job: WebhookJob, endpoint: Endpoint, retry_at_ms: int) -> None:
         """Its endpoint is backing off. Every webhook still gets one real attempt in each

@@ -158,6 +158,7 @@ class SendWorker(EventWorker):
         after_transition: AfterTransition,
         providers: Mapping[str, Provider],
         retry: RetryPolicy,
+        on_queue_delay: Callable[[float], None] = lambda delay_s: None,
         concurrency: int = 64,
         lease_ms: int = 30_000,
     ) -> None:
@@ -170,6 +171,7 @@ class SendWorker(EventWorker):
         )
         self._providers = providers
         self._retry = retry
+        self._on_queue_delay = on_queue_delay
         self._concurrency = concurrency
         self._random = random.Random()
 
@@ -177,9 +179,12 @@ class SendWorker(EventWorker):
         room = self._concurrency - len(self._in_flight)
         if room <= 0:
             return False
-        jobs = await self._store.claim_due_sends(
-            now_ms=self.clock.now_ms(), limit=room, lease_ms=self._lease_ms
-        )
+        now = self.clock.now_ms()
+        jobs = await self._store.claim_due_sends(now_ms=now, limit=room, lease_ms=self._lease_ms)
+        # How long the oldest first attempt waited (a send is due when its step starts): what
+        # admission control watches. Retries are due later than they were created.
+        waited = [now - job.created_at_ms for job in jobs if job.attempts == 1]
+        self._on_queue_delay(max(waited, default=0) / 1000)
         for job in jobs:
             task = asyncio.ensure_future(self._send(job))
             self._in_flight.add(task)

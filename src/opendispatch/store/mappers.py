@@ -113,6 +113,7 @@ def webhook_job(row: Row) -> WebhookJob:
         event_id=row["event_id"],
         dispatch_uuid=row["dispatch_uuid"],
         application_id=row["application_id"],
+        kind=row["kind"],
         url=row["url"],
         payload=row["payload"],
         attempts=row["attempts"],

@@ -200,6 +200,7 @@ class WebhookJob:
     event_id: str
     dispatch_uuid: str
     application_id: str
+    kind: str  # "message_status" | "final_report"
     url: str
     payload: str
     attempts: int  # including this one, since it was created or last replayed

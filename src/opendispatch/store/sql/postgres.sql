@@ -196,8 +196,9 @@ WHERE w.id IN (
     SELECT c.id FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
     ORDER BY c.due_at_ms
     LIMIT :limit)
-RETURNING w.id, w.event_id, w.dispatch_uuid, w.application_id, w.url, w.payload, w.attempts,
-          w.created_at_ms, w.replays, coalesce(w.replayed_at_ms, w.created_at_ms) AS retry_from_ms;
+RETURNING w.id, w.event_id, w.dispatch_uuid, w.application_id, w.kind, w.url, w.payload,
+          w.attempts, w.created_at_ms, w.replays,
+          coalesce(w.replayed_at_ms, w.created_at_ms) AS retry_from_ms;
 
 -- The earliest time a webhook becomes claimable: the first of each application's range, or
 -- the first lease to run out.

@@ -156,8 +156,8 @@ WHERE id IN (
           AND application_id NOT IN (SELECT value FROM json_each(:excluded)))
     ORDER BY due
     LIMIT :limit)
-RETURNING id, event_id, dispatch_uuid, application_id, url, payload, attempts, created_at_ms,
-          replays, coalesce(replayed_at_ms, created_at_ms) AS retry_from_ms;
+RETURNING id, event_id, dispatch_uuid, application_id, kind, url, payload, attempts,
+          created_at_ms, replays, coalesce(replayed_at_ms, created_at_ms) AS retry_from_ms;
 
 -- The earliest time a webhook becomes claimable: the first of each application's range, or
 -- the first lease to run out.

@@ -6,12 +6,13 @@ ALTER TABLE inbox ADD COLUMN occurred_at_ms INTEGER;
 UPDATE inbox SET occurred_at_ms = due_at_ms;
 CREATE INDEX inbox_by_message ON inbox (message_uuid);
 
--- A delivery attempt recorded as settled (delivered or dead) may be the last webhook its
+-- A status webhook recorded as settled (delivered or dead) may be the last one its
 -- workflow's final report waited for: release it in the same statement. (One process writes
 -- an SQLite file, so nothing can come between; PostgreSQL needs more, see its 0005.)
 CREATE TRIGGER webhooks_release_final_report
 AFTER UPDATE OF state ON webhooks
-WHEN NEW.state IN ('delivered', 'dead') AND OLD.state <> NEW.state
+WHEN NEW.kind = 'message_status' AND NEW.state IN ('delivered', 'dead')
+     AND OLD.state <> NEW.state
 BEGIN
     UPDATE webhooks SET state = 'pending'
     WHERE dispatch_uuid = NEW.dispatch_uuid AND state = 'held'
