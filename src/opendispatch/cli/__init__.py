@@ -1,0 +1,28 @@
+"""`opendispatch serve | apps create|list | webhooks list|replay | db upgrade`.
+
+Every option has an `OPENDISPATCH_*` environment equivalent, named in `--help`. One module per
+group of commands; this one only assembles them.
+"""
+
+from __future__ import annotations
+
+import click
+
+from opendispatch.cli.apps import apps
+from opendispatch.cli.db import db
+from opendispatch.cli.serve import serve
+from opendispatch.cli.webhooks import webhooks
+
+__all__ = ["main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="opendispatch")
+def main() -> None:
+    """OpenDispatch: a self-hosted server for the Vonage Dispatch API."""
+
+
+main.add_command(serve)
+main.add_command(apps)
+main.add_command(webhooks)
+main.add_command(db)

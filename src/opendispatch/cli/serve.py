@@ -1,0 +1,203 @@
+"""`opendispatch serve`: the server, configured by flags or `OPENDISPATCH_*` variables."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from opendispatch.cli.common import allow_private_webhooks_option, database_option
+from opendispatch.config import Settings
+from opendispatch.errors import ConfigurationError
+
+__all__ = ["serve"]
+
+
+def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    variable = "OPENDISPATCH_" + name.lstrip("-").replace("-", "_").upper()
+    return click.option(name, envvar=variable, show_envvar=True, show_default=True, **kwargs)
+
+
+@click.command()
+@_env_option("--host", default="127.0.0.1", help="Address to listen on.")
+@_env_option("--port", default=8080, type=int, help="Port to listen on.")
+@database_option
+@_env_option("--max-messages", default=10, type=int, help="Most messages in one workflow.")
+@_env_option("--max-body-bytes", default=256 * 1024, type=int, help="Largest request body.")
+@_env_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@_env_option(
+    "--final-status-timeout",
+    default=86_400,
+    type=int,
+    help="Seconds a last message without failover may stay without a final status.",
+)
+@_env_option(
+    "--sandbox-delivered-after-ms", default=1000, type=int, help="Sandbox: submitted -> delivered."
+)
+@_env_option("--sandbox-read-after-ms", default=1000, type=int, help="Sandbox: delivered -> read.")
+@_env_option(
+    "--sandbox-price",
+    multiple=True,
+    help="Sandbox price in EUR per channel, e.g. sms=0.0070 (repeatable).",
+)
+@_env_option("--webhook-timeout", default=5.0, type=float, help="Seconds per delivery attempt.")
+@_env_option(
+    "--webhook-retry-period", default=86_400, type=int, help="Seconds to retry before dead."
+)
+@_env_option("--webhook-issuer", default="Vonage", help="The `iss` claim of webhook JWTs.")
+@_env_option(
+    "--webhook-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM certificates to trust for https receivers, besides the system's.",
+)
+@allow_private_webhooks_option
+@_env_option(
+    "--max-queue-delay-ms",
+    default=250,
+    type=click.IntRange(0),
+    help="Refuse new workflows (503, Retry-After) while due sends wait longer than this "
+    "(0: never).",
+)
+@_env_option(
+    "--max-webhook-delay-ms",
+    default=1000,
+    type=click.IntRange(0),
+    help="Refuse new workflows while new webhooks to healthy receivers wait longer than "
+    "this (0: never).",
+)
+@_env_option(
+    "--max-loop-lag-ms",
+    default=100,
+    type=click.IntRange(0),
+    help="Refuse new workflows (503, Retry-After) while the event loop is this far behind "
+    "(0: never).",
+)
+@_env_option(
+    "--retention-days",
+    default=30.0,
+    type=click.FloatRange(0, 36_500),
+    help="Delete ended workflows and delivered or dead webhooks older than this (0: keep all).",
+)
+@_env_option(
+    "--lease-timeout",
+    default=30,
+    type=int,
+    help="PostgreSQL: seconds before work claimed by a dead process is taken over.",
+)
+@_env_option("--db-pool-min", default=2, type=int, help="PostgreSQL: fewest pooled connections.")
+@_env_option("--db-pool-max", default=10, type=int, help="PostgreSQL: most pooled connections.")
+def serve(
+    host: str,
+    port: int,
+    database: str,
+    max_messages: int,
+    max_body_bytes: int,
+    log_level: str,
+    final_status_timeout: int,
+    sandbox_delivered_after_ms: int,
+    sandbox_read_after_ms: int,
+    sandbox_price: tuple[str, ...],
+    webhook_timeout: float,
+    webhook_retry_period: int,
+    webhook_issuer: str,
+    webhook_ca_file: str | None,
+    allow_private_webhooks: bool,
+    max_queue_delay_ms: int,
+    max_webhook_delay_ms: int,
+    max_loop_lag_ms: int,
+    retention_days: float,
+    lease_timeout: int,
+    db_pool_min: int,
+    db_pool_max: int,
+) -> None:
+    """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
+    import uvicorn
+
+    from opendispatch.api.app import DispatchApp
+
+    try:
+        settings = Settings(
+            host=host,
+            port=port,
+            database=database,
+            max_messages=max_messages,
+            max_body_bytes=max_body_bytes,
+            log_level=log_level,
+            final_status_timeout_s=final_status_timeout,
+            sandbox_delivered_after_ms=sandbox_delivered_after_ms,
+            sandbox_read_after_ms=sandbox_read_after_ms,
+            sandbox_prices=_prices(sandbox_price),
+            webhook_timeout_s=webhook_timeout,
+            webhook_retry_period_s=webhook_retry_period,
+            webhook_issuer=webhook_issuer,
+            webhook_ca_file=webhook_ca_file,
+            allow_private_webhooks=allow_private_webhooks,
+            retention_days=retention_days,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_webhook_delay_ms=max_webhook_delay_ms,
+            max_loop_lag_ms=max_loop_lag_ms,
+            lease_s=lease_timeout,
+            db_pool_min=db_pool_min,
+            db_pool_max=db_pool_max,
+        )
+        app = DispatchApp(settings, freeze_heap_after_startup=True)
+    except ConfigurationError as exc:
+        raise click.ClickException(str(exc)) from exc
+    _configure_logging(log_level)
+    logging.getLogger("opendispatch").info(
+        "OpenDispatch on http://%s:%d, database %s", host, port, _redacted(database)
+    )
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,  # errors are logged with their request id; a line per 202 is noise
+        log_config=None,
+        log_level=log_level,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(3)
+
+
+def _redacted(database: str) -> str:
+    """The database URL without its password, for the log."""
+    parts = urlsplit(database)
+    if parts.password is None:
+        return database
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+def _prices(given: tuple[str, ...]) -> dict[str, str]:
+    from opendispatch.providers.sandbox import DEFAULT_PRICES
+
+    prices = dict(DEFAULT_PRICES)
+    for item in given:
+        for pair in item.split(","):
+            channel, equals, price = pair.partition("=")
+            if not equals or channel.strip() not in DEFAULT_PRICES:
+                raise click.BadParameter(
+                    f"{pair!r}: expected CHANNEL=PRICE with a channel among "
+                    + ", ".join(DEFAULT_PRICES),
+                    param_hint="--sandbox-price",
+                )
+            prices[channel.strip()] = price.strip()
+    return prices
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
