@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
+from urllib.parse import urlsplit
 
 from opendispatch.errors import ConfigurationError
 from opendispatch.providers.sandbox import DEFAULT_PRICES
@@ -57,12 +58,24 @@ class Settings:
     max_queue_delay_ms: int = 250
     max_webhook_delay_ms: int = 1000
     max_loop_lag_ms: int = 100
+    # Real providers. `public_url`: the address providers reach this server on (their
+    # callbacks, and the signatures that cover a URL). `secret_key`: OPENDISPATCH_SECRET_KEY,
+    # which opens the provider accounts' secrets (never printed).
+    public_url: str | None = None
+    provider_timeout_s: float = 10.0  # at most two thirds of lease_s (see `provider_timeout`)
+    secret_key: str | None = field(default=None, repr=False)
     # Retention: ended workflows and settled webhooks older than this are deleted (0: never).
     retention_days: float = 30.0
     # Scale-out (PostgreSQL): how long a process keeps work it claimed if it dies, and its pool.
     lease_s: int = 30
     db_pool_min: int = 2
     db_pool_max: int = 10
+
+    @property
+    def provider_timeout(self) -> float:
+        """A send in flight must be answered well before its claim could pass to another
+        process (its lease), or the same step could reach a provider twice."""
+        return min(self.provider_timeout_s, self.lease_s * 2 / 3)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sandbox_prices", MappingProxyType(dict(self.sandbox_prices)))
@@ -88,6 +101,10 @@ class Settings:
             raise ConfigurationError("retention_days must be between 0 (keep) and 36500")
         if self.lease_s < 1:
             raise ConfigurationError("lease_s must be at least 1")
+        if self.provider_timeout_s <= 0:
+            raise ConfigurationError("provider_timeout_s must be positive")
+        if self.public_url is not None:
+            object.__setattr__(self, "public_url", _public_url(self.public_url))
         if not 1 <= self.db_pool_min <= self.db_pool_max:
             raise ConfigurationError("need 1 <= db_pool_min <= db_pool_max")
         if not 1 <= self.max_messages <= 1000:
@@ -98,3 +115,24 @@ class Settings:
             raise ConfigurationError("page_size_default must be between 1 and page_size_max")
         if not 0 < self.port < 65536:
             raise ConfigurationError("port must be between 1 and 65535")
+
+
+def _public_url(url: str) -> str:
+    """Scheme, host, port and an optional path prefix (behind a proxy), no trailing slash."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a bad port)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.query
+        or parts.fragment
+        or parts.username
+    ):
+        raise ConfigurationError(
+            f"public_url must be an http(s) URL such as https://dispatch.example.com, not {url!r}"
+        )
+    return url.rstrip("/")

@@ -9,6 +9,8 @@
     └── ApiError                      becomes an HTTP answer in Vonage's error shape
         ├── InvalidRequest (400)      with `invalid_parameters`
         ├── Unauthorized (401)
+        ├── Forbidden (403)            authenticated, and not allowed this (a live application
+        │                              injecting sandbox statuses)
         ├── NotFound (404)
         ├── MethodNotAllowed (405)
         ├── Conflict (409)             the resource is not in a state that allows this
@@ -28,6 +30,7 @@ __all__ = [
     "ApiError",
     "ConfigurationError",
     "Conflict",
+    "Forbidden",
     "InvalidParameter",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -105,6 +108,12 @@ class Unauthorized(ApiError):
     status = 401
     type_fragment = "Unauthorized"
     title = "Unauthorized"
+
+
+class Forbidden(ApiError):
+    status = 403
+    type_fragment = "Forbidden"
+    title = "Forbidden"
 
 
 class NotFound(ApiError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 
+from opendispatch.api.callback_routes import CallbackRoutes
 from opendispatch.api.dispatch_routes import DispatchRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
 from opendispatch.api.openapi import openapi_document
@@ -92,6 +93,9 @@ class DispatchApp:
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
         )
+        callbacks = CallbackRoutes(
+            intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock
+        )
         self._openapi = openapi_document()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
         self._router = Router(
@@ -113,6 +117,10 @@ class DispatchApp:
                 Route("/v0.1/webhooks", {"GET": webhooks.list}),
                 Route("/v0.1/webhooks/replay", {"POST": webhooks.replay_many}),
                 Route("/v0.1/webhooks/{webhook_id}/replay", {"POST": webhooks.replay_one}),
+                Route(
+                    "/v0.1/providers/{name}/callbacks",
+                    {"POST": callbacks.receive, "GET": callbacks.handshake},
+                ),
             ]
         )
 

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.request_models import WorkflowMessage
 from opendispatch.api.routes import AuthenticatedRoutes
 from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
@@ -61,6 +62,8 @@ class DispatchRoutes(AuthenticatedRoutes):
         if not _is_json_media_type(request.header(b"content-type")):
             raise UnsupportedMediaType("Send the workflow as application/json.")
         valid = validate_create_workflow_json(body, max_messages=self._settings.max_messages)
+        if principal.credentials.application.live:
+            await self._check_routes(principal.application_id, valid.messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
         await self._runtime.accept(
@@ -79,16 +82,36 @@ class DispatchRoutes(AuthenticatedRoutes):
             (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()),
         )
 
+    async def _check_routes(
+        self, application_id: str, messages: tuple[WorkflowMessage, ...]
+    ) -> None:
+        """A live application never falls back to the sandbox: every channel it uses must
+        have a provider route, or nothing is stored."""
+        problems = []
+        for index, message in enumerate(messages):
+            route = await self._runtime.routes.route(application_id, message.to.type)
+            if not route.stops:
+                problems.append(
+                    InvalidParameter(f"workflow[{index}].to.type", route.missing or "no route")
+                )
+        if problems:
+            raise InvalidRequest(
+                "This live application has no provider for a channel of the workflow.",
+                invalid_parameters=tuple(problems),
+            )
+
     async def get(self, request: Request) -> Response:
         principal = await self._principal(request)
         loaded = await self._owned_workflow(principal, request.path_params["dispatch_uuid"])
         webhooks = await self._store.list_webhooks(loaded.record.dispatch_uuid)
-        return json_response(200, workflow_view(loaded, webhooks))
+        sends = await self._store.send_records(loaded.record.dispatch_uuid)
+        return json_response(200, workflow_view(loaded, webhooks, sends))
 
     async def get_message(self, request: Request) -> Response:
         principal = await self._principal(request)
         loaded = await self._owned_workflow(principal, request.path_params["dispatch_uuid"])
-        body = message_view(loaded, request.path_params["message_uuid"])
+        sends = await self._store.send_records(loaded.record.dispatch_uuid)
+        body = message_view(loaded, request.path_params["message_uuid"], sends)
         if body is None:
             raise NotFound("No such message in this workflow.")
         return json_response(200, body)

@@ -14,6 +14,7 @@ __all__ = [
     "Link",
     "MessageView",
     "ReplayedWebhooks",
+    "SendView",
     "Usage",
     "WebhookEntry",
     "WebhookEntryLinks",
@@ -97,6 +98,21 @@ class MessageLinks(_Model):
     workflow: Link
 
 
+class SendView(_Model):
+    state: str = Field(
+        description="`pending`, `sending`, `sent` (a provider accepted it), `failed`, "
+        "`cancelled` (its step ended first), or `unknown` (the request reached the provider "
+        "and no answer came back: it is not sent again)."
+    )
+    attempts: int
+    provider_message_id: str | None = Field(
+        default=None, description="The provider's own id for the message."
+    )
+    last_error: str | None = Field(
+        default=None, description="Why the last attempt did not settle it (each provider tried)."
+    )
+
+
 class MessageView(_Model):
     message_uuid: str
     step: int = Field(description="Position of the message in the submitted workflow (from 0).")
@@ -108,6 +124,13 @@ class MessageView(_Model):
     history: list[StatusEntry] = Field(description="Every status reported, in arrival order.")
     usage: Usage | None = None
     error: MessageErrorBody | None = None
+    provider: str | None = Field(
+        default=None,
+        description="The provider that carried it: `sandbox`, or a provider account's name "
+        "(the last one tried while none has answered).",
+        examples=["twilio-main"],
+    )
+    send: SendView | None = Field(default=None, description="How sending it went.")
     links: MessageLinks = Field(alias="_links")
 
 

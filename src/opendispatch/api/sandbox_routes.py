@@ -17,7 +17,7 @@ from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.routes import invalid_request_from
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.engine.model import MessageError, MessageStatus
-from opendispatch.errors import InvalidParameter, InvalidRequest, NotFound
+from opendispatch.errors import Forbidden, InvalidParameter, InvalidRequest, NotFound
 from opendispatch.ids import is_uuid
 from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
@@ -68,6 +68,11 @@ class SandboxRoutes:
         principal = await self._authenticator.authenticate(
             request.header(b"authorization"), now_s=self._clock_ms() / 1000
         )
+        if principal.credentials.application.live:
+            raise Forbidden(
+                "Sandbox statuses cannot be injected into a live application's messages: "
+                "their statuses come from the providers that carried them."
+            )
         message_uuid = request.path_params["message_uuid"]
         owner = await self._store.message_owner(message_uuid) if is_uuid(message_uuid) else None
         if owner is None or owner.application_id != principal.application_id:

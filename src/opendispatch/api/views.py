@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -11,6 +12,7 @@ from opendispatch.api.response_models import (
     MessageErrorBody,
     MessageLinks,
     MessageView,
+    SendView,
     StatusEntry,
     Usage,
     WebhookEntry,
@@ -27,7 +29,7 @@ from opendispatch.api.response_models import (
 )
 from opendispatch.engine.model import MessageState, WorkflowState
 from opendispatch.runtime.shell import decode_state
-from opendispatch.store.records import LoadedWorkflow, WebhookRecord, WorkflowRecord
+from opendispatch.store.records import LoadedWorkflow, SendRecord, WebhookRecord, WorkflowRecord
 from opendispatch.timefmt import iso_ms
 from opendispatch.webhooks.payloads import total_price
 
@@ -65,7 +67,9 @@ def _summary_fields(record: WorkflowRecord) -> dict[str, Any]:
     }
 
 
-def _message(state: WorkflowState, message: MessageState) -> MessageView:
+def _message(
+    state: WorkflowState, message: MessageState, send: SendRecord | None = None
+) -> MessageView:
     status = message.status
     return MessageView(
         message_uuid=message.message_uuid,
@@ -81,6 +85,15 @@ def _message(state: WorkflowState, message: MessageState) -> MessageView:
         error=None
         if message.error is None
         else MessageErrorBody(code=message.error.code, reason=message.error.reason),
+        provider=message.provider or (send.provider if send is not None else None) or None,
+        send=None
+        if send is None
+        else SendView(
+            state=send.send_state,
+            attempts=send.attempts,
+            provider_message_id=send.provider_message_id,
+            last_error=send.last_error,
+        ),
         _links=MessageLinks(
             self=Link(href=message_href(state.dispatch_uuid, message.message_uuid)),
             workflow=Link(href=workflow_href(state.dispatch_uuid)),
@@ -144,10 +157,17 @@ def webhook_page(
     return msgspec.json.encode(body)
 
 
-def workflow_view(loaded: LoadedWorkflow, webhooks: list[WebhookRecord]) -> bytes:
+def workflow_view(
+    loaded: LoadedWorkflow, webhooks: list[WebhookRecord], sends: Sequence[SendRecord] = ()
+) -> bytes:
     record = loaded.record
     state = None if loaded.state_json is None else decode_state(loaded.state_json)
-    messages = [] if state is None else [_message(state, m) for m in state.messages]
+    by_message = {send.message_uuid: send for send in sends}
+    messages = (
+        []
+        if state is None
+        else [_message(state, m, by_message.get(m.message_uuid)) for m in state.messages]
+    )
     price = total_price(() if state is None else (m.price for m in state.messages))
     view = WorkflowView(
         **_summary_fields(record),
@@ -160,14 +180,17 @@ def workflow_view(loaded: LoadedWorkflow, webhooks: list[WebhookRecord]) -> byte
     return view.model_dump_json(by_alias=True).encode()
 
 
-def message_view(loaded: LoadedWorkflow, message_uuid: str) -> bytes | None:
+def message_view(
+    loaded: LoadedWorkflow, message_uuid: str, sends: Sequence[SendRecord] = ()
+) -> bytes | None:
     if loaded.state_json is None:
         return None
     state = decode_state(loaded.state_json)
     message = state.message(message_uuid)
     if message is None:
         return None
-    return _message(state, message).model_dump_json(by_alias=True).encode()
+    send = next((send for send in sends if send.message_uuid == message_uuid), None)
+    return _message(state, message, send).model_dump_json(by_alias=True).encode()
 
 
 def workflow_page(

@@ -48,6 +48,7 @@ class ProvisionedApplication:
             "signature_secret": self.signature_secret,
             "status_url": app.status_url,
             "final_report_url": app.final_report_url,
+            "mode": "live" if app.live else "sandbox",
         }
 
 
@@ -59,9 +60,11 @@ async def provision_application(
     final_report_url: str | None = None,
     public_key_text: str | None = None,
     address_policy: AddressPolicy | None = None,
+    live: bool = False,
 ) -> ProvisionedApplication:
-    """Create an application. Its webhook URLs must have a valid form (always) and, given
-    an `address_policy`, point where deliveries may go (see `webhooks.destinations`)."""
+    """Create an application (a sandbox one unless `live`). Its webhook URLs must have a
+    valid form (always) and, given an `address_policy`, point where deliveries may go (see
+    `webhooks.destinations`)."""
     warnings = await check_webhook_urls(
         {"status_url": status_url, "final_report_url": final_report_url}, address_policy
     )
@@ -77,6 +80,7 @@ async def provision_application(
         status_url=status_url,
         final_report_url=final_report_url,
         created_at_ms=now_ms(),
+        live=live,
     )
     api_secret, signature_secret = new_api_secret(), new_signature_secret()
     await store.create_application(

@@ -7,12 +7,14 @@ from typing import Any
 
 import click
 
+from opendispatch.api.request_models import Channel
 from opendispatch.cli.common import (
     allow_private_webhooks_option,
     database_option,
     http_url,
     run,
     store_for,
+    with_store,
 )
 
 __all__ = ["apps"]
@@ -20,7 +22,7 @@ __all__ = ["apps"]
 
 @click.group()
 def apps() -> None:
-    """Create and list applications (the credentials clients use)."""
+    """Create and list applications (the credentials clients use), route live ones."""
 
 
 @apps.command("create")
@@ -34,6 +36,12 @@ def apps() -> None:
     type=click.File("r"),
     help="Register this RSA key (PEM, public or private) instead of generating a pair.",
 )
+@click.option(
+    "--live",
+    is_flag=True,
+    help="A live application: its messages go through the provider routes set with "
+    "`apps route` (never the sandbox). Without it, everything goes to the sandbox.",
+)
 @allow_private_webhooks_option
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -42,6 +50,7 @@ def apps_create(
     status_url: str,
     final_report_url: str | None,
     public_key_file: Any,
+    live: bool,
     allow_private_webhooks: bool,
     database: str,
     as_json: bool,
@@ -69,6 +78,7 @@ def apps_create(
                 final_report_url=final_report_url,
                 public_key_text=public_key_text,
                 address_policy=policy,
+                live=live,
             )
         finally:
             await store.close()
@@ -81,7 +91,7 @@ def apps_create(
         click.echo(json.dumps(fields, indent=2))
         return
     click.echo("Application created. The secrets below are shown only once; store them now.\n")
-    for key in ("application_id", "name", "api_key", "api_secret", "signature_secret"):
+    for key in ("application_id", "name", "mode", "api_key", "api_secret", "signature_secret"):
         click.echo(f"{key + ':':18} {fields[key]}")
     click.echo(f"{'status_url:':18} {fields['status_url']}")
     click.echo(f"{'final_report_url:':18} {fields['final_report_url'] or '(the status URL)'}")
@@ -112,6 +122,7 @@ def apps_list(database: str, as_json: bool) -> None:
             "api_key": app.api_key,
             "status_url": app.status_url,
             "final_report_url": app.final_report_url,
+            "mode": "live" if app.live else "sandbox",
         }
         for app in applications
     ]
@@ -122,4 +133,92 @@ def apps_list(database: str, as_json: bool) -> None:
         click.echo("No applications yet: opendispatch apps create --name ... --status-url ...")
         return
     for row in rows:
-        click.echo(f"{row['application_id']}  {row['api_key']}  {row['name']}  {row['status_url']}")
+        click.echo(
+            f"{row['application_id']}  {row['api_key']}  {row['mode']:7}  {row['name']}  "
+            f"{row['status_url']}"
+        )
+
+
+@apps.command("route")
+@click.argument("application_id")
+@click.option(
+    "--channel",
+    type=click.Choice([channel.value for channel in Channel]),
+    help="The channel to route (without it: show the application's routes).",
+)
+@click.option(
+    "--providers",
+    "provider_names",
+    help="Provider accounts, comma-separated, in the order they are tried "
+    "(e.g. twilio-main,vonage-backup).",
+)
+@click.option("--clear", is_flag=True, help="Remove the channel's route.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def apps_route(
+    application_id: str,
+    channel: str | None,
+    provider_names: str | None,
+    clear: bool,
+    database: str,
+    as_json: bool,
+) -> None:
+    """Route a live application's channel to provider accounts, or show its routes.
+
+    The first provider carries the message; the next is tried when it is unavailable or
+    refuses for a reason of its own (credentials, quota, throttling), before the workflow
+    fails over to its next message. Servers see a change within 5 seconds."""
+    from opendispatch.providers.registry import KINDS
+
+    if channel is None and (provider_names is not None or clear):
+        raise click.UsageError("--providers and --clear need --channel")
+    if channel is not None and (provider_names is None) == (not clear):
+        raise click.UsageError("give --providers NAME[,NAME...] or --clear with --channel")
+
+    async def route(store: Any) -> list[Any]:
+        live = await store.application_is_live(application_id)
+        if live is None:
+            raise click.ClickException(f"no application {application_id}")
+        if channel is not None:
+            if not live:
+                raise click.ClickException(
+                    f"application {application_id} is a sandbox application: everything it "
+                    "sends goes to the sandbox. Create a live one with `apps create --live`."
+                )
+            names = [] if clear else _names(provider_names or "")
+            for name in names:
+                account = await store.get_provider_account(name)
+                if account is None:
+                    raise click.ClickException(
+                        f"no provider account {name!r} (see `opendispatch providers list`)"
+                    )
+                kind = KINDS.get(account.kind)
+                if kind is None or channel not in kind.channels:
+                    carried = ", ".join(sorted(kind.channels)) if kind else "nothing"
+                    raise click.ClickException(
+                        f"{name} is a {account.kind} account, which cannot carry {channel} "
+                        f"(it carries {carried})"
+                    )
+            await store.set_route(application_id, channel, names)
+        routes: list[Any] = await store.list_routes(application_id)
+        return routes
+
+    routes = run(with_store(database, route))
+    rows = [{"channel": r.channel, "providers": list(r.providers)} for r in routes]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"{application_id} has no routes.")
+        return
+    for row in rows:
+        click.echo(f"{row['channel']:18} {' -> '.join(row['providers'])}")
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise click.UsageError("--providers needs at least one provider account name")
+    if len(set(names)) != len(names):
+        raise click.UsageError("--providers names a provider account twice")
+    return names

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +14,7 @@ import click
 from opendispatch.cli.common import allow_private_webhooks_option, database_option
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
+from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
 
 __all__ = ["serve"]
 
@@ -55,6 +57,20 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     help="PEM certificates to trust for https receivers, besides the system's.",
 )
 @allow_private_webhooks_option
+@_env_option(
+    "--public-url",
+    help="The address providers reach this server on, e.g. https://dispatch.example.com: "
+    "their callbacks go to <public-url>/v0.1/providers/<name>/callbacks, and signatures that "
+    "cover a URL are checked against it. The secrets of provider accounts are opened with "
+    "OPENDISPATCH_SECRET_KEY (an environment variable only).",
+)
+@_env_option(
+    "--provider-timeout",
+    default=10.0,
+    type=click.FloatRange(0.1, 3600),
+    help="Seconds to wait for a provider's answer to a send (after that its outcome is "
+    "unknown, and it is not sent again); at most two thirds of --lease-timeout.",
+)
 @_env_option(
     "--max-queue-delay-ms",
     default=250,
@@ -106,6 +122,8 @@ def serve(
     webhook_issuer: str,
     webhook_ca_file: str | None,
     allow_private_webhooks: bool,
+    public_url: str | None,
+    provider_timeout: float,
     max_queue_delay_ms: int,
     max_webhook_delay_ms: int,
     max_loop_lag_ms: int,
@@ -136,6 +154,9 @@ def serve(
             webhook_issuer=webhook_issuer,
             webhook_ca_file=webhook_ca_file,
             allow_private_webhooks=allow_private_webhooks,
+            public_url=public_url,
+            provider_timeout_s=provider_timeout,
+            secret_key=os.environ.get(SECRET_KEY_VARIABLE),
             retention_days=retention_days,
             max_queue_delay_ms=max_queue_delay_ms,
             max_webhook_delay_ms=max_webhook_delay_ms,

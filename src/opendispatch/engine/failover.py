@@ -164,6 +164,10 @@ def _status(state: WorkflowState, event: StatusReported, now_ms: int) -> Decisio
     if message is None:
         return state, ()  # not a message this workflow sent (yet): nothing to forward
     if _is_repeat(message, event):
+        if event.provider is not None and message.provider is None:
+            # The send's answer after a callback already reported its status: only who
+            # carried the message is new.
+            return _with_message(state, replace(message, provider=event.provider)), ()
         return state, ()  # a provider repeating itself
     expired: tuple[Effect, ...] = ()
     due = state.due_at_ms
@@ -172,6 +176,8 @@ def _status(state: WorkflowState, event: StatusReported, now_ms: int) -> Decisio
         state, expired = _timer(state, now_ms)  # the deadline came first
         message = state.message(event.message_uuid) or message
     message = _record(message, event.status, event.at_ms, event.error, event.price)
+    if event.provider is not None:
+        message = replace(message, provider=event.provider)
     state = _with_message(state, message)
     error = event.error if event.status in _FAILURES else None
     effects: tuple[Effect, ...] = (*expired, _emit(message, event.status, event.at_ms, error))
@@ -227,6 +233,7 @@ def _move(
                 channel=ended.steps[message.step].channel,
                 status=message.status,
                 price=message.price,
+                provider=message.provider,
             )
             for message in ended.messages
         ),

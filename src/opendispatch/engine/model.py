@@ -89,6 +89,7 @@ class MessageState(msgspec.Struct, frozen=True, kw_only=True):
     history: tuple[StatusRecord, ...] = ()
     price: str | None = None
     error: MessageError | None = None
+    provider: str | None = None  # the one that answered its send: "sandbox" or an account
 
     @property
     def status(self) -> MessageStatus | None:
@@ -165,6 +166,7 @@ class StatusReported(msgspec.Struct, frozen=True, kw_only=True):
     at_ms: int
     error: MessageError | None = None
     price: str | None = None
+    provider: str | None = None  # set by a send's answer: who carried (or refused) it
 
     def __post_init__(self) -> None:
         if not isinstance(self.status, MessageStatus):
@@ -208,6 +210,7 @@ class FinalMessage(msgspec.Struct, frozen=True, kw_only=True):
     channel: str
     status: MessageStatus | None
     price: str | None
+    provider: str | None = None
 
 
 class EmitFinalReport(msgspec.Struct, frozen=True, kw_only=True):

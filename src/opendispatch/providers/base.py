@@ -2,8 +2,11 @@
 in the inbox.
 
 A send answers at once with what the provider said: `Accepted` (with its message id, price,
-and any statuses its answer already reports), `Rejected` (a final no, with an error code and
-reason), or `Unavailable` (a transient failure: try again). Statuses the provider reports
+and any statuses its answer already reports), `Rejected` (a no, with an error code and reason:
+final for this message when the reason is the recipient's or the message's, worth another
+provider when it is the provider's own, `provider_side`), `Unavailable` (a transient failure:
+nothing was sent, try again), or `Unknown` (the request went out and no answer came back: it
+may have been sent, so it is never sent again blindly). Statuses the provider reports
 later (its callbacks) are handed to a `StatusInbox`: stored durably first, applied to their
 workflow afterwards, in the order they happened.
 """
@@ -25,6 +28,7 @@ __all__ = [
     "SendResult",
     "StatusInbox",
     "Unavailable",
+    "Unknown",
 ]
 
 
@@ -56,6 +60,7 @@ class ProviderStatus:
     arrives_at_ms: int
     error: MessageError | None = None
     price: str | None = None
+    provider_message_id: str | None = None  # a callback's: it lands once per id and status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,16 +74,34 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rejected:
+    """A refusal. `provider_side`: the provider's own reason (credentials, balance, quota,
+    throttling, a channel or content it cannot carry), so another provider may succeed; else
+    the recipient's or the message's (an invalid number, a barred recipient), final."""
+
     error: MessageError
+    provider_side: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Unavailable:
+    """Nothing was sent (refused connection, 5xx, 429): trying again later is safe.
+    `throttled`: the provider asked us to slow down (429), for `retry_after_ms` if it said."""
+
     reason: str
     retry_after_ms: int | None = None
+    throttled: bool = False
 
 
-SendResult = Accepted | Rejected | Unavailable
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unknown:
+    """The request was written and no answer came (a read timeout, a connection lost while
+    waiting): the provider may have sent the message. None of the providers takes an
+    idempotency key, so the step is not sent again; its callbacks or its deadline settle it."""
+
+    reason: str
+
+
+SendResult = Accepted | Rejected | Unavailable | Unknown
 
 
 class StatusInbox(Protocol):

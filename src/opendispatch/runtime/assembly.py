@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
+from opendispatch.providers.http import ProviderHttp
 from opendispatch.providers.sandbox import SandboxLog, SandboxProvider, SandboxSettings
+from opendispatch.providers.secret_box import SecretBox
 from opendispatch.retry import RetryPolicy
+from opendispatch.runtime.callbacks import CallbackIntake
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.inbox import ProviderInbox
+from opendispatch.runtime.provider_directory import ProviderDirectory
 from opendispatch.runtime.service import Runtime, RuntimeSettings
 from opendispatch.runtime.webhook_worker import WebhookPoster
 from opendispatch.store.database import DatabaseStore
@@ -15,9 +19,7 @@ from opendispatch.webhooks.client import WebhookClient
 from opendispatch.webhooks.destinations import AddressPolicy
 from opendispatch.webhooks.signing import Signer
 
-__all__ = ["CHANNELS", "build_runtime"]
-
-CHANNELS = ("sms", "mms", "whatsapp", "viber_service_msg", "messenger")
+__all__ = ["build_runtime"]
 
 
 def build_runtime(
@@ -50,13 +52,22 @@ def build_runtime(
             )
         except ValueError as exc:  # an unreadable CA file
             raise ConfigurationError(str(exc)) from exc
-    return Runtime(
+    directory = ProviderDirectory(
+        store,
+        sandbox=sandbox,
+        http=ProviderHttp(timeout_s=settings.provider_timeout),
+        secret_box=SecretBox(settings.secret_key),
+        public_url=settings.public_url,
+        clock=clock,
+        refresh_s=settings.credentials_cache_s,
+    )
+    runtime = Runtime(
         store=store,
         clock=clock,
         inbox=inbox,
         providers={sandbox.name: sandbox},
+        routes=directory,
         expire_also=(sandbox_log.expire,),
-        provider_for_channel=dict.fromkeys(CHANNELS, sandbox.name),
         webhook_client=webhook_client,
         signer=Signer(issuer=settings.webhook_issuer),
         settings=RuntimeSettings(
@@ -78,3 +89,5 @@ def build_runtime(
             else max(1, int(settings.retention_days * 86_400_000)),
         ),
     )
+    runtime.callbacks = CallbackIntake(directory=directory, store=store, inbox=inbox, clock=clock)
+    return runtime

@@ -32,6 +32,7 @@ class ProviderInbox:
                     error_code=None if status.error is None else status.error.code,
                     error_reason=None if status.error is None else status.error.reason,
                     price=status.price,
+                    provider_message_id=status.provider_message_id,
                 )
                 for status in statuses
             ]

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
 from opendispatch.providers.base import Provider
@@ -21,12 +22,16 @@ from opendispatch.runtime.admission import AdmissionControl
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.inbox import ProviderInbox
 from opendispatch.runtime.retention import Expire, RetentionWorker
+from opendispatch.runtime.routing import Routes, StaticRoutes
 from opendispatch.runtime.shell import Shell
 from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
 from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import ApplicationCredentials, NewWorkflow, Transition
 from opendispatch.webhooks.signing import Signer
+
+if TYPE_CHECKING:
+    from opendispatch.runtime.callbacks import CallbackIntake
 
 __all__ = ["Runtime", "RuntimeSettings"]
 
@@ -67,15 +72,19 @@ class Runtime:
         store: Store,
         clock: Clock,
         providers: Mapping[str, Provider],
-        provider_for_channel: Mapping[str, str],
+        provider_for_channel: Mapping[str, str] | None = None,
+        routes: Routes | None = None,
         webhook_client: WebhookPoster,
         signer: Signer,
         settings: RuntimeSettings,
         inbox: ProviderInbox | None = None,
         expire_also: Sequence[Expire] = (),
     ) -> None:
-        """`inbox`: where the providers' statuses land (the runtime wakes its worker when
-        they do). `expire_also`: more retention, of what providers keep (the sandbox's log)."""
+        """`routes`: which providers carry each application's channels (default: one provider
+        per channel, `provider_for_channel`, for every application). `providers`: all of
+        them, closed at stop. `inbox`: where the providers' statuses land (the runtime wakes
+        its worker when they do). `expire_also`: more retention, of what providers keep (the
+        sandbox's log)."""
         self.store = store
         self.admission = AdmissionControl(
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
@@ -86,15 +95,15 @@ class Runtime:
         self.status_inbox.on_landed = self._inbox_scheduled
         self.clock = clock
         self.providers = providers
-        self.shell = Shell(
-            final_status_timeout_s=settings.final_status_timeout_s,
-            provider_for=lambda channel: provider_for_channel.get(channel, "sandbox"),
-        )
+        # Provider callbacks in (set by the assembly where real providers are configured).
+        self.callbacks: CallbackIntake | None = None
+        self.shell = Shell(final_status_timeout_s=settings.final_status_timeout_s)
+        self.routes = routes or StaticRoutes(providers, provider_for_channel or {})
         self.sends = SendWorker(
             clock=clock,
             store=store,
             shell=self.shell,
-            providers=providers,
+            routes=self.routes,
             retry=settings.send_retry,
             after_transition=self.after_transition,
             on_queue_delay=self.admission.observe_queue_delay,
@@ -154,6 +163,7 @@ class Runtime:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
+        await self.routes.start()
         await self.store.release_leases()  # only where this process owns the database
         if self._shared:
             await self.store.listen(self._heard)
@@ -167,7 +177,8 @@ class Runtime:
     async def stop(self, drain_timeout_s: float = 10.0) -> None:
         """Stop claiming work, then let sends and deliveries in flight finish, so a graceful
         restart sends no step twice. What does not finish in time is not lost: its claim is
-        released at the next start (or its lease expires) and it is performed again."""
+        released at the next start (or its lease expires) and it is performed again; a live
+        provider's send is settled `unknown` instead (it may have gone out)."""
         await self.admission.stop()
         for task in self._tasks:
             task.cancel()
@@ -181,6 +192,7 @@ class Runtime:
         """Release the providers' and the webhook client's connections."""
         for provider in self.providers.values():
             await provider.close()
+        await self.routes.close()
         await self.webhooks.client.close()
 
     async def _start_unstarted(self) -> None:

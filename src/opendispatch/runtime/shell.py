@@ -84,11 +84,9 @@ class Shell:
         self,
         *,
         final_status_timeout_s: int,
-        provider_for: Callable[[str], str],
         new_id: Callable[[], str] = uuid7,
     ) -> None:
         self._final_status_timeout_s = final_status_timeout_s
-        self._provider_for = provider_for
         self._new_id = new_id
         # Submitted messages never change: each event of a workflow needs its addresses, so
         # the decoded request is kept for the workflows seen most recently (the ones in
@@ -235,7 +233,7 @@ class Shell:
             dispatch_uuid=context.dispatch_uuid,
             step=effect.step,
             channel=channel,
-            provider=self._provider_for(channel),
+            provider="",  # chosen when it is sent (see `SendWorker`)
             payload_json=_encode(payload).decode(),
             next_attempt_at_ms=now_ms,
         )
@@ -274,6 +272,7 @@ class Shell:
                 # The engine gives every message of an ended workflow a status.
                 status=(message.status.value if message.status else "submitted"),
                 price=message.price,
+                provider=message.provider,
             )
             for message in effect.messages
         )

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final
 
 import msgspec
@@ -21,13 +21,13 @@ from opendispatch.engine.model import MessageError, MessageStatus, StatusReporte
 from opendispatch.providers.base import (
     Accepted,
     OutboundMessage,
-    Provider,
     Rejected,
-    SendResult,
     Unavailable,
+    Unknown,
 )
 from opendispatch.retry import RetryPolicy, next_attempt_at
 from opendispatch.runtime.clock import Clock
+from opendispatch.runtime.routing import RouteOutcome, Routes, send_along
 from opendispatch.runtime.shell import Shell
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import (
@@ -145,7 +145,8 @@ class EventWorker(Worker):
 
 
 class SendWorker(EventWorker):
-    """Hands due messages to their provider; the answer becomes the message's first status."""
+    """Hands due messages to their providers (walking the route: see `routing`); the answer
+    becomes the message's first status, recorded with the provider that gave it."""
 
     name = "sends"
 
@@ -156,7 +157,7 @@ class SendWorker(EventWorker):
         store: Store,
         shell: Shell,
         after_transition: AfterTransition,
-        providers: Mapping[str, Provider],
+        routes: Routes,
         retry: RetryPolicy,
         on_queue_delay: Callable[[float], None] = lambda delay_s: None,
         concurrency: int = 64,
@@ -169,7 +170,7 @@ class SendWorker(EventWorker):
             after_transition=after_transition,
             lease_ms=lease_ms,
         )
-        self._providers = providers
+        self._routes = routes
         self._retry = retry
         self._on_queue_delay = on_queue_delay
         self._concurrency = concurrency
@@ -213,20 +214,39 @@ class SendWorker(EventWorker):
             message=payload["message"],
             attempt=job.attempts,
         )
-        provider = self._providers.get(job.provider)
-        result: SendResult
-        if provider is None:
-            result = Unavailable(reason=f"no provider {job.provider!r} is configured")
-        else:
-            try:
-                result = await provider.send(message)
-            except Exception as exc:  # a provider bug must not lose the message
-                log.exception("provider %s raised", job.provider)
-                result = Unavailable(reason=f"provider error: {type(exc).__name__}")
-        await self._record(job, result)
+        try:
+            route = await self._routes.route(job.application_id, job.channel)
+            outcome = await send_along(route, message, self.clock)
+        except Exception as exc:  # a provider bug must not lose the message
+            log.exception("sending %s failed unexpectedly", job.message_uuid)
+            outcome = RouteOutcome(
+                provider=job.provider,
+                result=Unavailable(reason=f"provider error: {type(exc).__name__}"),
+            )
+        await self._record(job, outcome)
 
-    async def _record(self, job: SendJob, result: SendResult) -> None:
+    async def _record(self, job: SendJob, outcome: RouteOutcome) -> None:
         now = self.clock.now_ms()
+        result, provider = outcome.result, outcome.provider
+        if result is None:  # nothing could be tried: not an attempt
+            due = outcome.retry_at_ms if outcome.retry_at_ms is not None else now + 1_000
+            await self._store.defer_send(
+                job.message_uuid,
+                next_attempt_at_ms=max(due, now + 10),
+                reason="waiting for a provider of the route to be free",
+            )
+            self.notify()
+            return
+        if isinstance(result, Unknown):
+            log.warning(
+                "send %s: %s; not sent again (its callbacks or its step's deadline settle it)",
+                job.message_uuid,
+                result.reason,
+            )
+            await self._store.send_outcome_unknown(
+                job.message_uuid, provider=provider, error=f"outcome unknown: {result.reason}"
+            )
+            return
         if isinstance(result, Unavailable):
             retry_at = next_attempt_at(
                 self._retry,
@@ -239,10 +259,14 @@ class SendWorker(EventWorker):
                 if result.retry_after_ms is not None:
                     retry_at = max(retry_at, now + result.retry_after_ms)
                 await self._store.retry_send(
-                    job.message_uuid, next_attempt_at_ms=retry_at, error=result.reason
+                    job.message_uuid,
+                    next_attempt_at_ms=retry_at,
+                    error=result.reason,
+                    provider=provider,
                 )
                 self.notify()
                 return
+            log.warning("send %s: gave up retrying: %s", job.message_uuid, result.reason)
             result = Rejected(error=PROVIDER_UNAVAILABLE)
         if isinstance(result, Accepted):
             events = [
@@ -251,6 +275,7 @@ class SendWorker(EventWorker):
                     status=MessageStatus.SUBMITTED,
                     at_ms=now,
                     price=result.price,
+                    provider=provider,
                 ),
                 # Statuses the answer already reports are applied with it, in the same
                 # transaction, rather than stored and picked up again (the sandbox at zero
@@ -270,7 +295,8 @@ class SendWorker(EventWorker):
                 complete_send=SendCompletion(
                     message_uuid=job.message_uuid,
                     send_state="sent",
-                    provider_message_id=result.provider_message_id,
+                    provider=provider,
+                    provider_message_id=result.provider_message_id or None,
                 )
             )
         else:
@@ -280,11 +306,15 @@ class SendWorker(EventWorker):
                     status=MessageStatus.REJECTED,
                     at_ms=now,
                     error=result.error,
+                    provider=provider or None,
                 )
             ]
             side = SideWrites(
                 complete_send=SendCompletion(
-                    message_uuid=job.message_uuid, send_state="failed", error=result.error.reason
+                    message_uuid=job.message_uuid,
+                    send_state="failed",
+                    provider=provider,
+                    error=result.error.reason,
                 )
             )
         transition = await self._store.apply(

@@ -12,6 +12,7 @@ the engine's transactions (`create_workflow`, `apply`): group commit on SQLite
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -25,10 +26,14 @@ from opendispatch.store.records import (
     Expired,
     InboxEvent,
     LoadedWorkflow,
+    MessageForCallback,
     MessageOwner,
     NewInboxEvent,
     NewWorkflow,
+    ProviderAccountRecord,
+    ProviderRoute,
     SendJob,
+    SendRecord,
     SideWrites,
     Transition,
     WebhookAttempt,
@@ -103,6 +108,7 @@ class DatabaseStore:
                         "final_report_url": app.final_report_url,
                         "public_key_pem": credentials.public_key_pem,
                         "created_at_ms": app.created_at_ms,
+                        "live": app.live,
                     },
                 ),
             ]
@@ -122,6 +128,79 @@ class DatabaseStore:
             "credentials_by_application_id", {"application_id": application_id}
         )
         return None if row is None else mappers.credentials(row)
+
+    async def application_is_live(self, application_id: str) -> bool | None:
+        """None: no such application."""
+        row = await self.connector.fetch_one(
+            "application_is_live", {"application_id": application_id}
+        )
+        return None if row is None else bool(row["live"])
+
+    # -- provider accounts and routes --------------------------------------------------------
+
+    async def save_provider_account(
+        self, account: ProviderAccountRecord, *, replace: bool, now_ms: int
+    ) -> bool:
+        """Store `account`; False if the name is taken and `replace` is not set."""
+        parameters = {
+            "name": account.name,
+            "kind": account.kind,
+            "base_url": account.base_url,
+            "settings_json": json.dumps(account.settings, sort_keys=True),
+            "secrets": account.sealed_secrets,
+            "now_ms": now_ms,
+        }
+        if replace and await self.connector.execute("update_provider_account", parameters):
+            return True
+        if await self.get_provider_account(account.name) is not None:
+            return False
+        await self.connector.execute("insert_provider_account", parameters)
+        return True
+
+    async def list_provider_accounts(self) -> list[ProviderAccountRecord]:
+        rows = await self.connector.fetch_all("list_provider_accounts")
+        return [mappers.provider_account(row) for row in rows]
+
+    async def get_provider_account(self, name: str) -> ProviderAccountRecord | None:
+        row = await self.connector.fetch_one("get_provider_account", {"name": name})
+        return None if row is None else mappers.provider_account(row)
+
+    async def remove_provider_account(self, name: str) -> list[tuple[str, str]]:
+        """Remove it unless routes use it: then nothing changes and those (application,
+        channel) pairs are returned."""
+        using = await self.connector.fetch_all("routes_using_provider", {"name": name})
+        if using:
+            return [(row["application_id"], row["channel"]) for row in using]
+        await self.connector.execute("delete_provider_account", {"name": name})
+        return []
+
+    async def set_route(self, application_id: str, channel: str, providers: Sequence[str]) -> None:
+        """Replace the route of `channel` (an empty list removes it)."""
+        key = {"application_id": application_id, "channel": channel}
+        await self.connector.transaction(
+            [
+                Statement("delete_route", key),
+                *(
+                    Statement("insert_route_stop", key | {"position": n, "provider": provider})
+                    for n, provider in enumerate(providers)
+                ),
+            ]
+        )
+
+    async def list_routes(self, application_id: str | None = None) -> list[ProviderRoute]:
+        if application_id is None:
+            rows = await self.connector.fetch_all("list_routes")
+        else:
+            rows = await self.connector.fetch_all(
+                "list_routes_of_application", {"application_id": application_id}
+            )
+        grouped: dict[tuple[str, str], list[str]] = {}
+        for row in rows:  # ordered by position within each route
+            grouped.setdefault((row["application_id"], row["channel"]), []).append(row["provider"])
+        return [
+            ProviderRoute(application_id=app, channel=channel, providers=tuple(providers))
+            for (app, channel), providers in grouped.items()
+        ]
 
     # -- workflows -------------------------------------------------------------------------
 
@@ -179,16 +258,55 @@ class DatabaseStore:
         )
         return [mappers.send_job(row) for row in rows]
 
-    async def retry_send(self, message_uuid: str, *, next_attempt_at_ms: int, error: str) -> None:
+    async def retry_send(
+        self, message_uuid: str, *, next_attempt_at_ms: int, error: str, provider: str = ""
+    ) -> None:
         await self.connector.execute(
             "retry_send",
             {
                 "message_uuid": message_uuid,
                 "next_attempt_at_ms": next_attempt_at_ms,
                 "error": error,
+                "provider": provider,
                 "lease_owner": self.connector.lease_owner,
             },
         )
+
+    async def send_outcome_unknown(self, message_uuid: str, *, provider: str, error: str) -> None:
+        await self.connector.execute(
+            "send_outcome_unknown",
+            {
+                "message_uuid": message_uuid,
+                "provider": provider,
+                "error": error,
+                "lease_owner": self.connector.lease_owner,
+            },
+        )
+
+    async def defer_send(self, message_uuid: str, *, next_attempt_at_ms: int, reason: str) -> None:
+        await self.connector.execute(
+            "defer_send",
+            {
+                "message_uuid": message_uuid,
+                "next_attempt_at_ms": next_attempt_at_ms,
+                "error": reason,
+                "lease_owner": self.connector.lease_owner,
+            },
+        )
+
+    async def send_records(self, dispatch_uuid: str) -> list[SendRecord]:
+        rows = await self.connector.fetch_all("send_records", {"dispatch_uuid": dispatch_uuid})
+        return [mappers.send_record(row) for row in rows]
+
+    async def message_by_provider_id(self, provider_message_id: str) -> str | None:
+        row = await self.connector.fetch_one(
+            "message_by_provider_id", {"provider_message_id": provider_message_id}
+        )
+        return None if row is None else str(row["message_uuid"])
+
+    async def message_for_callback(self, message_uuid: str) -> MessageForCallback | None:
+        row = await self.connector.fetch_one("message_for_callback", {"message_uuid": message_uuid})
+        return None if row is None else mappers.message_for_callback(row)
 
     async def next_send_due_ms(self) -> int | None:
         return await self._due("next_send_due")
@@ -218,6 +336,7 @@ class DatabaseStore:
                     "occurred_at_ms": event.due_at_ms
                     if event.occurred_at_ms is None
                     else event.occurred_at_ms,
+                    "provider_message_id": event.provider_message_id,
                 }
                 for event in events
             ],

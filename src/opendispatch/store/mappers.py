@@ -3,6 +3,8 @@ the one place that knows which column becomes which field."""
 
 from __future__ import annotations
 
+import json
+
 from opendispatch.engine.model import MessageStatus, WorkflowStatus
 from opendispatch.store.connector import Row
 from opendispatch.store.records import (
@@ -10,8 +12,11 @@ from opendispatch.store.records import (
     ApplicationCredentials,
     InboxEvent,
     LoadedWorkflow,
+    MessageForCallback,
     MessageOwner,
+    ProviderAccountRecord,
     SendJob,
+    SendRecord,
     WebhookJob,
     WebhookRecord,
     WorkflowRecord,
@@ -22,8 +27,11 @@ __all__ = [
     "credentials",
     "inbox_event",
     "loaded_workflow",
+    "message_for_callback",
     "message_owner",
+    "provider_account",
     "send_job",
+    "send_record",
     "webhook_job",
     "webhook_record",
     "workflow_record",
@@ -38,6 +46,7 @@ def application(row: Row) -> Application:
         status_url=row["status_url"],
         final_report_url=row["final_report_url"],
         created_at_ms=row["created_at_ms"],
+        live=bool(row["live"]),
     )
 
 
@@ -85,6 +94,7 @@ def send_job(row: Row) -> SendJob:
     return SendJob(
         message_uuid=row["message_uuid"],
         dispatch_uuid=row["dispatch_uuid"],
+        application_id=row["application_id"] or "",
         step=row["step"],
         channel=row["channel"],
         provider=row["provider"],
@@ -104,6 +114,39 @@ def inbox_event(row: Row) -> InboxEvent:
         price=row["price"],
         due_at_ms=row["due_at_ms"],
         occurred_at_ms=row["occurred_at_ms"],
+        # The engine's loads carry the inbox as JSON, without it: it only matters on landing.
+        provider_message_id=row.get("provider_message_id"),
+    )
+
+
+def send_record(row: Row) -> SendRecord:
+    return SendRecord(
+        message_uuid=row["message_uuid"],
+        provider=row["provider"],
+        send_state=row["send_state"],
+        attempts=row["attempts"],
+        provider_message_id=row["provider_message_id"],
+        last_error=row["last_error"],
+    )
+
+
+def message_for_callback(row: Row) -> MessageForCallback:
+    return MessageForCallback(
+        message_uuid=row["message_uuid"],
+        provider=row["provider"],
+        provider_message_id=row["provider_message_id"],
+    )
+
+
+def provider_account(row: Row) -> ProviderAccountRecord:
+    return ProviderAccountRecord(
+        name=row["name"],
+        kind=row["kind"],
+        base_url=row["base_url"],
+        settings=json.loads(row["settings_json"]),
+        sealed_secrets=row["secrets"],
+        created_at_ms=row["created_at_ms"],
+        updated_at_ms=row["updated_at_ms"],
     )
 
 

@@ -26,10 +26,12 @@ from opendispatch.store.records import (
     Expired,
     InboxEvent,
     LoadedWorkflow,
+    MessageForCallback,
     MessageOwner,
     NewInboxEvent,
     NewWorkflow,
     SendJob,
+    SendRecord,
     SideWrites,
     Transition,
     WebhookAttempt,
@@ -101,8 +103,22 @@ class Store(Protocol):
     async def claim_due_sends(self, *, now_ms: int, limit: int, lease_ms: int) -> list[SendJob]: ...
 
     async def retry_send(
-        self, message_uuid: str, *, next_attempt_at_ms: int, error: str
-    ) -> None: ...
+        self, message_uuid: str, *, next_attempt_at_ms: int, error: str, provider: str = ""
+    ) -> None:
+        """Put a claimed send back, due again at `next_attempt_at_ms` (`provider`: the one
+        tried last, shown by `GET`)."""
+
+    async def send_outcome_unknown(self, message_uuid: str, *, provider: str, error: str) -> None:
+        """The request reached `provider` and no answer came: never sent again."""
+
+    async def defer_send(self, message_uuid: str, *, next_attempt_at_ms: int, reason: str) -> None:
+        """Put a claimed send back untried (not counted as an attempt)."""
+
+    async def send_records(self, dispatch_uuid: str) -> list[SendRecord]: ...
+
+    async def message_for_callback(self, message_uuid: str) -> MessageForCallback | None: ...
+
+    async def application_is_live(self, application_id: str) -> bool | None: ...
 
     async def next_send_due_ms(self) -> int | None: ...
 

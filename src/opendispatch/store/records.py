@@ -14,13 +14,17 @@ __all__ = [
     "Expired",
     "InboxEvent",
     "LoadedWorkflow",
+    "MessageForCallback",
     "MessageOwner",
     "NewInboxEvent",
     "NewSend",
     "NewWebhook",
     "NewWorkflow",
+    "ProviderAccountRecord",
+    "ProviderRoute",
     "SendCompletion",
     "SendJob",
+    "SendRecord",
     "SideWrites",
     "Transition",
     "WebhookAttempt",
@@ -42,6 +46,8 @@ class Application:
     status_url: str
     final_report_url: str | None
     created_at_ms: int
+    # Live applications send through their provider routes; the others to the sandbox.
+    live: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +150,7 @@ class SendCompletion:
 
     message_uuid: str
     send_state: str  # "sent" | "failed"
+    provider: str = ""  # the one that answered: "sandbox", or a provider account's name
     provider_message_id: str | None = None
     error: str | None = None
 
@@ -161,6 +168,8 @@ class NewInboxEvent:
     error_reason: str | None = None
     price: str | None = None
     occurred_at_ms: int | None = None
+    # A provider callback's own id for the message: a status lands once per (this, status).
+    provider_message_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -186,12 +195,58 @@ class SendJob:
 
     message_uuid: str
     dispatch_uuid: str
+    application_id: str
     step: int
     channel: str
-    provider: str
+    provider: str  # the provider tried last, if any ("" before the first attempt)
     payload_json: str
     attempts: int
     created_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRecord:
+    """A message's send as `GET` shows it: who carried it, how it went."""
+
+    message_uuid: str
+    provider: str
+    send_state: str  # pending | sending | sent | failed | cancelled | unknown
+    attempts: int
+    provider_message_id: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MessageForCallback:
+    """What a provider callback is checked against: the message it names must have been
+    sent through the account the callback came to, under the same provider id if known."""
+
+    message_uuid: str
+    provider: str
+    provider_message_id: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderAccountRecord:
+    """A provider account as stored: `settings` are the non-secret ones (and hashes of the
+    compare-only ones); `sealed_secrets` is the encrypted rest (see `providers.secret_box`)."""
+
+    name: str
+    kind: str
+    base_url: str
+    settings: dict[str, str]
+    sealed_secrets: str | None
+    created_at_ms: int
+    updated_at_ms: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderRoute:
+    """A live application's providers for one channel, in the order they are tried."""
+
+    application_id: str
+    channel: str
+    providers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

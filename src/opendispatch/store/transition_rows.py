@@ -29,15 +29,17 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "created_at_ms", "updated_at_ms", "state_json", "due_at_ms",
     ),
     "sends": (
-        "dispatch_uuid", "message_uuid", "step", "channel", "provider", "payload_json",
-        "next_attempt_at_ms", "created_at_ms",
+        "dispatch_uuid", "message_uuid", "application_id", "step", "channel", "provider",
+        "payload_json", "next_attempt_at_ms", "created_at_ms",
     ),
     "cancels": ("dispatch_uuid", "message_uuid"),
     "webhooks": (
         "dispatch_uuid", "application_id", "event_id", "kind", "message_uuid", "status", "url",
         "payload", "next_attempt_at_ms", "created_at_ms", "position",
     ),
-    "completed": ("gate", "message_uuid", "send_state", "provider_message_id", "error"),
+    "completed": (
+        "gate", "message_uuid", "send_state", "provider", "provider_message_id", "error",
+    ),
     "consumed": ("gate", "id"),
 }  # fmt: skip
 
@@ -125,6 +127,7 @@ class TransitionRows:
                     "gate": gate,
                     "message_uuid": done.message_uuid,
                     "send_state": done.send_state,
+                    "provider": done.provider,
                     "provider_message_id": done.provider_message_id,
                     "error": done.error,
                 }
@@ -139,6 +142,7 @@ class TransitionRows:
                 {
                     "dispatch_uuid": dispatch_uuid,
                     "message_uuid": send.message_uuid,
+                    "application_id": application_id,
                     "step": send.step,
                     "channel": send.channel,
                     "provider": send.provider,

@@ -76,6 +76,7 @@ class FinalReportMessage:
     channel: str
     status: str
     price: str | None
+    provider: str | None = None  # who carried it ("sandbox" or an account): an extension
 
     def __post_init__(self) -> None:
         if self.status not in MESSAGE_STATUSES:
@@ -137,6 +138,8 @@ def render_final_report(payload: FinalReportPayload) -> bytes:
         if message.price is not None:
             item["usage"] = {"currency": CURRENCY, "price": message.price}
         item["status"] = message.status
+        if message.provider is not None:
+            item["provider"] = message.provider
         messages.append(item)
     return _encode(
         {

@@ -100,16 +100,16 @@ WITH input AS (
     RETURNING w.dispatch_uuid
 ), sends AS (
     INSERT INTO messages
-        (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
-         next_attempt_at_ms, created_at_ms)
-    SELECT s.message_uuid, s.dispatch_uuid, s.step, s.channel, s.provider, s.payload_json,
-           'pending', s.next_attempt_at_ms, s.created_at_ms
+        (message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
+         send_state, next_attempt_at_ms, created_at_ms)
+    SELECT s.message_uuid, s.dispatch_uuid, s.application_id, s.step, s.channel, s.provider,
+           s.payload_json, 'pending', s.next_attempt_at_ms, s.created_at_ms
     FROM unnest(:sends_dispatch_uuid::text[], :sends_message_uuid::text[],
-                :sends_step::integer[], :sends_channel::text[], :sends_provider::text[],
-                :sends_payload_json::text[], :sends_next_attempt_at_ms::bigint[],
-                :sends_created_at_ms::bigint[])
-         AS s (dispatch_uuid, message_uuid, step, channel, provider, payload_json,
-               next_attempt_at_ms, created_at_ms)
+                :sends_application_id::text[], :sends_step::integer[], :sends_channel::text[],
+                :sends_provider::text[], :sends_payload_json::text[],
+                :sends_next_attempt_at_ms::bigint[], :sends_created_at_ms::bigint[])
+         AS s (dispatch_uuid, message_uuid, application_id, step, channel, provider,
+               payload_json, next_attempt_at_ms, created_at_ms)
     WHERE s.dispatch_uuid IN (SELECT dispatch_uuid FROM changed)
 ), cancels AS (
     UPDATE messages m
@@ -158,11 +158,12 @@ WITH input AS (
 ), completed AS (
     UPDATE messages m
     SET send_state = d.send_state, provider_message_id = d.provider_message_id,
-        last_error = d.error, lease_until_ms = NULL, lease_owner = NULL
+        last_error = d.error, provider = coalesce(nullif(d.provider, ''), m.provider),
+        lease_until_ms = NULL, lease_owner = NULL
     FROM unnest(:completed_gate::text[], :completed_message_uuid::text[],
-                :completed_send_state::text[], :completed_provider_message_id::text[],
-                :completed_error::text[])
-         AS d (gate, message_uuid, send_state, provider_message_id, error)
+                :completed_send_state::text[], :completed_provider::text[],
+                :completed_provider_message_id::text[], :completed_error::text[])
+         AS d (gate, message_uuid, send_state, provider, provider_message_id, error)
     WHERE m.message_uuid = d.message_uuid
       AND (d.gate IS NULL OR d.gate IN (SELECT dispatch_uuid FROM changed))
 ), inbox_consumed AS (
@@ -186,16 +187,16 @@ WITH workflow AS (
                 :new_workflows_due_at_ms::bigint[])
 ), sends AS (
     INSERT INTO messages
-        (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
-         next_attempt_at_ms, created_at_ms)
-    SELECT s.message_uuid, s.dispatch_uuid, s.step, s.channel, s.provider, s.payload_json,
-           'pending', s.next_attempt_at_ms, s.created_at_ms
+        (message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
+         send_state, next_attempt_at_ms, created_at_ms)
+    SELECT s.message_uuid, s.dispatch_uuid, s.application_id, s.step, s.channel, s.provider,
+           s.payload_json, 'pending', s.next_attempt_at_ms, s.created_at_ms
     FROM unnest(:sends_dispatch_uuid::text[], :sends_message_uuid::text[],
-                :sends_step::integer[], :sends_channel::text[], :sends_provider::text[],
-                :sends_payload_json::text[], :sends_next_attempt_at_ms::bigint[],
-                :sends_created_at_ms::bigint[])
-         AS s (dispatch_uuid, message_uuid, step, channel, provider, payload_json,
-               next_attempt_at_ms, created_at_ms)
+                :sends_application_id::text[], :sends_step::integer[], :sends_channel::text[],
+                :sends_provider::text[], :sends_payload_json::text[],
+                :sends_next_attempt_at_ms::bigint[], :sends_created_at_ms::bigint[])
+         AS s (dispatch_uuid, message_uuid, application_id, step, channel, provider,
+               payload_json, next_attempt_at_ms, created_at_ms)
 ), new_webhooks AS (
     SELECT *
     FROM unnest(:webhooks_dispatch_uuid::text[], :webhooks_application_id::text[],

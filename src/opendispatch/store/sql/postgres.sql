@@ -21,26 +21,79 @@ VALUES (:api_key, :api_secret_hash, :signature_secret, :created_at_ms);
 
 -- name: insert_application
 INSERT INTO applications
-    (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms)
+    (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms,
+     live)
 VALUES (:application_id, :api_key, :name, :status_url, :final_report_url, :public_key_pem,
-        :created_at_ms);
+        :created_at_ms, :live);
 
 -- name: list_applications
-SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms
+SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms, live
 FROM applications
 ORDER BY created_at_ms, application_id;
 
 -- name: credentials_by_api_key
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
 WHERE a.api_key = :api_key;
 
 -- name: credentials_by_application_id
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
 WHERE a.application_id = :application_id;
+
+-- Provider accounts and routes ---------------------------------------------------------------
+
+-- name: insert_provider_account
+INSERT INTO provider_accounts
+    (name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms)
+VALUES (:name, :kind, :base_url, :settings_json, :secrets, :now_ms, :now_ms);
+
+-- name: update_provider_account
+UPDATE provider_accounts
+SET kind = :kind, base_url = :base_url, settings_json = :settings_json, secrets = :secrets,
+    updated_at_ms = :now_ms
+WHERE name = :name;
+
+-- name: list_provider_accounts
+SELECT name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms
+FROM provider_accounts
+ORDER BY name;
+
+-- name: get_provider_account
+SELECT name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms
+FROM provider_accounts
+WHERE name = :name;
+
+-- name: delete_provider_account
+DELETE FROM provider_accounts
+WHERE name = :name AND NOT EXISTS (SELECT 1 FROM provider_routes WHERE provider = :name);
+
+-- name: routes_using_provider
+SELECT application_id, channel FROM provider_routes
+WHERE provider = :name
+GROUP BY application_id, channel
+ORDER BY application_id, channel;
+
+-- name: delete_route
+DELETE FROM provider_routes WHERE application_id = :application_id AND channel = :channel;
+
+-- name: insert_route_stop
+INSERT INTO provider_routes (application_id, channel, position, provider)
+VALUES (:application_id, :channel, :position, :provider);
+
+-- name: list_routes
+SELECT application_id, channel, position, provider FROM provider_routes
+ORDER BY application_id, channel, position;
+
+-- name: list_routes_of_application
+SELECT application_id, channel, position, provider FROM provider_routes
+WHERE application_id = :application_id
+ORDER BY channel, position;
+
+-- name: application_is_live
+SELECT live FROM applications WHERE application_id = :application_id;
 
 -- Workflows ------------------------------------------------------------------------------------
 
@@ -76,7 +129,9 @@ WHERE m.message_uuid = :message_uuid;
 
 -- Two index walks, each locking what it takes: due pending sends (messages_due), and sends
 -- whose claimer's lease ran out (messages_leased). MATERIALIZED keeps each walk (and its row
--- locks) to exactly one run.
+-- locks) to exactly one run. A send of a live application whose lease ran out may have
+-- reached its provider, which takes no idempotency key: it is settled `unknown` instead
+-- (`in_doubt`), never claimed again (see `Unknown` in providers/base.py).
 -- name: claim_sends
 WITH due AS MATERIALIZED (
     SELECT message_uuid, next_attempt_at_ms AS due_at_ms FROM messages
@@ -85,21 +140,31 @@ WITH due AS MATERIALIZED (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ), expired AS MATERIALIZED (
-    SELECT message_uuid, lease_until_ms AS due_at_ms FROM messages
+    SELECT message_uuid, lease_until_ms AS due_at_ms,
+           application_id IN (SELECT application_id FROM applications WHERE live) AS live
+    FROM messages
     WHERE send_state = 'sending' AND lease_until_ms <= :now_ms
     ORDER BY lease_until_ms
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
+), in_doubt AS (
+    UPDATE messages m
+    SET send_state = 'unknown', lease_until_ms = NULL, lease_owner = NULL,
+        last_error = 'outcome unknown: the process sending it stopped before an answer'
+    WHERE m.message_uuid IN (SELECT message_uuid FROM expired WHERE live)
 )
 UPDATE messages m
 SET send_state = 'sending', lease_until_ms = :lease_until_ms, lease_owner = :lease_owner,
     attempts = m.attempts + 1
 WHERE m.message_uuid IN (
-    SELECT c.message_uuid FROM (SELECT * FROM due UNION ALL SELECT * FROM expired) AS c
+    SELECT c.message_uuid FROM (
+        SELECT message_uuid, due_at_ms FROM due
+        UNION ALL
+        SELECT message_uuid, due_at_ms FROM expired WHERE NOT live) AS c
     ORDER BY c.due_at_ms
     LIMIT :limit)
-RETURNING m.message_uuid, m.dispatch_uuid, m.step, m.channel, m.provider, m.payload_json,
-          m.attempts, m.created_at_ms;
+RETURNING m.message_uuid, m.dispatch_uuid, m.application_id, m.step, m.channel, m.provider,
+          m.payload_json, m.attempts, m.created_at_ms;
 
 -- Only the lease's holder may put its send back: if its lease ran out and another process
 -- claimed the send meanwhile, that one's claim stands (on SQLite the same guard is the
@@ -107,8 +172,35 @@ RETURNING m.message_uuid, m.dispatch_uuid, m.step, m.channel, m.provider, m.payl
 -- name: retry_send
 UPDATE messages
 SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
-    lease_owner = NULL, last_error = :error
+    lease_owner = NULL, last_error = :error, provider = coalesce(nullif(:provider, ''), provider)
 WHERE message_uuid = :message_uuid AND send_state = 'sending' AND lease_owner = :lease_owner;
+
+-- The request went out and no answer came back: never sent again (its callbacks, or its
+-- step's deadline, settle the step).
+-- name: send_outcome_unknown
+UPDATE messages
+SET send_state = 'unknown', lease_until_ms = NULL, lease_owner = NULL, last_error = :error,
+    provider = :provider
+WHERE message_uuid = :message_uuid AND send_state = 'sending' AND lease_owner = :lease_owner;
+
+-- A claimed send handed back untried (its providers were all paced or resting): no attempt.
+-- name: defer_send
+UPDATE messages
+SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
+    lease_owner = NULL, attempts = attempts - 1, last_error = :error
+WHERE message_uuid = :message_uuid AND send_state = 'sending' AND lease_owner = :lease_owner;
+
+-- name: send_records
+SELECT message_uuid, provider, send_state, attempts, provider_message_id, last_error
+FROM messages WHERE dispatch_uuid = :dispatch_uuid
+ORDER BY step;
+
+-- name: message_by_provider_id
+SELECT message_uuid FROM messages WHERE provider_message_id = :provider_message_id LIMIT 1;
+
+-- name: message_for_callback
+SELECT message_uuid, provider, provider_message_id FROM messages
+WHERE message_uuid = :message_uuid;
 
 -- name: next_send_due
 SELECT least(
@@ -130,12 +222,14 @@ SELECT min(due_at_ms) AS due_at_ms FROM workflows WHERE due_at_ms IS NOT NULL;
 
 -- Inbox: provider statuses waiting to be applied -------------------------------------------------
 
+-- A provider's repeat of a status still waiting here is dropped (`inbox_once`).
 -- name: insert_inbox_events
 INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms,
-                   occurred_at_ms)
+                   occurred_at_ms, provider_message_id)
 SELECT * FROM unnest(:message_uuid::text[], :status::text[], :error_code::integer[],
                      :error_reason::text[], :price::text[], :due_at_ms::bigint[],
-                     :occurred_at_ms::bigint[]);
+                     :occurred_at_ms::bigint[], :provider_message_id::text[])
+ON CONFLICT DO NOTHING;
 
 -- name: claim_inbox
 WITH due AS MATERIALIZED (
@@ -353,7 +447,16 @@ WHERE id IN (
 -- the leases to run out. On SQLite the one serving process releases every lease at start.
 -- name: release_leases
 WITH sends AS (
-    UPDATE messages SET send_state = 'pending', lease_until_ms = NULL, lease_owner = NULL
+    UPDATE messages
+    SET send_state = CASE WHEN application_id IN (SELECT application_id FROM applications
+                                                  WHERE live)
+                          THEN 'unknown' ELSE 'pending' END,
+        last_error = CASE WHEN application_id IN (SELECT application_id FROM applications
+                                                  WHERE live)
+                          THEN 'outcome unknown: the server stopped while the provider had '
+                               || 'the request'
+                          ELSE last_error END,
+        lease_until_ms = NULL, lease_owner = NULL
     WHERE send_state = 'sending' AND lease_owner = :lease_owner
 ), webhooks_released AS (
     UPDATE webhooks SET lease_until_ms = NULL, lease_owner = NULL

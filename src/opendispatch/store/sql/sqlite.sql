@@ -16,26 +16,79 @@ VALUES (:api_key, :api_secret_hash, :signature_secret, :created_at_ms);
 
 -- name: insert_application
 INSERT INTO applications
-    (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms)
+    (application_id, api_key, name, status_url, final_report_url, public_key_pem, created_at_ms,
+     live)
 VALUES (:application_id, :api_key, :name, :status_url, :final_report_url, :public_key_pem,
-        :created_at_ms);
+        :created_at_ms, :live);
 
 -- name: list_applications
-SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms
+SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms, live
 FROM applications
 ORDER BY created_at_ms, application_id;
 
 -- name: credentials_by_api_key
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
 WHERE a.api_key = :api_key;
 
 -- name: credentials_by_application_id
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
 WHERE a.application_id = :application_id;
+
+-- Provider accounts and routes ---------------------------------------------------------------
+
+-- name: insert_provider_account
+INSERT INTO provider_accounts
+    (name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms)
+VALUES (:name, :kind, :base_url, :settings_json, :secrets, :now_ms, :now_ms);
+
+-- name: update_provider_account
+UPDATE provider_accounts
+SET kind = :kind, base_url = :base_url, settings_json = :settings_json, secrets = :secrets,
+    updated_at_ms = :now_ms
+WHERE name = :name;
+
+-- name: list_provider_accounts
+SELECT name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms
+FROM provider_accounts
+ORDER BY name;
+
+-- name: get_provider_account
+SELECT name, kind, base_url, settings_json, secrets, created_at_ms, updated_at_ms
+FROM provider_accounts
+WHERE name = :name;
+
+-- name: delete_provider_account
+DELETE FROM provider_accounts
+WHERE name = :name AND NOT EXISTS (SELECT 1 FROM provider_routes WHERE provider = :name);
+
+-- name: routes_using_provider
+SELECT application_id, channel FROM provider_routes
+WHERE provider = :name
+GROUP BY application_id, channel
+ORDER BY application_id, channel;
+
+-- name: delete_route
+DELETE FROM provider_routes WHERE application_id = :application_id AND channel = :channel;
+
+-- name: insert_route_stop
+INSERT INTO provider_routes (application_id, channel, position, provider)
+VALUES (:application_id, :channel, :position, :provider);
+
+-- name: list_routes
+SELECT application_id, channel, position, provider FROM provider_routes
+ORDER BY application_id, channel, position;
+
+-- name: list_routes_of_application
+SELECT application_id, channel, position, provider FROM provider_routes
+WHERE application_id = :application_id
+ORDER BY channel, position;
+
+-- name: application_is_live
+SELECT live FROM applications WHERE application_id = :application_id;
 
 -- Workflows ------------------------------------------------------------------------------------
 
@@ -69,7 +122,9 @@ WHERE m.message_uuid = :message_uuid;
 
 -- Sends ----------------------------------------------------------------------------------------
 
--- Due sends, and sends whose claim expired (its process died with them in hand).
+-- Due sends, and sends whose claim expired (its process died with them in hand). A send of a
+-- live application that was in hand may have reached its provider, which takes no idempotency
+-- key: it is never claimed again (see `release_leases`, and `Unknown` in providers/base.py).
 -- name: claim_sends
 UPDATE messages
 SET send_state = 'sending', lease_until_ms = :lease_until_ms, attempts = attempts + 1
@@ -79,17 +134,44 @@ WHERE message_uuid IN (
         WHERE send_state = 'pending' AND next_attempt_at_ms <= :now_ms
         UNION ALL
         SELECT message_uuid, lease_until_ms FROM messages
-        WHERE send_state = 'sending' AND lease_until_ms <= :now_ms)
+        WHERE send_state = 'sending' AND lease_until_ms <= :now_ms
+          AND application_id NOT IN (SELECT application_id FROM applications WHERE live = 1))
     ORDER BY due
     LIMIT :limit)
-RETURNING message_uuid, dispatch_uuid, step, channel, provider, payload_json, attempts,
-          created_at_ms;
+RETURNING message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
+          attempts, created_at_ms;
 
 -- name: retry_send
 UPDATE messages
 SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
-    last_error = :error
+    last_error = :error, provider = coalesce(nullif(:provider, ''), provider)
 WHERE message_uuid = :message_uuid AND send_state = 'sending';
+
+-- The request went out and no answer came back: never sent again (its callbacks, or its
+-- step's deadline, settle the step).
+-- name: send_outcome_unknown
+UPDATE messages
+SET send_state = 'unknown', lease_until_ms = NULL, last_error = :error, provider = :provider
+WHERE message_uuid = :message_uuid AND send_state = 'sending';
+
+-- A claimed send handed back untried (its providers were all paced or resting): no attempt.
+-- name: defer_send
+UPDATE messages
+SET send_state = 'pending', next_attempt_at_ms = :next_attempt_at_ms, lease_until_ms = NULL,
+    attempts = attempts - 1, last_error = :error
+WHERE message_uuid = :message_uuid AND send_state = 'sending';
+
+-- name: send_records
+SELECT message_uuid, provider, send_state, attempts, provider_message_id, last_error
+FROM messages WHERE dispatch_uuid = :dispatch_uuid
+ORDER BY step;
+
+-- name: message_by_provider_id
+SELECT message_uuid FROM messages WHERE provider_message_id = :provider_message_id LIMIT 1;
+
+-- name: message_for_callback
+SELECT message_uuid, provider, provider_message_id FROM messages
+WHERE message_uuid = :message_uuid;
 
 -- name: next_send_due
 SELECT min(due) AS due_at_ms FROM (
@@ -110,11 +192,13 @@ SELECT min(due_at_ms) AS due_at_ms FROM workflows WHERE due_at_ms IS NOT NULL;
 
 -- Inbox: provider statuses waiting to be applied -------------------------------------------------
 
+-- A provider's repeat of a status still waiting here is dropped (`inbox_once`).
 -- name: insert_inbox_events
 INSERT INTO inbox (message_uuid, status, error_code, error_reason, price, due_at_ms,
-                   occurred_at_ms)
+                   occurred_at_ms, provider_message_id)
 VALUES (:message_uuid, :status, :error_code, :error_reason, :price, :due_at_ms,
-        :occurred_at_ms);
+        :occurred_at_ms, :provider_message_id)
+ON CONFLICT DO NOTHING;
 
 -- name: claim_inbox
 UPDATE inbox SET lease_until_ms = :lease_until_ms
@@ -289,6 +373,11 @@ WHERE id IN (
 
 -- The one serving process owns every queue: at start, leases left are a dead process's.
 -- name: release_leases
+UPDATE messages
+SET send_state = 'unknown', lease_until_ms = NULL,
+    last_error = 'outcome unknown: the server stopped while the provider had the request'
+WHERE send_state = 'sending'
+  AND application_id IN (SELECT application_id FROM applications WHERE live = 1);
 UPDATE messages SET send_state = 'pending', lease_until_ms = NULL WHERE send_state = 'sending';
 UPDATE webhooks SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;
 UPDATE inbox SET lease_until_ms = NULL WHERE lease_until_ms IS NOT NULL;

@@ -36,10 +36,10 @@ WHERE dispatch_uuid = :dispatch_uuid;
 
 -- name: insert_send
 INSERT INTO messages
-    (message_uuid, dispatch_uuid, step, channel, provider, payload_json, send_state,
-     next_attempt_at_ms, created_at_ms)
-VALUES (:message_uuid, :dispatch_uuid, :step, :channel, :provider, :payload_json, 'pending',
-        :next_attempt_at_ms, :created_at_ms);
+    (message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
+     send_state, next_attempt_at_ms, created_at_ms)
+VALUES (:message_uuid, :dispatch_uuid, :application_id, :step, :channel, :provider,
+        :payload_json, 'pending', :next_attempt_at_ms, :created_at_ms);
 
 -- name: cancel_send
 UPDATE messages SET send_state = 'cancelled', lease_until_ms = NULL
@@ -61,7 +61,7 @@ SELECT :event_id, :dispatch_uuid, :application_id, :kind, :message_uuid, :status
 -- name: complete_send
 UPDATE messages
 SET send_state = :send_state, provider_message_id = :provider_message_id, last_error = :error,
-    lease_until_ms = NULL
+    provider = coalesce(nullif(:provider, ''), provider), lease_until_ms = NULL
 WHERE message_uuid = :message_uuid;
 
 -- name: delete_inbox
