@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import run_cli
 
 KEY = {"OPENDISPATCH_SECRET_KEY": "vCq3Vh0Yy3H8rB7x0cJd9yDxg2QmH7d8b0Pz1uS4wQ0="}
@@ -169,9 +171,8 @@ def test_the_server_will_not_start_with_a_key_that_cannot_open_the_secrets(tmp_p
     wrong = {"OPENDISPATCH_SECRET_KEY": run_cli("secret-key").strip()}
     server = ServerProcess(database, cwd=tmp_path, env=wrong)
     try:
-        server.start()
-    except AssertionError as exc:
-        assert "cannot decrypt the secrets of provider account 'twilio-main'" in str(exc)
-    else:
+        with pytest.raises(AssertionError, match="server exited early") as refused:
+            server.start()
+    finally:
         server.stop()
-        raise AssertionError("the server started with the wrong key")
+    assert "cannot decrypt the secrets of provider account 'twilio-main'" in str(refused.value)
