@@ -479,3 +479,32 @@ def test_malformed_json_is_named_as_the_body(body: bytes) -> None:
     with pytest.raises(InvalidRequest) as refused:
         validate_create_workflow_json(body)
     assert [p.name for p in refused.value.invalid_parameters] == ["body"]
+
+
+def test_thousands_of_invalid_template_parameters_get_a_short_answer() -> None:
+    """A 250 KB body of bad parameters once made a 1.8 MB answer and 166 ms of work."""
+    document = request(message("whatsapp", "template", failover=False))
+    parameters = [{"value": "1"}] * 20_000  # each without its `default`
+    document["workflow"][0]["message"]["content"]["template"]["parameters"] = parameters
+    body = json.dumps(document).encode()
+    assert len(body) > 250_000
+    with pytest.raises(InvalidRequest) as refused:
+        validate_create_workflow_json(body)
+    assert [p.name for p in refused.value.invalid_parameters] == [
+        "workflow[0].message.content.template.parameters[0].default"
+    ]
+
+
+def test_past_a_hundred_invalid_fields_the_first_hundred_are_listed_with_the_count() -> None:
+    invalid = message("sms", failover=False)
+    invalid["to"]["number"] = "+44"
+    invalid["message"]["content"]["text"] = ""
+    document = request(*[message("sms") for _ in range(1)], *[invalid] * 299)
+    with pytest.raises(InvalidRequest) as refused:
+        validate_create_workflow(document, max_messages=300)
+    listed = [p.name for p in refused.value.invalid_parameters]
+    assert len(listed) == 100
+    assert listed[:3] == ["workflow[1].to.number", "workflow[1].message.content.text",
+                          "workflow[1].failover"]  # fmt: skip
+    assert "the first 100 found are listed" in refused.value.detail
+    assert "896 fields are invalid" in refused.value.detail  # 298 x 3 + the last one's 2

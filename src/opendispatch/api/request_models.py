@@ -237,8 +237,10 @@ class TemplateContent(_Model):
         description="The name of the template. Required when `content.type` is `template`.",
         examples=["whatsapp:hsm:technology:vonage:verify"],
     )
+    # fail_fast: the first invalid parameter is reported, not every one of thousands (their
+    # errors cost more to find and word than the rest of the request together).
     parameters: list[TemplateParameter] | None = Field(
-        None, description="The values of the template's placeholders, in order."
+        None, description="The values of the template's placeholders, in order.", fail_fast=True
     )
 
 
