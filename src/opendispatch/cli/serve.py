@@ -14,6 +14,7 @@ import click
 from opendispatch.cli.common import allow_private_webhooks_option, database_option
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
+from opendispatch.logs import configure_logging
 from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
 
 __all__ = ["serve"]
@@ -168,7 +169,7 @@ def serve(
         app = DispatchApp(settings, freeze_heap_after_startup=True)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
-    _configure_logging(log_level)
+    configure_logging(log_level)
     logging.getLogger("opendispatch").info(
         "OpenDispatch on http://%s:%d, database %s", host, port, _redacted(database)
     )
@@ -214,11 +215,3 @@ def _prices(given: tuple[str, ...]) -> dict[str, str]:
                 )
             prices[channel.strip()] = price.strip()
     return prices
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
