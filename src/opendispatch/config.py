@@ -43,6 +43,7 @@ class Settings:
     sandbox_delivered_after_ms: int = 1000
     sandbox_read_after_ms: int = 1000
     sandbox_prices: Mapping[str, str] = field(default_factory=lambda: DEFAULT_PRICES)
+    sandbox_injection: bool = True  # POST /v0.1/sandbox/messages/{uuid}/status (never live)
     # Webhooks.
     webhook_timeout_s: float = 5.0
     webhook_retry_period_s: int = 86_400

@@ -376,6 +376,15 @@ async def test_injected_statuses_move_a_silent_message(env: Env):
         ({"status": "rejected", "error": {"code": "x", "reason": "r"}}, "error.code"),
         ({"status": "delivered", "usage": {"price": "-1"}}, "usage.price"),
         ({"status": "delivered", "colour": "blue"}, "colour"),
+        (
+            {"status": "delivered", "usage": {"price": "\u0661.\u0665"}},
+            "usage.price",
+        ),  # Arabic-Indic 1.5
+        ({"status": "rejected", "error": {"code": 2**70, "reason": "r"}}, "error.code"),
+        ({"status": "rejected", "error": {"code": -1, "reason": "r"}}, "error.code"),
+        ({"status": "delivered", "timestamp": "9999-12-31T23:59:59Z"}, "timestamp"),
+        ({"status": "delivered", "timestamp": "1970-01-01T00:00:00Z"}, "timestamp"),
+        ({"status": "delivered", "timestamp": "yesterday"}, "timestamp"),
     ],
 )
 async def test_bad_injected_status_is_refused_and_changes_nothing(
@@ -390,6 +399,35 @@ async def test_bad_injected_status_is_refused_and_changes_nothing(
     assert response.json()["invalid_parameters"][0]["name"] == name
     await env.app.runtime.settled()
     assert env.statuses(uuid) == [("sms", "submitted")]
+
+
+async def test_an_injected_status_must_be_sent_as_json(env: Env):
+    uuid = await env.post(sms_only("447700900004"))
+    message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    response = await env.client.post(
+        f"/v0.1/sandbox/messages/{message_uuid}/status",
+        content=b'{"status": "delivered"}',
+        headers={**env.credentials.basic(), "content-type": "text/plain"},
+    )
+    assert response.status_code == 415
+    assert response.json()["title"] == "Unsupported Media Type"
+    await env.app.runtime.settled()
+    assert env.statuses(uuid) == [("sms", "submitted")]
+
+
+async def test_injection_can_be_switched_off(database: TestDatabase):
+    async for env in _env(database, sandbox_injection=False):
+        uuid = await env.post(sms_only("447700900004"))
+        message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+        response = await env.client.post(
+            f"/v0.1/sandbox/messages/{message_uuid}/status",
+            json={"status": "delivered"},
+            headers=env.credentials.basic(),
+        )
+        assert response.status_code == 403
+        assert "--no-sandbox-injection" in response.json()["detail"]
+        await env.app.runtime.settled()
+        assert env.statuses(uuid) == [("sms", "submitted")]
 
 
 async def test_injection_into_another_applications_message_is_not_found(env: Env):

@@ -85,6 +85,7 @@ class DispatchApp:
             runtime=self.runtime,
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
+            enabled=settings.sandbox_injection,
         )
         webhooks = WebhookRoutes(
             settings=settings,

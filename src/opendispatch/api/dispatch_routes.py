@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.request_models import WorkflowMessage
-from opendispatch.api.routes import AuthenticatedRoutes
+from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
 from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
 from opendispatch.auth.authenticator import Principal
@@ -29,16 +29,6 @@ from opendispatch.runtime.admission import AdmissionControl
 from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
-
-
-def _is_json_media_type(content_type: bytes | None) -> bool:
-    """`application/json`, `application/*+json`, any parameters; absent is taken as JSON."""
-    if content_type is None:
-        return True
-    media_type = content_type.split(b";", 1)[0].strip().lower()
-    return media_type == b"application/json" or (
-        media_type.startswith(b"application/") and media_type.endswith(b"+json")
-    )
 
 
 class DispatchRoutes(AuthenticatedRoutes):
@@ -59,7 +49,7 @@ class DispatchRoutes(AuthenticatedRoutes):
                 "The request has no body: send the workflow as JSON.",
                 invalid_parameters=(InvalidParameter("body", "is required"),),
             )
-        if not _is_json_media_type(request.header(b"content-type")):
+        if not is_json_media_type(request.header(b"content-type")):
             raise UnsupportedMediaType("Send the workflow as application/json.")
         valid = validate_create_workflow_json(body, max_messages=self._settings.max_messages)
         if principal.credentials.application.live:

@@ -14,7 +14,12 @@ from opendispatch.errors import InvalidParameter, InvalidRequest
 from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
 
-__all__ = ["AuthenticatedRoutes", "invalid_parameter", "invalid_request_from"]
+__all__ = [
+    "AuthenticatedRoutes",
+    "invalid_parameter",
+    "invalid_request_from",
+    "is_json_media_type",
+]
 
 
 class AuthenticatedRoutes:
@@ -48,6 +53,16 @@ class AuthenticatedRoutes:
         ):
             raise invalid_parameter("page_size", f"must be an integer between 1 and {limit}")
         return int(given)
+
+
+def is_json_media_type(content_type: bytes | None) -> bool:
+    """`application/json`, `application/*+json`, any parameters; absent is taken as JSON."""
+    if content_type is None:
+        return True
+    media_type = content_type.split(b";", 1)[0].strip().lower()
+    return media_type == b"application/json" or (
+        media_type.startswith(b"application/") and media_type.endswith(b"+json")
+    )
 
 
 def invalid_parameter(name: str, reason: str) -> InvalidRequest:

@@ -8,16 +8,22 @@ moves the workflow exactly as a real one would.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
-from opendispatch.api.routes import invalid_request_from
+from opendispatch.api.routes import invalid_request_from, is_json_media_type
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.engine.model import MessageError, MessageStatus
-from opendispatch.errors import Forbidden, InvalidParameter, InvalidRequest, NotFound
+from opendispatch.errors import (
+    Forbidden,
+    InvalidParameter,
+    InvalidRequest,
+    NotFound,
+    UnsupportedMediaType,
+)
 from opendispatch.ids import is_uuid
 from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
@@ -26,15 +32,22 @@ from opendispatch.timefmt import parse_iso_ms
 __all__ = ["InjectedStatus", "SandboxRoutes"]
 
 
+# A status may say it happened this long after the server's now (clocks differ a little);
+# later than that, or before this, it is a mistake, not a status.
+_FUTURE_SKEW_MS: Final = 5 * 60 * 1000
+_EARLIEST_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
+
+
 class _ErrorBody(BaseModel):
-    model_config = ConfigDict(strict=True)
-    code: int
+    model_config = ConfigDict(strict=True, extra="forbid")
+    code: Annotated[int, Field(ge=0, le=2_147_483_647)]  # what a provider's codes fit in
     reason: Annotated[str, Field(min_length=1, max_length=500)]
 
 
 class _UsageBody(BaseModel):
-    model_config = ConfigDict(strict=True)
-    price: Annotated[str, Field(pattern=r"^\d{1,10}(\.\d{1,10})?$")]
+    model_config = ConfigDict(strict=True, extra="forbid")
+    # ASCII digits only: `\d` would also take other scripts' digits, which no price uses.
+    price: Annotated[str, Field(pattern=r"^[0-9]{1,10}(\.[0-9]{1,10})?$")]
     currency: Literal["EUR"] = "EUR"
 
 
@@ -58,7 +71,9 @@ class SandboxRoutes:
         runtime: Runtime,
         authenticator: Authenticator,
         clock_ms: Callable[[], int],
+        enabled: bool = True,
     ) -> None:
+        self._enabled = enabled
         self._store = store
         self._runtime = runtime
         self._authenticator = authenticator
@@ -68,6 +83,10 @@ class SandboxRoutes:
         principal = await self._authenticator.authenticate(
             request.header(b"authorization"), now_s=self._clock_ms() / 1000
         )
+        if not self._enabled:
+            raise Forbidden(
+                "Sandbox status injection is switched off on this server (--no-sandbox-injection)."
+            )
         if principal.credentials.application.live:
             raise Forbidden(
                 "Sandbox statuses cannot be injected into a live application's messages: "
@@ -77,17 +96,14 @@ class SandboxRoutes:
         owner = await self._store.message_owner(message_uuid) if is_uuid(message_uuid) else None
         if owner is None or owner.application_id != principal.application_id:
             raise NotFound(f"No message {message_uuid} for this application.")
+        if not is_json_media_type(request.header(b"content-type")):
+            raise UnsupportedMediaType("Send the status as application/json.")
         body = await request.body(64 * 1024)
         try:
             injected = InjectedStatus.model_validate_json(body or b"null")
-            at_ms = None if injected.timestamp is None else parse_iso_ms(injected.timestamp)
         except ValidationError as exc:
             raise invalid_request_from(exc, "The status did not validate.") from None
-        except ValueError:
-            raise InvalidRequest(
-                "The timestamp is not ISO 8601.",
-                invalid_parameters=(InvalidParameter("timestamp", "must be ISO 8601"),),
-            ) from None
+        at_ms = None if injected.timestamp is None else self._timestamp_ms(injected.timestamp)
         await self._runtime.report_status(
             message_uuid,
             injected.status,
@@ -103,3 +119,22 @@ class SandboxRoutes:
             "status": injected.status,
         }
         return json_response(202, msgspec.json.encode(answer))
+
+    def _timestamp_ms(self, text: str) -> int:
+        try:
+            at_ms = parse_iso_ms(text)
+        except (ValueError, OverflowError):
+            raise InvalidRequest(
+                "The timestamp is not ISO 8601.",
+                invalid_parameters=(InvalidParameter("timestamp", "must be ISO 8601"),),
+            ) from None
+        if not _EARLIEST_MS <= at_ms <= self._clock_ms() + _FUTURE_SKEW_MS:
+            raise InvalidRequest(
+                "The timestamp is out of range.",
+                invalid_parameters=(
+                    InvalidParameter(
+                        "timestamp", "must be after 2000-01-01 and at most 5 minutes from now"
+                    ),
+                ),
+            )
+        return at_ms

@@ -47,6 +47,14 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     multiple=True,
     help="Sandbox price in EUR per channel, e.g. sms=0.0070 (repeatable).",
 )
+@click.option(
+    "--sandbox-injection/--no-sandbox-injection",
+    envvar="OPENDISPATCH_SANDBOX_INJECTION",
+    show_envvar=True,
+    default=True,
+    help="Let sandbox applications inject statuses by hand "
+    "(POST /v0.1/sandbox/messages/{uuid}/status); never live ones.",
+)
 @_env_option("--webhook-timeout", default=5.0, type=float, help="Seconds per delivery attempt.")
 @_env_option(
     "--webhook-retry-period", default=86_400, type=int, help="Seconds to retry before dead."
@@ -118,6 +126,7 @@ def serve(
     sandbox_delivered_after_ms: int,
     sandbox_read_after_ms: int,
     sandbox_price: tuple[str, ...],
+    sandbox_injection: bool,
     webhook_timeout: float,
     webhook_retry_period: int,
     webhook_issuer: str,
@@ -150,6 +159,7 @@ def serve(
             sandbox_delivered_after_ms=sandbox_delivered_after_ms,
             sandbox_read_after_ms=sandbox_read_after_ms,
             sandbox_prices=_prices(sandbox_price),
+            sandbox_injection=sandbox_injection,
             webhook_timeout_s=webhook_timeout,
             webhook_retry_period_s=webhook_retry_period,
             webhook_issuer=webhook_issuer,
