@@ -44,6 +44,7 @@ class Settings:
     sandbox_read_after_ms: int = 1000
     sandbox_prices: Mapping[str, str] = field(default_factory=lambda: DEFAULT_PRICES)
     sandbox_injection: bool = True  # POST /v0.1/sandbox/messages/{uuid}/status (never live)
+    rate_limit: float = 0.0  # requests per second per application, per process (0: none)
     # Webhooks.
     webhook_timeout_s: float = 5.0
     webhook_retry_period_s: int = 86_400
@@ -88,6 +89,8 @@ class Settings:
                 raise ConfigurationError(
                     f"sandbox price for {channel} must be a non-negative decimal, not {price!r}"
                 ) from None
+        if not 0 <= self.rate_limit < float("inf"):
+            raise ConfigurationError("rate_limit must be a non-negative number of requests/s")
         if self.final_status_timeout_s < 1:
             raise ConfigurationError("final_status_timeout_s must be at least 1")
         if min(self.sandbox_delivered_after_ms, self.sandbox_read_after_ms) < 0:

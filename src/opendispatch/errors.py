@@ -16,6 +16,7 @@
         ├── Conflict (409)             the resource is not in a state that allows this
         ├── PayloadTooLarge (413)
         ├── UnsupportedMediaType (415)
+        ├── TooManyRequests (429)      the application's --rate-limit; with Retry-After
         └── ServiceUnavailable (503)   the store is busy or closing; retry
 
 Errors from libraries (sqlite3, asyncpg, PyJWT, pydantic) are converted where they enter our
@@ -40,6 +41,7 @@ __all__ = [
     "PayloadTooLarge",
     "ServiceUnavailable",
     "StoreError",
+    "TooManyRequests",
     "Unauthorized",
     "UnsupportedMediaType",
 ]
@@ -144,6 +146,12 @@ class UnsupportedMediaType(ApiError):
     status = 415
     type_fragment = "UnsupportedMediaType"
     title = "Unsupported Media Type"
+
+
+class TooManyRequests(ApiError):
+    status = 429
+    type_fragment = "Throttled"
+    title = "Too Many Requests"
 
 
 class ServiceUnavailable(ApiError):

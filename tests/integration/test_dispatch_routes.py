@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 from opendispatch.api.app import DispatchApp
 from opendispatch.auth.provisioning import provision_application
 from opendispatch.config import Settings
+from opendispatch.runtime.clock import ManualClock
 from tests.conftest import Api
 from tests.databases import TestDatabase
 from tests.support import AppCredentials, two_step_workflow
@@ -267,3 +269,42 @@ async def test_at_capacity_new_workflows_get_503_with_retry_after_and_nothing_is
         "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
     )
     assert accepted.status_code == 202
+
+
+async def test_past_its_rate_limit_an_application_gets_429_with_retry_after_and_nothing_stored(
+    database: TestDatabase,
+):
+    clock = ManualClock(start_ms=int(time.time() * 1000))
+    settings = Settings(database=database.url, rate_limit=2)
+    app = DispatchApp(settings, clock=clock, run_workers=False)
+    await app.startup()
+    try:
+        alice, bob = [
+            AppCredentials.from_provisioned(
+                await provision_application(app.store, name=name, status_url="http://x.test/")
+            )
+            for name in ("alice", "bob")
+        ]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+
+            async def post(who: AppCredentials) -> httpx.Response:
+                return await client.post(
+                    "/v0.1/dispatch", json=two_step_workflow(), headers=who.basic()
+                )
+
+            assert [(await post(alice)).status_code for _ in range(2)] == [202, 202]
+            refused = await post(alice)
+            body = assert_error_shape(refused, 429)
+            assert body["title"] == "Too Many Requests"
+            assert "2 requests per second" in body["detail"]
+            assert refused.headers["retry-after"] == "1"
+            # Every route counts, and the budget is the application's, not the server's.
+            listed = await client.get("/v0.1/dispatch", headers=alice.basic())
+            assert listed.status_code == 429
+            assert (await post(bob)).status_code == 202
+            assert await database.scalar("SELECT count(*) FROM workflows") == 3
+            await clock.advance(1000)
+            assert (await post(alice)).status_code == 202
+    finally:
+        await app.shutdown()

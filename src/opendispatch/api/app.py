@@ -10,6 +10,7 @@ from opendispatch.api.dispatch_routes import DispatchRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
+from opendispatch.api.rate_limit import RateLimiter
 from opendispatch.api.sandbox_routes import SandboxRoutes
 from opendispatch.api.webhook_routes import WebhookRoutes
 from opendispatch.auth.authenticator import Authenticator
@@ -72,20 +73,24 @@ class DispatchApp:
             jwt_leeway_s=settings.jwt_leeway_s,
             max_token_age_s=settings.jwt_max_age_s,
         )
+        # One bucket per application across every route: the limit is the application's.
+        rate_limiter = RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None
         dispatch = DispatchRoutes(
             settings=settings,
             store=self.store,
             runtime=self.runtime,
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
+            rate_limiter=rate_limiter,
             admission=self.runtime.admission,
         )
         sandbox = SandboxRoutes(
+            settings=settings,
             store=self.store,
             runtime=self.runtime,
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
-            enabled=settings.sandbox_injection,
+            rate_limiter=rate_limiter,
         )
         webhooks = WebhookRoutes(
             settings=settings,
@@ -93,6 +98,7 @@ class DispatchApp:
             runtime=self.runtime,
             authenticator=authenticator,
             clock_ms=self.clock.now_ms,
+            rate_limiter=rate_limiter,
         )
         callbacks = CallbackRoutes(
             intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock

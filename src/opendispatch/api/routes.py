@@ -3,14 +3,16 @@ way (a page size, a body validated by a pydantic model), so every route answers 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 from pydantic import ValidationError
 
 from opendispatch.api.http import Request
+from opendispatch.api.rate_limit import RateLimiter
 from opendispatch.auth.authenticator import Authenticator, Principal
 from opendispatch.config import Settings
-from opendispatch.errors import InvalidParameter, InvalidRequest
+from opendispatch.errors import InvalidParameter, InvalidRequest, TooManyRequests
 from opendispatch.runtime.service import Runtime
 from opendispatch.store.protocol import Store
 
@@ -31,7 +33,9 @@ class AuthenticatedRoutes:
         runtime: Runtime,
         authenticator: Authenticator,
         clock_ms: Callable[[], int],
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
+        self._rate_limiter = rate_limiter
         self._settings = settings
         self._store = store
         self._runtime = runtime
@@ -39,9 +43,20 @@ class AuthenticatedRoutes:
         self._clock_ms = clock_ms
 
     async def _principal(self, request: Request) -> Principal:
-        return await self._authenticator.authenticate(
-            request.header(b"authorization"), now_s=self._clock_ms() / 1000
+        """Who is asking, once the application is within its `--rate-limit`."""
+        now_ms = self._clock_ms()
+        principal = await self._authenticator.authenticate(
+            request.header(b"authorization"), now_s=now_ms / 1000
         )
+        if self._rate_limiter is not None:
+            wait_s = self._rate_limiter.admit(principal.application_id, now_ms)
+            if wait_s > 0:
+                raise TooManyRequests(
+                    f"This application may make {self._rate_limiter.rate_per_s:g} requests "
+                    "per second; try again later.",
+                    headers=((b"retry-after", str(max(1, math.ceil(wait_s))).encode()),),
+                )
+        return principal
 
     def _page_size(self, given: str | None) -> int:
         """`page_size` from a query: ASCII digits only, within the configured range."""

@@ -7,15 +7,13 @@ moves the workflow exactly as a real one would.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated, Final, Literal
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
-from opendispatch.api.routes import invalid_request_from, is_json_media_type
-from opendispatch.auth.authenticator import Authenticator
+from opendispatch.api.routes import AuthenticatedRoutes, invalid_request_from, is_json_media_type
 from opendispatch.engine.model import MessageError, MessageStatus
 from opendispatch.errors import (
     Forbidden,
@@ -25,8 +23,6 @@ from opendispatch.errors import (
     UnsupportedMediaType,
 )
 from opendispatch.ids import is_uuid
-from opendispatch.runtime.service import Runtime
-from opendispatch.store.protocol import Store
 from opendispatch.timefmt import parse_iso_ms
 
 __all__ = ["InjectedStatus", "SandboxRoutes"]
@@ -63,27 +59,10 @@ class InjectedStatus(BaseModel):
     )
 
 
-class SandboxRoutes:
-    def __init__(
-        self,
-        *,
-        store: Store,
-        runtime: Runtime,
-        authenticator: Authenticator,
-        clock_ms: Callable[[], int],
-        enabled: bool = True,
-    ) -> None:
-        self._enabled = enabled
-        self._store = store
-        self._runtime = runtime
-        self._authenticator = authenticator
-        self._clock_ms = clock_ms
-
+class SandboxRoutes(AuthenticatedRoutes):
     async def inject_status(self, request: Request) -> Response:
-        principal = await self._authenticator.authenticate(
-            request.header(b"authorization"), now_s=self._clock_ms() / 1000
-        )
-        if not self._enabled:
+        principal = await self._principal(request)
+        if not self._settings.sandbox_injection:
             raise Forbidden(
                 "Sandbox status injection is switched off on this server (--no-sandbox-injection)."
             )

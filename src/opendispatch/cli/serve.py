@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 import click
 
+from opendispatch.api.rate_limit import parse_rate
 from opendispatch.cli.common import allow_private_webhooks_option, database_option
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
@@ -46,6 +47,12 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     "--sandbox-price",
     multiple=True,
     help="Sandbox price in EUR per channel, e.g. sms=0.0070 (repeatable).",
+)
+@_env_option(
+    "--rate-limit",
+    default="off",
+    help="Requests per second each application may make, e.g. 30/s (answered 429 with "
+    "Retry-After beyond it); counted per server process.",
 )
 @click.option(
     "--sandbox-injection/--no-sandbox-injection",
@@ -127,6 +134,7 @@ def serve(
     sandbox_read_after_ms: int,
     sandbox_price: tuple[str, ...],
     sandbox_injection: bool,
+    rate_limit: str,
     webhook_timeout: float,
     webhook_retry_period: int,
     webhook_issuer: str,
@@ -160,6 +168,7 @@ def serve(
             sandbox_read_after_ms=sandbox_read_after_ms,
             sandbox_prices=_prices(sandbox_price),
             sandbox_injection=sandbox_injection,
+            rate_limit=_rate(rate_limit),
             webhook_timeout_s=webhook_timeout,
             webhook_retry_period_s=webhook_retry_period,
             webhook_issuer=webhook_issuer,
@@ -208,6 +217,13 @@ def _redacted(database: str) -> str:
         return database
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
+
+
+def _rate(given: str) -> float:
+    try:
+        return parse_rate(given)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--rate-limit") from None
 
 
 def _prices(given: tuple[str, ...]) -> dict[str, str]:
