@@ -1301,3 +1301,15 @@ async def test_a_late_consumption_never_takes_a_status_that_landed_since(store: 
     )
     landed = await store.claim_due_inbox(now_ms=NOW + 2, limit=10, lease_ms=LEASE)
     assert sorted(event.message_uuid for event in landed) == ["m-2", "m-3"]
+
+
+async def test_a_claimed_send_says_since_when_it_was_due_not_since_it_was_created(store: Store):
+    """Admission control watches how long due sends wait: a send deferred while its provider
+    account rests after a 429 waited for the provider, not for this server."""
+    [send] = (await create(store, sends=1)).sends
+    [job] = await store.claim_due_sends(now_ms=NOW + 5, limit=10, lease_ms=LEASE)
+    assert (job.created_at_ms, job.due_at_ms) == (NOW, NOW)
+    await store.defer_send(send.message_uuid, next_attempt_at_ms=NOW + 60_000, reason="429")
+    assert await store.claim_due_sends(now_ms=NOW + 59_999, limit=10, lease_ms=LEASE) == []
+    [job] = await store.claim_due_sends(now_ms=NOW + 60_020, limit=10, lease_ms=LEASE)
+    assert (job.created_at_ms, job.due_at_ms) == (NOW, NOW + 60_000)

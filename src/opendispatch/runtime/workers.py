@@ -182,9 +182,11 @@ class SendWorker(EventWorker):
             return False
         now = self.clock.now_ms()
         jobs = await self._store.claim_due_sends(now_ms=now, limit=room, lease_ms=self._lease_ms)
-        # How long the oldest first attempt waited (a send is due when its step starts): what
-        # admission control watches. Retries are due later than they were created.
-        waited = [now - job.created_at_ms for job in jobs if job.attempts == 1]
+        # How long the longest-waiting send waited since it was due (its step's start, its
+        # retry's or its deferral's time): what admission control watches. Not since it was
+        # created: a send deferred while its provider account pauses after a 429 is not a
+        # server falling behind, and must not make it refuse every application's workflows.
+        waited = [now - job.due_at_ms for job in jobs]
         self._on_queue_delay(max(waited, default=0) / 1000)
         for job in jobs:
             task = asyncio.ensure_future(self._send(job))

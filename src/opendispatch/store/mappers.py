@@ -101,6 +101,7 @@ def send_job(row: Row) -> SendJob:
         payload_json=row["payload_json"],
         attempts=row["attempts"],
         created_at_ms=row["created_at_ms"],
+        due_at_ms=row["next_attempt_at_ms"],
     )
 
 

@@ -202,6 +202,7 @@ class SendJob:
     payload_json: str
     attempts: int
     created_at_ms: int
+    due_at_ms: int  # when it was due: a step's start, a retry's or a deferral's time
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

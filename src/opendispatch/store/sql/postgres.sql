@@ -164,7 +164,7 @@ WHERE m.message_uuid IN (
     ORDER BY c.due_at_ms
     LIMIT :limit)
 RETURNING m.message_uuid, m.dispatch_uuid, m.application_id, m.step, m.channel, m.provider,
-          m.payload_json, m.attempts, m.created_at_ms;
+          m.payload_json, m.attempts, m.created_at_ms, m.next_attempt_at_ms;
 
 -- Only the lease's holder may put its send back: if its lease ran out and another process
 -- claimed the send meanwhile, that one's claim stands (on SQLite the same guard is the

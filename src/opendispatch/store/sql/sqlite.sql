@@ -139,7 +139,7 @@ WHERE message_uuid IN (
     ORDER BY due
     LIMIT :limit)
 RETURNING message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
-          attempts, created_at_ms;
+          attempts, created_at_ms, next_attempt_at_ms;
 
 -- name: retry_send
 UPDATE messages
