@@ -13,6 +13,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.json_body import read_json
 from opendispatch.api.routes import AuthenticatedRoutes, invalid_request_from, is_json_media_type
 from opendispatch.engine.model import MessageError, MessageStatus
 from opendispatch.errors import (
@@ -77,9 +78,10 @@ class SandboxRoutes(AuthenticatedRoutes):
             raise NotFound(f"No message {message_uuid} for this application.")
         if not is_json_media_type(request.header(b"content-type")):
             raise UnsupportedMediaType("Send the status as application/json.")
-        body = await request.body(64 * 1024)
+        body = await request.body(64 * 1024) or b"null"
+        read_json(body)  # the same reading of JSON as every other body (depth, NaN)
         try:
-            injected = InjectedStatus.model_validate_json(body or b"null")
+            injected = InjectedStatus.model_validate_json(body)
         except ValidationError as exc:
             raise invalid_request_from(exc, "The status did not validate.") from None
         at_ms = None if injected.timestamp is None else self._timestamp_ms(injected.timestamp)

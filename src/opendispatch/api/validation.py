@@ -10,7 +10,9 @@ Two paths over the same models and the same channel rules:
   so a broken message does not hide the mistakes of the others.
 
 Both accept exactly the same requests: the fast path only ever says "valid" when the whole
-request passed the very models and rules the thorough path applies.
+request passed the very models and rules the thorough path applies. Neither sees a body that
+`json_body.read_json` refused (too deep, NaN or Infinity, not JSON): both parsers then read
+the same document, and it can be read back once stored.
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-import msgspec
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from opendispatch.api.json_body import read_json
 from opendispatch.api.request_models import (
     EXPIRY_TIME_RANGE,
     TTL_RANGE,
@@ -43,7 +45,6 @@ _TEMPLATE: Final = "failover"
 
 _MESSAGE: Final = TypeAdapter(WorkflowMessage)
 _REQUEST: Final = TypeAdapter(CreateWorkflowRequest)
-_decode_json = msgspec.json.Decoder().decode
 
 # A path is the list of keys and indexes leading to a field, from the top of the request.
 _Path = tuple[str | int, ...]
@@ -104,6 +105,7 @@ class ValidWorkflowRequest:
 
 def validate_create_workflow_json(body: bytes, *, max_messages: int = 10) -> ValidWorkflowRequest:
     """Validate a raw JSON body, or raise `InvalidRequest` naming every invalid field."""
+    document = read_json(body)  # before either path: one reading of JSON for both
     try:
         request = _REQUEST.validate_json(body)
     except ValidationError:
@@ -117,13 +119,6 @@ def validate_create_workflow_json(body: bytes, *, max_messages: int = 10) -> Val
             _check_channel_rules(index, message, errors)
         if not errors:
             return ValidWorkflowRequest(request.template, tuple(request.workflow))
-    try:
-        document = _decode_json(body)
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(
-            "The request body is not valid JSON.",
-            invalid_parameters=(InvalidParameter("body", f"is not valid JSON: {exc}"),),
-        ) from None
     return validate_create_workflow(document, max_messages=max_messages)
 
 

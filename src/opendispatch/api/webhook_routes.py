@@ -16,6 +16,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.json_body import read_json
 from opendispatch.api.routes import AuthenticatedRoutes, invalid_parameter, invalid_request_from
 from opendispatch.api.views import webhook_entry, webhook_page
 from opendispatch.errors import Conflict, InvalidParameter, InvalidRequest, NotFound
@@ -96,8 +97,10 @@ class WebhookRoutes(AuthenticatedRoutes):
     async def replay_many(self, request: Request) -> Response:
         principal = await self._principal(request)
         body = await request.body(16 * 1024)
+        body = body if body.strip() else b"{}"
+        read_json(body)  # the same reading of JSON as every other body (depth, NaN)
         try:
-            wanted = ReplayFilter.model_validate_json(body if body.strip() else b"{}")
+            wanted = ReplayFilter.model_validate_json(body)
         except ValidationError as exc:
             raise invalid_request_from(exc, "The replay filter did not validate.") from None
         replayed = await replay_all(
