@@ -32,6 +32,9 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     jwt_leeway_s: int = 30
     jwt_max_age_s: int = 86_400
+    # "refuse": a JWT's jti is good for one request (Vonage's SDKs sign one per request);
+    # "allow": a token may be used again until it expires (clients that reuse one token).
+    jwt_replay: str = "refuse"
     credentials_cache_s: float = 5.0
     page_size_default: int = 20
     page_size_max: int = 100
@@ -117,6 +120,8 @@ class Settings:
             raise ConfigurationError("max_body_bytes must be at least 1024")
         if not 1 <= self.page_size_default <= self.page_size_max:
             raise ConfigurationError("page_size_default must be between 1 and page_size_max")
+        if self.jwt_replay not in ("refuse", "allow"):
+            raise ConfigurationError("jwt_replay must be refuse or allow")
         if not 0 < self.port < 65536:
             raise ConfigurationError("port must be between 1 and 65535")
 

@@ -14,6 +14,7 @@ from opendispatch.api.rate_limit import RateLimiter
 from opendispatch.api.sandbox_routes import SandboxRoutes
 from opendispatch.api.webhook_routes import WebhookRoutes
 from opendispatch.auth.authenticator import Authenticator
+from opendispatch.auth.replay import JwtReplay
 from opendispatch.config import Settings
 from opendispatch.errors import (
     ApiError,
@@ -72,6 +73,7 @@ class DispatchApp:
             cache_seconds=settings.credentials_cache_s,
             jwt_leeway_s=settings.jwt_leeway_s,
             max_token_age_s=settings.jwt_max_age_s,
+            replay=JwtReplay(settings.jwt_replay),
         )
         # One bucket per application across every route: the limit is the application's.
         rate_limiter = RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None

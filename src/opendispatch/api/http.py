@@ -52,6 +52,10 @@ class Request:
             self._headers = dict(self.scope["headers"])
         return self._headers.get(name)
 
+    def header_values(self, name: bytes) -> list[bytes]:
+        """Every value of a header sent more than once (`header` keeps only the last)."""
+        return [value for key, value in self.scope["headers"] if key == name]
+
     def query(self, name: str) -> str | None:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[-1] if values else None

@@ -45,8 +45,8 @@ class AuthenticatedRoutes:
     async def _principal(self, request: Request) -> Principal:
         """Who is asking, once the application is within its `--rate-limit`."""
         now_ms = self._clock_ms()
-        principal = await self._authenticator.authenticate(
-            request.header(b"authorization"), now_s=now_ms / 1000
+        principal = await self._authenticator.authenticate_headers(
+            request.header_values(b"authorization"), now_s=now_ms / 1000
         )
         if self._rate_limiter is not None:
             wait_s = self._rate_limiter.admit(principal.application_id, now_ms)

@@ -120,6 +120,12 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     type=int,
     help="PostgreSQL: seconds before work claimed by a dead process is taken over.",
 )
+@_env_option(
+    "--jwt-replay",
+    default="refuse",
+    type=click.Choice(["refuse", "allow"]),
+    help="A JWT used a second time (same jti): refuse it (401), or allow it until it expires.",
+)
 @_env_option("--db-pool-min", default=2, type=int, help="PostgreSQL: fewest pooled connections.")
 @_env_option("--db-pool-max", default=10, type=int, help="PostgreSQL: most pooled connections.")
 def serve(
@@ -149,6 +155,7 @@ def serve(
     lease_timeout: int,
     db_pool_min: int,
     db_pool_max: int,
+    jwt_replay: str,
 ) -> None:
     """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
     import uvicorn
@@ -184,6 +191,7 @@ def serve(
             lease_s=lease_timeout,
             db_pool_min=db_pool_min,
             db_pool_max=db_pool_max,
+            jwt_replay=jwt_replay,
         )
         app = DispatchApp(settings, freeze_heap_after_startup=True)
     except ConfigurationError as exc:

@@ -4,7 +4,8 @@ Without it the database grows for ever (about 11 KB per workflow with its webhoo
 webhooks delivered or given up (dead) longer ago than the retention, then workflows that ended
 longer ago than that and have no webhook left, with their messages and statuses. A dead
 webhook is kept until it is replayed or expires by the same rule, and its workflow with it;
-nothing pending or running is ever touched.
+nothing pending or running is ever touched. The `jti`s of JWTs seen (auth/replay.py) go
+once their token has expired, by the same batches.
 
 Deletes go in batches of `batch_size` rows, each its own short transaction, with a pause
 between full batches: on SQLite they share the one writer with the hot path (a batch of 500
@@ -73,6 +74,8 @@ class RetentionWorker(Worker):
         others = [
             await also(before_ms=before_ms, limit=self._batch_size) for also in self._expire_also
         ]
+        # The jti of a JWT is kept only until the token expires, whatever the retention.
+        others.append(await self._store.forget_expired_tokens(now_ms=now, limit=self._batch_size))
         if max(expired.webhooks, expired.workflows, *others) >= self._batch_size:
             await asyncio.sleep(self._pause_s)  # more to delete: let the hot path go first
             return True

@@ -450,6 +450,27 @@ class DatabaseStore:
             },
         )
 
+    # -- JWTs seen -------------------------------------------------------------------------
+
+    async def remember_token(
+        self, application_id: str, jti: str, *, expires_at_ms: int, now_ms: int
+    ) -> bool:
+        changed = await self.connector.execute(
+            "remember_token",
+            {
+                "application_id": application_id,
+                "jti": jti,
+                "expires_at_ms": expires_at_ms,
+                "now_ms": now_ms,
+            },
+        )
+        return changed > 0
+
+    async def forget_expired_tokens(self, *, now_ms: int, limit: int) -> int:
+        return await self.connector.execute(
+            "forget_expired_tokens", {"now_ms": now_ms, "limit": limit}
+        )
+
     # -- recovery and retention ------------------------------------------------------------
 
     async def release_leases(self) -> None:

@@ -178,6 +178,16 @@ class Store(Protocol):
     async def replay_webhooks(self, which: WebhookFilter, *, now_ms: int, limit: int) -> int:
         """Replay up to `limit` webhooks in `which.state` (dead or delivered); how many."""
 
+    # -- JWTs seen -------------------------------------------------------------------------
+
+    async def remember_token(
+        self, application_id: str, jti: str, *, expires_at_ms: int, now_ms: int
+    ) -> bool:
+        """Note a JWT's `jti` until `expires_at_ms`; False if it is already noted (a replay)."""
+
+    async def forget_expired_tokens(self, *, now_ms: int, limit: int) -> int:
+        """Delete one batch of noted `jti`s whose token expired before `now_ms`; how many."""
+
     # -- retention -------------------------------------------------------------------------
 
     async def delete_expired(self, *, before_ms: int, limit: int) -> Expired:

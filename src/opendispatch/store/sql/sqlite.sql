@@ -410,3 +410,20 @@ DELETE FROM workflows WHERE dispatch_uuid IN (
     WHERE w.status <> 'in_progress' AND w.updated_at_ms < :before_ms
       AND NOT EXISTS (SELECT 1 FROM webhooks h WHERE h.dispatch_uuid = w.dispatch_uuid)
     ORDER BY w.updated_at_ms LIMIT :limit);
+
+-- JWTs seen ----------------------------------------------------------------------------------
+
+-- A token's first use inserts its row (1 row changed); a replay changes nothing (0), unless
+-- the row left behind belongs to a token that has expired since.
+-- name: remember_token
+INSERT INTO seen_tokens (application_id, jti, expires_at_ms)
+VALUES (:application_id, :jti, :expires_at_ms)
+ON CONFLICT (application_id, jti) DO UPDATE SET expires_at_ms = excluded.expires_at_ms
+WHERE seen_tokens.expires_at_ms < :now_ms;
+
+-- name: forget_expired_tokens
+DELETE FROM seen_tokens WHERE (application_id, jti) IN (
+    SELECT application_id, jti FROM seen_tokens
+    WHERE expires_at_ms < :now_ms
+    ORDER BY expires_at_ms
+    LIMIT :limit);
