@@ -19,7 +19,6 @@ A refused body is a 400 naming the field when one is to blame.
 from __future__ import annotations
 
 import math
-import re
 from typing import Final
 
 import msgspec
@@ -34,9 +33,6 @@ __all__ = ["MAX_DEPTH", "read_json"]
 MAX_DEPTH: Final = 64
 
 _decode = msgspec.json.Decoder().decode
-# A JSON string, or what is left of an unterminated one: this always matches at a quote, so
-# a body full of quotes is still scanned once (no restart from every quote).
-_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS = bytes(byte for byte in range(256) if byte not in b"[]{}")
 _STEP = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
 
@@ -62,8 +58,13 @@ def _too_deep(body: bytes) -> bool:
     # the body is (the common case, two `count`s). Otherwise count only structural brackets.
     if body.count(b"[") + body.count(b"{") <= MAX_DEPTH:
         return False
+    # Escapes first (`\\` then `\"`, pairing backslashes left to right as JSON does): every
+    # quote left delimits a string, so every other piece between quotes is outside strings.
+    # All of it runs in C: a hostile 250 KB body costs a few milliseconds.
+    unescaped = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(unescaped.split(b'"')[::2])
     depth = 0
-    for byte in _STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+    for byte in outside.translate(None, _NOT_BRACKETS):
         depth += _STEP[byte]
         if depth > MAX_DEPTH:
             return True
