@@ -32,8 +32,11 @@ class SystemClock:
         timeout = None if deadline_ms is None else max(0.0, (deadline_ms - self.now_ms()) / 1000)
         if timeout == 0.0:
             return
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+        # that arrives as the wake does, and a worker being stopped then sleeps on for ever.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(wake.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await wake.wait()
 
 
 class ManualClock:

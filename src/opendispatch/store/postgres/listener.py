@@ -86,8 +86,9 @@ class Listener:
 
     async def _wait_until_lost(self, connection: Connection, lost: asyncio.Event) -> None:
         while True:
-            try:
-                await asyncio.wait_for(lost.wait(), self._ping_interval_s)
+            try:  # asyncio.timeout: a cancellation is never swallowed (see runtime/clock.py)
+                async with asyncio.timeout(self._ping_interval_s):
+                    await lost.wait()
                 return
             except TimeoutError:
                 pass
