@@ -5,7 +5,9 @@
     ├── engine.failover.InvalidTransition
     │                                 an event the failover engine cannot apply (a bug upstream)
     ├── StoreError                    the database failed; `retryable` says if trying again helps
-    │   └── MigrationError            the schema cannot be brought to the expected version
+    │   ├── MigrationError            the schema cannot be brought to the expected version
+    │   └── DatabaseUnavailable       the database is missing, deleted, replaced or damaged:
+    │                                 nothing succeeds until an operator acts (503, no retry)
     └── ApiError                      becomes an HTTP answer in Vonage's error shape
         ├── InvalidRequest (400)      with `invalid_parameters`
         ├── Unauthorized (401)
@@ -31,6 +33,7 @@ __all__ = [
     "ApiError",
     "ConfigurationError",
     "Conflict",
+    "DatabaseUnavailable",
     "Forbidden",
     "InvalidParameter",
     "InvalidRequest",
@@ -66,6 +69,10 @@ class StoreError(OpenDispatchError):
 
 class MigrationError(StoreError):
     pass
+
+
+class DatabaseUnavailable(StoreError):
+    """The database file is gone, replaced or damaged: retrying cannot help."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from opendispatch.errors import MigrationError, StoreError
+from opendispatch.errors import DatabaseUnavailable, MigrationError, StoreError
 from opendispatch.ids import uuid7
 from opendispatch.store.database import DatabaseStore
 from opendispatch.store.migrations import load_migrations
@@ -222,3 +222,55 @@ async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None
         assert store.connector.wal_resets >= 1
     finally:
         await store.close()
+
+
+async def test_no_write_is_reported_durable_once_the_file_is_deleted(tmp_path: Path) -> None:
+    """The check after each commit, not the periodic one (which is set never to run here)."""
+    path = tmp_path / "gone.db"
+    store = sqlite_store(path, checkpoint_interval_s=3600)
+    await store.open()
+    try:
+        await store.create_application(credentials())
+        path.unlink()
+        with pytest.raises(DatabaseUnavailable, match="was deleted"):
+            await store.create_application(credentials("app-2", "key-2"))
+        with pytest.raises(DatabaseUnavailable):
+            await store.list_applications()
+        assert store.failure == "database deleted"
+    finally:
+        await store.close()
+    assert not path.exists()
+
+
+async def test_a_missing_database_is_created_only_where_none_was(tmp_path: Path) -> None:
+    path = tmp_path / "od.db"
+    first = sqlite_store(path)
+    await first.open()  # a fresh directory: created, with its trace beside it
+    await first.create_application(credentials())
+    await first.close()
+    assert (tmp_path / "od.db.lock").exists()
+    path.unlink()
+
+    with pytest.raises(DatabaseUnavailable, match=r"is missing.*opendispatch db init"):
+        await sqlite_store(path).open()
+    assert not path.exists()
+
+    again = sqlite_store(path, create=True)
+    await again.open()
+    try:
+        assert await again.list_applications() == []
+    finally:
+        await again.close()
+
+
+async def test_db_init_keeps_a_leftover_wal_aside(tmp_path: Path) -> None:
+    """SQLite would replay an old WAL onto the new file; it holds the lost database's last
+    writes, so it is kept under another name rather than deleted."""
+    path, wal, shm = tmp_path / "od.db", tmp_path / "od.db-wal", tmp_path / "od.db-shm"
+    wal.write_bytes(b"frames of a lost database")
+    shm.write_bytes(b"index")
+    store = sqlite_store(path, create=True)
+    await store.open()
+    await store.close()
+    assert (tmp_path / "od.db-wal.orphaned").read_bytes() == b"frames of a lost database"
+    assert not shm.exists()

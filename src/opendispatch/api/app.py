@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import logging
 
 from opendispatch.api.callback_routes import CallbackRoutes
@@ -18,6 +19,7 @@ from opendispatch.auth.replay import JwtReplay
 from opendispatch.config import Settings
 from opendispatch.errors import (
     ApiError,
+    DatabaseUnavailable,
     MethodNotAllowed,
     NotFound,
     ServiceUnavailable,
@@ -170,6 +172,12 @@ class DispatchApp:
             if message["type"] == "lifespan.startup":
                 try:
                     await self.startup()
+                except DatabaseUnavailable as exc:
+                    # Missing or damaged database: the message says what to do; a traceback
+                    # would only bury it.
+                    log.error("cannot start: %s", exc)
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
                 except Exception as exc:
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -190,6 +198,15 @@ class DispatchApp:
             response = await self._route(request, "GET" if head_only else method)
         except ApiError as error:
             response = self._problem(request, error)
+        except DatabaseUnavailable:
+            # Logged once, when the store failed; `/health` says why.
+            response = self._problem(
+                request,
+                ServiceUnavailable(
+                    "The server's database is unavailable (deleted, replaced or damaged); "
+                    "nothing was stored. An operator must restore it."
+                ),
+            )
         except StoreError as error:
             log.warning("store error on %s %s: %s", method, request.path, error)
             response = self._problem(
@@ -243,6 +260,10 @@ class DispatchApp:
     async def _health(self, request: Request) -> Response:
         if not self.ready:
             return Response(503, _HEALTH_STARTING)
+        failure = self.store.failure
+        if failure is not None:
+            body = {"status": "failed", "reason": failure}
+            return Response(503, json.dumps(body, separators=(",", ":")).encode())
         return Response(200, _HEALTH_OK)
 
     async def _openapi_json(self, request: Request) -> Response:

@@ -59,7 +59,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "The webhook is pending: it is already on its way.",
         413: "The body is larger than the server accepts.",
         415: "The body is not JSON.",
-        503: "The database is busy; retry after the `Retry-After` header.",
+        503: "The database is busy (retry after the `Retry-After` header), or lost or "
+        "damaged (no `Retry-After`).",
     }
     return {str(status): _json(ErrorBody, words[status]) for status in statuses}
 
@@ -119,7 +120,9 @@ def _paths() -> dict[str, Any]:
         "summary": "Ready to serve",
         "responses": {
             "200": _json(Health, "The server is ready."),
-            "503": _json(Health, "Starting or stopping."),
+            "503": _json(
+                Health, "Starting or stopping, or `failed`: the database is lost or damaged."
+            ),
         },
     }
     auth: list[dict[str, list[str]]] = [{"bearerAuth": []}, {"basicAuth": []}]

@@ -57,6 +57,11 @@ class ErrorBody(_Model):
 
 class Health(_Model):
     status: str = Field(examples=["ok"])
+    reason: str | None = Field(
+        default=None,
+        description="With `failed`: database deleted, replaced, unreadable or damaged.",
+        examples=["database deleted"],
+    )
 
 
 class Link(_Model):

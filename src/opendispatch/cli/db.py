@@ -1,6 +1,8 @@
-"""`opendispatch db`: the database schema."""
+"""`opendispatch db`: the database schema, and creating a database where one was before."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -26,3 +28,31 @@ def db_upgrade(database: str) -> None:
 
     run(upgrade())
     click.echo(f"{database}: schema up to date")
+
+
+@db.command("init")
+@database_option
+def db_init(database: str) -> None:
+    """Create the database, even where one was before and has gone missing.
+
+    A missing SQLite file is otherwise created only where no database was before: where
+    traces of one remain (its -wal, -shm or .lock files), the server and every command refuse
+    to start, rather than silently begin again with no applications. An existing database is
+    only brought up to date, never emptied.
+    """
+    from opendispatch.store.factory import create_store
+    from opendispatch.store.sqlite import sqlite_path_from_url
+
+    is_sqlite = not database.startswith(("postgres://", "postgresql://"))
+    existed = is_sqlite and Path(sqlite_path_from_url(database)).exists()
+
+    async def init() -> None:
+        store = store_for(database) if not is_sqlite else create_store(database, create=True)
+        await store.open()
+        await store.close()
+
+    run(init())
+    if is_sqlite and not existed:
+        click.echo(f"{database}: created, empty")
+    else:
+        click.echo(f"{database}: exists, schema up to date")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from opendispatch import __version__
+from opendispatch.errors import DatabaseUnavailable
 from opendispatch.retry import RetryPolicy, next_attempt_at
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.endpoint_health import Admission, EndpointHealth, Verdict
@@ -222,8 +223,9 @@ class WebhookWorker(Worker):
         if self._per_app_in_flight[application_id] <= 0:
             del self._per_app_in_flight[application_id]
         self._start_waiting(endpoint)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("webhook delivery failed unexpectedly", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, DatabaseUnavailable):  # logged once
+            log.error("webhook delivery failed unexpectedly", exc_info=error)
         self.notify()  # a slot is free, and a final report may have become claimable
 
     def _start_waiting(self, endpoint: Endpoint) -> None:
@@ -279,6 +281,8 @@ class WebhookWorker(Worker):
             await asyncio.sleep(self.batch_window_s)  # other deferrals this turn join in
             deferrals, self._deferrals = self._deferrals, []
             await self._store.defer_webhooks(deferrals)
+        except DatabaseUnavailable:
+            pass  # logged once by the store
         except Exception:
             log.exception("could not hand webhooks back; their leases will run out")
         finally:

@@ -18,6 +18,7 @@ from typing import Any, Final
 import msgspec
 
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported, TimerFired
+from opendispatch.errors import DatabaseUnavailable
 from opendispatch.providers.base import (
     Accepted,
     OutboundMessage,
@@ -87,6 +88,8 @@ class Worker(ABC):
                 deadline = await self.next_due_ms()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:  # logged once by the store; waiting for an operator
+                deadline = self.clock.now_ms() + 1000
             except Exception:
                 log.exception("%s failed; retrying in 1 s", self.name)
                 deadline = self.clock.now_ms() + 1000
@@ -196,8 +199,9 @@ class SendWorker(EventWorker):
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("send failed unexpectedly", exc_info=task.exception())
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, DatabaseUnavailable):  # logged once
+            log.error("send failed unexpectedly", exc_info=error)
         self.notify()  # room for more
 
     async def next_due_ms(self) -> int | None:
@@ -219,6 +223,8 @@ class SendWorker(EventWorker):
         try:
             route = await self._routes.route(job.application_id, job.channel)
             outcome = await send_along(route, message, self.clock)
+        except DatabaseUnavailable:
+            raise  # nothing can be recorded; the store has said why
         except Exception as exc:  # a provider bug must not lose the message
             log.exception("sending %s failed unexpectedly", job.message_uuid)
             outcome = RouteOutcome(

@@ -83,6 +83,13 @@ class DatabaseStore:
         await self._writes.stop()
         await self.connector.close()
 
+    @property
+    def failure(self) -> str | None:
+        """Why the database cannot be used any more (deleted, replaced, damaged), if so:
+        `/health` says it. Only SQLite watches its file; PostgreSQL reports nothing here."""
+        failure: str | None = getattr(self.connector, "failure", None)
+        return failure
+
     # -- applications ----------------------------------------------------------------------
 
     async def create_application(self, credentials: ApplicationCredentials) -> None:

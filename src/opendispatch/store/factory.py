@@ -16,8 +16,10 @@ def create_store(
     pool_min: int = 2,
     pool_max: int = 10,
     schema: str | None = None,
+    create: bool = False,
 ) -> DatabaseStore:
-    """`serving`: for the process that runs the workers (one per SQLite file)."""
+    """`serving`: for the process that runs the workers (one per SQLite file). `create`: an
+    SQLite file is created even where a database was before (`opendispatch db init`)."""
     if database.startswith(("postgres://", "postgresql://")):
         from opendispatch.store.postgres import postgres_store
 
@@ -26,4 +28,4 @@ def create_store(
         raise ConfigurationError(f"unsupported database URL {database!r}")
     from opendispatch.store.sqlite import sqlite_path_from_url, sqlite_store
 
-    return sqlite_store(sqlite_path_from_url(database), serving=serving)
+    return sqlite_store(sqlite_path_from_url(database), serving=serving, create=create)

@@ -10,7 +10,8 @@ Measured on the project's 2-core target, with the same handlers: one fsync per r
 the server at a few thousand requests/s; a writer thread doing the batching served ~21,500/s
 (GIL hand-offs per request); running the statements on the event loop and only the COMMIT on
 a dedicated thread, one batch in flight while the next gathers, serves the most, and keeps
-the loop busy parsing while the disk syncs. WAL checkpoints run on their own thread.
+the loop busy parsing while the disk syncs. WAL checkpoints run on their own thread (see
+`checkpoint`).
 
 Reads use a second connection: in WAL mode a reader never waits for the writer, and it sees
 every committed write, including those of other processes (`opendispatch apps create`).
@@ -19,17 +20,18 @@ every committed write, including those of other processes (`opendispatch apps cr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
-from opendispatch.errors import StoreError
+from opendispatch.errors import DatabaseUnavailable, StoreError
+from opendispatch.store.sqlite.guard import FileGuard, is_damage
 
-__all__ = ["Checkpointer", "GroupCommit", "WriteOperation"]
+__all__ = ["GroupCommit", "WriteOperation"]
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,15 @@ class GroupCommit:
         *,
         window_s: float = 0.001,
         wal_reset_wanted: threading.Event | None = None,
+        guard: FileGuard | None = None,
     ) -> None:
         """`wal_reset_wanted`: set (by the `Checkpointer`) when the WAL has grown past its
-        limit; the next commit is then followed by a checkpoint with writes paused."""
+        limit; the next commit is then followed by a checkpoint with writes paused. `guard`:
+        checked after each commit, so no caller is told a write is durable once the file has
+        been deleted or replaced."""
         self._connection = connection
+        self._guard = guard
+        self._closing = False
         self._window_s = window_s
         self._wal_reset_wanted = wal_reset_wanted or threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -73,6 +80,7 @@ class GroupCommit:
         self.batches = 0
         self.operations = 0
         self.wal_resets = 0
+        self.wal_truncations = 0
 
     def submit(self, operation: WriteOperation[T]) -> asyncio.Future[T]:
         # The loop is looked up once: on Python 3.11 every get_running_loop() is a getpid()
@@ -98,6 +106,10 @@ class GroupCommit:
         batch = self._take_pending()
         if not batch:
             return
+        if self._guard is not None and self._guard.failure is not None:
+            for _, future in batch:
+                future.set_exception(DatabaseUnavailable(self._guard.failure))
+            return
         connection = self._connection
         try:
             connection.execute("BEGIN IMMEDIATE")
@@ -108,8 +120,15 @@ class GroupCommit:
             self._schedule(self._loop or asyncio.get_running_loop())
             return
         loop = self._loop or asyncio.get_running_loop()
-        self._in_flight = loop.run_in_executor(self._committer, connection.commit)
+        self._in_flight = loop.run_in_executor(self._committer, self._commit)
         self._in_flight.add_done_callback(lambda done: self._finish_batch(done, batch, results))
+
+    def _commit(self) -> None:
+        """On the commit thread: COMMIT (the fsync), then make sure it went to the file at
+        the path, not to one deleted meanwhile (one `stat` per batch)."""
+        self._connection.commit()
+        if self._guard is not None:
+            self._guard.check()
 
     def _reset_wal(self) -> None:
         """On the commit thread, between batches (no write can run meanwhile): checkpoint
@@ -138,7 +157,7 @@ class GroupCommit:
             self._rollback()
             for _, future in batch:
                 if not future.done():
-                    future.set_exception(_store_error(error))
+                    future.set_exception(self._store_error(error))
         loop = self._loop or asyncio.get_running_loop()
         if self._wal_reset_wanted.is_set():
             # The batch's callers have their answers; what arrives now waits for this.
@@ -154,6 +173,36 @@ class GroupCommit:
         if self._pending:
             self._schedule(self._loop or asyncio.get_running_loop())
 
+    def truncate_wal_when_idle(self) -> None:
+        """From any thread (the `Checkpointer`, when no write has come for a while): copy the
+        whole WAL back and truncate it to nothing, on the commit thread between batches, so a
+        write arriving meanwhile waits in the queue instead of blocking the event loop."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return  # never written: nothing in the WAL
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(self._truncate_if_idle)
+
+    def _truncate_if_idle(self) -> None:
+        if self._closing or self._in_flight is not None or self._pending or self._scheduled:
+            return
+        loop = self._loop or asyncio.get_running_loop()
+        self._in_flight = loop.run_in_executor(self._committer, self._truncate_wal)
+        self._in_flight.add_done_callback(self._after_truncate)
+
+    def _truncate_wal(self) -> None:
+        try:
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:  # a reader in the way: the checkpointer asks again
+            log.debug("idle WAL truncation skipped: %s", exc)
+        else:
+            self.wal_truncations += 1
+
+    def _after_truncate(self, done: asyncio.Future[Any]) -> None:
+        self._in_flight = None
+        if self._pending:
+            self._schedule(self._loop or asyncio.get_running_loop())
+
     def _run_one_by_one(self, batch: list[tuple[WriteOperation[Any], asyncio.Future[Any]]]) -> None:
         """After a failed batch: each operation alone, so one bad write fails only itself."""
         connection = self._connection
@@ -164,7 +213,7 @@ class GroupCommit:
                 connection.execute("COMMIT")
             except Exception as exc:
                 self._rollback()
-                future.set_exception(_store_error(exc) if isinstance(exc, sqlite3.Error) else exc)
+                future.set_exception(self._store_error(exc))
             else:
                 future.set_result(result)
 
@@ -175,10 +224,23 @@ class GroupCommit:
 
     def _rollback(self) -> None:
         if self._connection.in_transaction:
-            self._connection.execute("ROLLBACK")
+            try:
+                self._connection.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # a damaged file: the error that led here says it
+                log.debug("rollback failed: %s", exc)
+
+    def _store_error(self, exc: BaseException) -> BaseException:
+        """SQLite's errors as ours; a damaged file fails the store (see `guard`)."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        if self._guard is not None and is_damage(exc):
+            return self._guard.damaged(exc)
+        retryable = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+        return StoreError(f"write failed: {exc}", retryable=retryable)
 
     async def drain(self) -> None:
         """At close: let the batch in flight finish, commit what is queued, stop the thread."""
+        self._closing = True
         while self._in_flight is not None or self._pending:
             if self._in_flight is not None:
                 await asyncio.wait([self._in_flight])
@@ -186,67 +248,3 @@ class GroupCommit:
                 self._schedule(asyncio.get_running_loop())
             await asyncio.sleep(0)  # lets `_finish_batch` / `_start_batch` run
         self._committer.shutdown(wait=True)
-
-
-class Checkpointer:
-    """Copies the WAL back into the database file from its own thread and connection, and
-    keeps the WAL from growing without bound.
-
-    SQLite's automatic checkpoint runs inside whichever COMMIT crosses the threshold, so that
-    batch (and every request waiting on it) would also wait for the database file's fsync:
-    measured as 30-145 ms stalls. PASSIVE checkpoints run beside the writer instead.
-
-    But under steady load a checkpoint running beside the writer never catches up: frames are
-    appended while it copies, so the WAL is never wholly copied back, never started over, and
-    grows for ever (measured: 39 MB/s at 300 workflows/s, 7.7 GB in under three minutes). So
-    once the WAL holds more than `wal_limit_bytes`, the checkpointer asks the group commit
-    for one checkpoint between two batches, with writes paused (`GroupCommit._reset_wal`):
-    most of the WAL is copied already, so it is short; then the next write starts the WAL
-    over, and `journal_size_limit` truncates the file back to the limit.
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        interval_s: float = 0.5,
-        *,
-        wal_limit_bytes: int = 64 * 1024 * 1024,
-        wal_reset_wanted: threading.Event | None = None,
-    ) -> None:
-        self._path = path
-        self._interval_s = interval_s
-        self._wal_limit_bytes = wal_limit_bytes
-        self.wal_reset_wanted = wal_reset_wanted or threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sqlite-checkpoint", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-        try:
-            connection.execute("PRAGMA busy_timeout = 5000")
-            page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
-            limit_frames = self._wal_limit_bytes // page_size
-            while not self._stop.wait(self._interval_s):
-                try:
-                    _, wal_frames, _ = connection.execute(
-                        "PRAGMA wal_checkpoint(PASSIVE)"
-                    ).fetchone()
-                except sqlite3.Error as exc:  # a busy database is retried next round
-                    log.debug("checkpoint skipped: %s", exc)
-                    continue
-                if wal_frames > limit_frames:
-                    self.wal_reset_wanted.set()
-        finally:
-            connection.close()
-
-
-def _store_error(exc: BaseException) -> StoreError:
-    retryable = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
-    return StoreError(f"write failed: {exc}", retryable=retryable)

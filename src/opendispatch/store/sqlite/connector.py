@@ -5,6 +5,11 @@ sees every committed write, including other processes' such as `opendispatch app
 Writes go through the group commit (see `batching`): many concurrent callers' statements in
 one transaction, one fsync, and no answer before it is durable.
 
+The file itself is watched (see `guard`): a database deleted, replaced or damaged under the
+server fails the store loudly instead of answering 202 into the void, and a missing file is
+created only where no database was before. When writes pause, and at a clean stop, the WAL is
+checkpointed and truncated to nothing.
+
 Named queries may be short scripts (several statements, run in order in the same
 transaction); a parameter that is a list is bound as a JSON array, read with `json_each`.
 """
@@ -20,11 +25,14 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import quote
 
-from opendispatch.errors import StoreError
+from opendispatch.errors import DatabaseUnavailable, MigrationError, StoreError
 from opendispatch.store.connector import NO_PARAMETERS, Parameters, Row, Statement
 from opendispatch.store.named_queries import load_queries
-from opendispatch.store.sqlite.batching import Checkpointer, GroupCommit
+from opendispatch.store.sqlite.batching import GroupCommit
+from opendispatch.store.sqlite.checkpoint import Checkpointer
+from opendispatch.store.sqlite.guard import FileGuard, expect_database, is_damage
 from opendispatch.store.sqlite.migrate import migrate
 
 __all__ = ["SqliteConnector", "SqliteSession", "sqlite_path_from_url"]
@@ -34,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _WAL_LIMIT_BYTES = 64 * 1024 * 1024
+_IDLE_CHECKPOINT_S = 2.0
 
 _PRAGMAS = (
     "PRAGMA journal_mode = WAL",
@@ -148,7 +157,9 @@ class SqliteSession:
 
 class SqliteConnector:
     """One SQLite file. `serving`: this process runs the workers, so it must be the file's
-    only server (an exclusive lock on `<file>.lock`, released by the kernel if it dies)."""
+    only server (an exclusive lock on `<file>.lock`, released by the kernel if it dies).
+    `create`: create the file even where a database was before (`opendispatch db init`; see
+    `guard.expect_database`)."""
 
     dialect = "sqlite"
     sole_owner = True
@@ -162,10 +173,16 @@ class SqliteConnector:
         extra_queries: Iterable[tuple[str, str]] = (),
         wal_limit_bytes: int = _WAL_LIMIT_BYTES,
         checkpoint_interval_s: float = 0.5,
+        idle_checkpoint_s: float = _IDLE_CHECKPOINT_S,
+        create: bool = False,
     ) -> None:
-        """`extra_queries`: (package, file) of more named queries (a write strategy's)."""
+        """`extra_queries`: (package, file) of more named queries (a write strategy's).
+        `idle_checkpoint_s`: after this long without a write, the WAL is truncated."""
         self.path = Path(path)
         self._serving = serving
+        self._create = create
+        self._guard = FileGuard(self.path)
+        self._idle_checkpoint_s = idle_checkpoint_s
         queries = load_queries("opendispatch.store.sql", "sqlite.sql")
         for package, file_name in extra_queries:
             queries |= load_queries(package, file_name)
@@ -183,19 +200,36 @@ class SqliteConnector:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def open(self) -> None:
+        creating = self._may_create()
         if self._serving:
             self._owner_lock = _take_owner_lock(self.path)
-        self._writer = self._connect()
-        migrate(self._writer)
+        elif creating:
+            _leave_trace(self.path)
+        self._writer = self._connect(may_create=creating)
+        self._guard.remember()
+        try:
+            migrate(self._writer)
+        except MigrationError as exc:
+            if is_damage(exc.__cause__ or exc):
+                raise self._damaged_at_start(exc.__cause__ or exc) from exc
+            raise
         self._writer.execute("PRAGMA wal_autocheckpoint = 0")  # see Checkpointer
         # When the WAL starts over, its file is cut back to this (see Checkpointer).
         self._writer.execute(f"PRAGMA journal_size_limit = {int(self._wal_limit_bytes)}")
         self._reader = self._connect()
         self._checkpointer = Checkpointer(
-            self.path, self._checkpoint_interval_s, wal_limit_bytes=self._wal_limit_bytes
+            self.path,
+            self._checkpoint_interval_s,
+            wal_limit_bytes=self._wal_limit_bytes,
+            guard=self._guard,
+            idle_s=self._idle_checkpoint_s,
         )
         self._group_commit = GroupCommit(
-            self._writer, wal_reset_wanted=self._checkpointer.wal_reset_wanted
+            self._writer, wal_reset_wanted=self._checkpointer.wal_reset_wanted, guard=self._guard
+        )
+        self._checkpointer.watch_writes(
+            lambda: self._group_commit.batches if self._group_commit else 0,
+            self._group_commit.truncate_wal_when_idle,
         )
         self._checkpointer.start()
 
@@ -205,6 +239,13 @@ class SqliteConnector:
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
+        if self._writer is not None and self._guard.failure is None:
+            # A clean stop leaves no WAL behind (SQLite also removes it when the last
+            # connection closes, unless another process still has the file open).
+            try:
+                self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("could not checkpoint the WAL at stop: %s", exc)
         for connection in (self._reader, self._writer):
             if connection is not None:
                 connection.close()
@@ -214,27 +255,54 @@ class SqliteConnector:
             os.close(self._owner_lock)  # releases the lock
             self._owner_lock = None
 
-    def _connect(self) -> sqlite3.Connection:
+    def _may_create(self) -> bool:
         if self.path.parent and not self.path.parent.exists():
             raise StoreError(f"directory {self.path.parent} does not exist")
+        return expect_database(self.path, create=self._create)
+
+    def _connect(self, *, may_create: bool = False) -> sqlite3.Connection:
+        """Only the first connection, and only when `expect_database` allowed it, may create
+        the file: any other would make an empty database where one has just vanished."""
         try:
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            connection = sqlite3.connect(
+                _file_uri(self.path, "rwc" if may_create else "rw"),
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
             for pragma in _PRAGMAS:
                 connection.execute(pragma)
         except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise self._damaged_at_start(exc) from exc
             raise StoreError(f"cannot open SQLite database {self.path}: {exc}") from exc
         return connection
+
+    def _damaged_at_start(self, exc: BaseException) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"the SQLite database {self.path} is damaged ({exc}): restore it from a backup, "
+            "or move it aside and run `opendispatch db init` to start over with an empty one"
+        )
+
+    @property
+    def failure(self) -> str | None:
+        """Why the store has failed (the file deleted, replaced or damaged), if it has."""
+        return self._guard.reason
 
     # -- reads: their own connection, never waiting for the writer -------------------------
 
     def _read(self, query: str, parameters: Parameters) -> list[Row]:
         if self._reader is None:
             raise StoreError("the store is not open")
+        if self._guard.failure is not None:
+            raise DatabaseUnavailable(self._guard.failure)
         try:
             (statement,) = self._scripts[query]
             cursor = self._reader.execute(statement, _as_json(parameters, self._json[query]))
             return list(named_rows(cursor))
         except sqlite3.Error as exc:
+            if is_damage(exc):
+                raise self._guard.damaged(exc) from exc
             raise StoreError(f"{query} failed: {exc}", retryable=True) from exc
 
     async def fetch_one(self, query: str, parameters: Parameters = NO_PARAMETERS) -> Row | None:
@@ -250,6 +318,8 @@ class SqliteConnector:
         """Run `operation` in the next group-committed transaction; its result once durable."""
         if self._group_commit is None:
             raise StoreError("the store is not open")
+        if self._guard.failure is not None:
+            raise DatabaseUnavailable(self._guard.failure)
         scripts, json_parameters = self._scripts, self._json
 
         def wrapped(connection: sqlite3.Connection) -> T:
@@ -315,6 +385,16 @@ class SqliteConnector:
         if self._group_commit is None:
             return (0, 0)
         return (self._group_commit.batches, self._group_commit.operations)
+
+
+def _leave_trace(path: Path) -> None:
+    """`<file>.lock`, which `serve` also takes: it tells a later start that a database was
+    here, when a command other than `serve` created it (see `guard`)."""
+    Path(f"{path}.lock").touch(mode=0o600)
+
+
+def _file_uri(path: Path, mode: str) -> str:
+    return f"file:{quote(str(path))}?mode={mode}"
 
 
 def _take_owner_lock(path: Path) -> int:
