@@ -30,6 +30,15 @@ class Settings:
     max_messages: int = 10
     # Ten messages at their largest are far below this; anything bigger is a mistake or abuse.
     max_body_bytes: int = 256 * 1024
+    # The transport, before any request is authenticated (see `api/transport.py`): a request's
+    # head (request line and header fields), the time to send its head and its body, an idle
+    # kept-alive connection, and open connections (serve lowers this to fit the open-file limit).
+    max_header_bytes: int = 64 * 1024
+    max_header_fields: int = 100
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    keep_alive_timeout_s: float = 5.0
+    max_connections: int = 1000
     jwt_leeway_s: int = 30
     jwt_max_age_s: int = 86_400
     # "refuse": a JWT's jti is good for one request (Vonage's SDKs sign one per request);
@@ -118,6 +127,12 @@ class Settings:
             raise ConfigurationError("max_messages must be between 1 and 1000")
         if self.max_body_bytes < 1024:
             raise ConfigurationError("max_body_bytes must be at least 1024")
+        if self.max_header_bytes < 1024 or self.max_header_fields < 10:
+            raise ConfigurationError("need max_header_bytes >= 1024 and max_header_fields >= 10")
+        if min(self.header_timeout_s, self.body_timeout_s, self.keep_alive_timeout_s) <= 0:
+            raise ConfigurationError("header, body and keep-alive timeouts must be positive")
+        if self.max_connections < 1:
+            raise ConfigurationError("max_connections must be at least 1")
         if not 1 <= self.page_size_default <= self.page_size_max:
             raise ConfigurationError("page_size_default must be between 1 and page_size_max")
         if self.jwt_replay not in ("refuse", "allow"):

@@ -19,6 +19,8 @@
         ├── PayloadTooLarge (413)
         ├── UnsupportedMediaType (415)
         ├── TooManyRequests (429)      the application's --rate-limit; with Retry-After
+        ├── HeaderFieldsTooLarge (431)  a request head too large or with too many fields,
+        │                              refused by the transport (`api/transport.py`)
         └── ServiceUnavailable (503)   the store is busy or closing; retry
 
 Errors from libraries (sqlite3, asyncpg, PyJWT, pydantic) are converted where they enter our
@@ -35,6 +37,7 @@ __all__ = [
     "Conflict",
     "DatabaseUnavailable",
     "Forbidden",
+    "HeaderFieldsTooLarge",
     "InvalidParameter",
     "InvalidRequest",
     "MethodNotAllowed",
@@ -159,6 +162,12 @@ class TooManyRequests(ApiError):
     status = 429
     type_fragment = "Throttled"
     title = "Too Many Requests"
+
+
+class HeaderFieldsTooLarge(ApiError):
+    status = 431
+    type_fragment = "RequestHeaderFieldsTooLarge"
+    title = "Request Header Fields Too Large"
 
 
 class ServiceUnavailable(ApiError):

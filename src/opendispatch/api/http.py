@@ -72,7 +72,12 @@ class Request:
         return self._request_id
 
     async def body(self, limit: int) -> bytes:
-        """The whole body, refusing (413) more than `limit` bytes before reading them."""
+        """The whole body, refusing (413) more than `limit` bytes as soon as they are seen.
+
+        A declared Content-Length is refused before any byte is read; a chunked body (or one
+        whose length lies) is counted as it arrives, so it is never held whole. The 413 asks
+        the server to close the connection rather than read the rest of the body.
+        """
         declared = self.header(b"content-length")
         if declared is not None:
             try:
@@ -80,21 +85,38 @@ class Request:
             except ValueError:
                 raise InvalidRequest("Content-Length is not a number.") from None
             if declared_size > limit:
-                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+                raise _too_large(limit)
         message = await self.receive()
         body: bytes = message.get("body", b"")
+        if len(body) > limit:
+            raise _too_large(limit)
         if not message.get("more_body", False):  # the usual case: one message
+            if message["type"] == "http.disconnect":
+                raise _disconnected()
             return body
         chunks = [body]
         size = len(body)
         while message.get("more_body", False):
             message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _disconnected()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise PayloadTooLarge(f"The request body is larger than {limit} bytes.")
+                raise _too_large(limit)
             chunks.append(chunk)
         return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than {limit} bytes.", headers=((b"connection", b"close"),)
+    )
+
+
+def _disconnected() -> InvalidRequest:
+    # The client went away (or its body timed out) mid-body: what arrived is not the request.
+    return InvalidRequest("The connection closed before the whole body arrived.")
 
 
 @dataclass(slots=True)

@@ -32,6 +32,39 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 @database_option
 @_env_option("--max-messages", default=10, type=int, help="Most messages in one workflow.")
 @_env_option("--max-body-bytes", default=256 * 1024, type=int, help="Largest request body.")
+@_env_option(
+    "--max-header-bytes",
+    default=64 * 1024,
+    type=click.IntRange(1024),
+    help="Largest request head (request line and header fields); larger is 431.",
+)
+@_env_option(
+    "--max-header-fields", default=100, type=click.IntRange(10), help="Most header fields (431)."
+)
+@_env_option(
+    "--header-timeout",
+    default=10.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds for a client to send a request's head once it connects or starts it.",
+)
+@_env_option(
+    "--body-timeout",
+    default=30.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds for a client to send a request's body once its head has arrived.",
+)
+@_env_option(
+    "--keep-alive-timeout",
+    default=5.0,
+    type=click.FloatRange(min=0.1),
+    help="Seconds an idle kept-alive connection stays open.",
+)
+@_env_option(
+    "--max-connections",
+    type=click.IntRange(1),
+    help="Most open client connections; more are closed at once. "
+    "[default: 1000, fewer if the open-file limit is low]",
+)
 @_env_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
 @_env_option(
     "--final-status-timeout",
@@ -134,6 +167,12 @@ def serve(
     database: str,
     max_messages: int,
     max_body_bytes: int,
+    max_header_bytes: int,
+    max_header_fields: int,
+    header_timeout: float,
+    body_timeout: float,
+    keep_alive_timeout: float,
+    max_connections: int | None,
     log_level: str,
     final_status_timeout: int,
     sandbox_delivered_after_ms: int,
@@ -161,7 +200,9 @@ def serve(
     import uvicorn
 
     from opendispatch.api.app import DispatchApp
+    from opendispatch.api.transport import TransportLimits, guarded_http_protocol
 
+    open_files = _raise_open_file_limit()
     try:
         settings = Settings(
             host=host,
@@ -169,6 +210,12 @@ def serve(
             database=database,
             max_messages=max_messages,
             max_body_bytes=max_body_bytes,
+            max_header_bytes=max_header_bytes,
+            max_header_fields=max_header_fields,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_timeout_s=keep_alive_timeout,
+            max_connections=max_connections or _default_max_connections(open_files),
             log_level=log_level,
             final_status_timeout_s=final_status_timeout,
             sandbox_delivered_after_ms=sandbox_delivered_after_ms,
@@ -200,12 +247,21 @@ def serve(
     logging.getLogger("opendispatch").info(
         "OpenDispatch on http://%s:%d, database %s", host, port, _redacted(database)
     )
+    limits = TransportLimits(
+        max_header_bytes=settings.max_header_bytes,
+        max_header_fields=settings.max_header_fields,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+        max_connections=settings.max_connections,
+    )
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=guarded_http_protocol(limits),  # httptools, with limits (see api/transport.py)
+        ws="none",
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         lifespan="on",
         access_log=False,  # errors are logged with their request id; a line per 202 is noise
         log_config=None,
@@ -216,6 +272,28 @@ def serve(
     server.run()
     if not server.started:
         sys.exit(3)
+
+
+def _raise_open_file_limit() -> int:
+    """Raise the soft open-file limit to the hard one (each connection is a descriptor);
+    returns the limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _default_max_connections(open_file_limit: int) -> int:
+    """1000, or fewer where the open-file limit is low: the database, webhook and provider
+    connections (up to --webhook-concurrency, 256) and the SQLite files need descriptors too."""
+    return max(1, min(1000, open_file_limit - 400, open_file_limit // 2))
 
 
 def _redacted(database: str) -> str:
