@@ -36,3 +36,13 @@ def parse_iso_ms(text: str) -> int:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
+
+
+def parse_iso_ms_or(value: object, default_ms: int) -> int:
+    """A timestamp a provider may leave out or garble: `default_ms` (when we received it) then."""
+    if not isinstance(value, str):
+        return default_ms
+    try:
+        return parse_iso_ms(value)
+    except (ValueError, OverflowError):
+        return default_ms

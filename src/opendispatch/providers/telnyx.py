@@ -60,7 +60,6 @@ import email.utils
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -82,6 +81,7 @@ from opendispatch.providers.kinds import (
     Setting,
     cannot_carry,
 )
+from opendispatch.timefmt import parse_iso_ms_or
 
 __all__ = ["KIND", "TelnyxAdapter"]
 
@@ -347,18 +347,6 @@ def verify_signature(public_key: Ed25519PublicKey, request: CallbackRequest) -> 
         raise CallbackRefused("telnyx callback signature does not match") from None
 
 
-def _occurred_at_ms(value: Any, default_ms: int) -> int:
-    if not isinstance(value, str):
-        return default_ms
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return default_ms
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
 def _callback_error(errors: Any) -> MessageError | None:
     first = errors[0] if isinstance(errors, list) and errors else None
     if not isinstance(first, dict):
@@ -393,7 +381,7 @@ def read_statuses(request: CallbackRequest) -> list[CallbackStatus]:
             provider_message_id=message_id,
             message_uuid=references[0] if references else None,
             status=STATUSES.get(raw_status),
-            occurred_at_ms=_occurred_at_ms(data.get("occurred_at"), request.received_at_ms),
+            occurred_at_ms=parse_iso_ms_or(data.get("occurred_at"), request.received_at_ms),
             error=_callback_error(payload.get("errors")),
             price=_eur_price(payload.get("cost")),
             raw_status=raw_status,

@@ -34,7 +34,7 @@ import hmac
 import math
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC
 from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
 from typing import Any, Final
@@ -58,6 +58,7 @@ from opendispatch.providers.kinds import (
     Setting,
     cannot_carry,
 )
+from opendispatch.timefmt import parse_iso_ms_or
 
 __all__ = ["KIND", "VonageAdapter", "check_settings"]
 
@@ -351,18 +352,6 @@ def _as_code(value: object) -> int | None:
     return None
 
 
-def _occurred_at_ms(timestamp: object, fallback_ms: int) -> int:
-    if not isinstance(timestamp, str):
-        return fallback_ms
-    try:
-        when = datetime.fromisoformat(timestamp)
-    except ValueError:
-        return fallback_ms
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return int(when.timestamp() * 1000)
-
-
 def _eur_price(usage: object) -> str | None:
     """Vonage's `usage.price` when, and only when, it is stated in euros (never converted)."""
     if not isinstance(usage, Mapping) or usage.get("currency") != "EUR":
@@ -393,7 +382,7 @@ def _read_status_callback(request: CallbackRequest) -> list[CallbackStatus]:
             provider_message_id=provider_id,
             message_uuid=reference if isinstance(reference, str) and reference else None,
             status=status,
-            occurred_at_ms=_occurred_at_ms(body.get("timestamp"), request.received_at_ms),
+            occurred_at_ms=parse_iso_ms_or(body.get("timestamp"), request.received_at_ms),
             error=_callback_error(word, body) if status in _FAILED else None,
             price=_eur_price(body.get("usage")),
             raw_status=word,
