@@ -7,7 +7,7 @@ environment itself, so tests build one directly.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
@@ -85,6 +85,13 @@ class Settings:
     db_pool_min: int = 2
     db_pool_max: int = 10
 
+    def _require(self, rule: str, holds: Callable[[float], bool], *names: str) -> None:
+        """One check per setting, so that a refusal names the one that failed and its value."""
+        for name in names:
+            value = getattr(self, name)
+            if not holds(value):
+                raise ConfigurationError(f"{name} {rule}, not {value!r}")
+
     @property
     def provider_timeout(self) -> float:
         """A send in flight must be answered well before its claim could pass to another
@@ -105,14 +112,24 @@ class Settings:
             raise ConfigurationError("rate_limit must be a non-negative number of requests/s")
         if self.final_status_timeout_s < 1:
             raise ConfigurationError("final_status_timeout_s must be at least 1")
-        if min(self.sandbox_delivered_after_ms, self.sandbox_read_after_ms) < 0:
-            raise ConfigurationError("sandbox delays cannot be negative")
-        if self.webhook_timeout_s <= 0 or self.webhook_retry_period_s < 0:
-            raise ConfigurationError("webhook timeout must be positive, retry period not negative")
-        if min(self.webhook_concurrency, self.webhook_per_application) < 1:
-            raise ConfigurationError("webhook concurrency limits must be at least 1")
-        if min(self.max_queue_delay_ms, self.max_webhook_delay_ms, self.max_loop_lag_ms) < 0:
-            raise ConfigurationError("admission limits must not be negative (0: off)")
+        self._require(
+            "must not be negative",
+            lambda v: v >= 0,
+            "sandbox_delivered_after_ms",
+            "sandbox_read_after_ms",
+            "webhook_retry_period_s",
+        )
+        self._require("must be positive", lambda v: v > 0, "webhook_timeout_s")
+        self._require(
+            "must be at least 1", lambda v: v >= 1, "webhook_concurrency", "webhook_per_application"
+        )
+        self._require(
+            "must not be negative (0: off)",
+            lambda v: v >= 0,
+            "max_queue_delay_ms",
+            "max_webhook_delay_ms",
+            "max_loop_lag_ms",
+        )
         if not 0 <= self.retention_days <= 36_500:
             raise ConfigurationError("retention_days must be between 0 (keep) and 36500")
         if self.lease_s < 1:
@@ -127,10 +144,15 @@ class Settings:
             raise ConfigurationError("max_messages must be between 1 and 1000")
         if self.max_body_bytes < 1024:
             raise ConfigurationError("max_body_bytes must be at least 1024")
-        if self.max_header_bytes < 1024 or self.max_header_fields < 10:
-            raise ConfigurationError("need max_header_bytes >= 1024 and max_header_fields >= 10")
-        if min(self.header_timeout_s, self.body_timeout_s, self.keep_alive_timeout_s) <= 0:
-            raise ConfigurationError("header, body and keep-alive timeouts must be positive")
+        self._require("must be at least 1024", lambda v: v >= 1024, "max_header_bytes")
+        self._require("must be at least 10", lambda v: v >= 10, "max_header_fields")
+        self._require(
+            "must be positive",
+            lambda v: v > 0,
+            "header_timeout_s",
+            "body_timeout_s",
+            "keep_alive_timeout_s",
+        )
         if self.max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         if not 1 <= self.page_size_default <= self.page_size_max:
