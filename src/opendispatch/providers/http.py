@@ -16,10 +16,12 @@ The client is aiohttp's: a well-kept HTTP/1.1 client with pooling and TLS, measu
 from __future__ import annotations
 
 import ssl
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from opendispatch.providers.kinds import HttpAnswer, HttpRequest
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["AnswerLost", "NotSent", "ProviderHttp"]
 
@@ -56,6 +58,8 @@ class ProviderHttp:
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp  # here, not at the top: a third of start-up, and only live sends need it
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
@@ -74,6 +78,8 @@ class ProviderHttp:
 
     async def exchange(self, request: HttpRequest) -> HttpAnswer:
         """Raises `NotSent` or `AnswerLost` (with a short reason, no secrets) on failure."""
+        import aiohttp  # loaded by `_client` already: a lookup
+
         try:
             async with self._client().request(
                 request.method,
