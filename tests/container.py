@@ -1,5 +1,5 @@
-"""The container, without a Docker engine: the Dockerfile read as Docker reads it, and its
-command line run here as a container would run it.
+"""The container, without a Docker engine: the Dockerfile and compose.yaml read as Docker reads
+them, and their command lines run here as a container would run them.
 
 No Docker engine runs on the test machines (the client answers, the daemon does not), so the
 image is never built there. What can be checked without one is what the image *does* once
@@ -11,7 +11,9 @@ the image's virtual environment (`/opt/opendispatch`) is the one running the tes
 `install --directory` line). Only the port differs: each server gets a free one
 (`OPENDISPATCH_PORT`, as `docker run -e` would set it), since the tests share one network.
 
-The Dockerfile is parsed by `dockerfile`, which wraps Docker's own (BuildKit's) parser.
+The Dockerfile is parsed by `dockerfile`, which wraps Docker's own (BuildKit's) parser; the
+compose file by PyYAML, with compose's `${VAR}` interpolation applied as `docker compose`
+applies it.
 """
 
 from __future__ import annotations
@@ -27,21 +29,31 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dockerfile
 import httpx
+import yaml
 
 from tests.support import REPO, free_port
 
 __all__ = [
+    "COMPOSE",
     "DOCKERFILE",
+    "PROXY_CONFIG",
     "Image",
     "LocalContainer",
     "eventually",
+    "interpolate",
+    "load_compose",
+    "opendispatch_services",
     "parse_image",
+    "readme_container_commands",
+    "readme_dotenv",
 ]
 
 DOCKERFILE = REPO / "Dockerfile"
+COMPOSE = REPO / "compose.yaml"
 # Where the Dockerfile installs OpenDispatch; here, the environment running the tests.
 IMAGE_PREFIX = "/opt/opendispatch"
 
@@ -134,6 +146,110 @@ def parse_image(path: Path = DOCKERFILE) -> Image:
 
 def _expand(value: str, env: Mapping[str, str]) -> str:
     return re.sub(r"\$\{?(\w+)\}?", lambda found: env.get(found[1], ""), value)
+
+
+# -- compose ------------------------------------------------------------------------------------
+
+_INTERPOLATION = re.compile(
+    r"\$(?:(?P<escaped>\$)|\{(?P<braced>\w+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|(?P<plain>\w+))"
+)
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """Compose's `$VAR`, `${VAR}`, `${VAR:-default}`, `${VAR-default}`, `${VAR:?error}`,
+    `${VAR?error}` and `$$`, as `docker compose` applies them to the file's values."""
+
+    def replace(found: re.Match[str]) -> str:
+        if found["escaped"]:
+            return "$"
+        name = found["braced"] or found["plain"]
+        value = variables.get(name)
+        op, arg = found["op"], found["arg"] or ""
+        unset = value is None or (op is not None and op.startswith(":") and value == "")
+        if op in (":?", "?") and unset:
+            raise ValueError(f"required variable {name} is missing a value: {arg}")
+        if op in (":-", "-") and unset:
+            return arg
+        return value or ""
+
+    return _INTERPOLATION.sub(replace, text)
+
+
+def load_compose(variables: Mapping[str, str], path: Path = COMPOSE) -> dict[str, Any]:
+    """compose.yaml as `docker compose config` would resolve it (anchors and merge keys by
+    YAML, then interpolation of every string)."""
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, str):
+            return interpolate(node, variables)
+        if isinstance(node, dict):
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(value) for value in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(yaml.safe_load(path.read_text()))
+    return resolved
+
+
+def opendispatch_services(compose: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The services built from this repository's Dockerfile."""
+    return {name: svc for name, svc in compose["services"].items() if svc.get("build") == "."}
+
+
+# -- the README's "Container" section -----------------------------------------------------------
+
+README = REPO / "README.md"
+
+
+def readme_container_commands() -> list[str]:
+    """The shell commands of the README's "Container" section, one per command, with their
+    continuation lines joined and their whitespace collapsed."""
+    section = README.read_text().split("\n## Container\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    lines = "".join(blocks).replace("\\\n", " ").splitlines()
+    return [" ".join(line.split()) for line in lines if line.strip()]
+
+
+def readme_dotenv(directory: Path) -> dict[str, str]:
+    """Run the README's command that writes `.env` in `directory`; returns what it wrote."""
+    [command] = [line for line in readme_container_commands() if line.endswith("> .env")]
+    subprocess.run(["bash", "-c", command], cwd=directory, check=True, timeout=30)
+    lines = (directory / ".env").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line.strip())
+
+
+# -- the proxy in front ------------------------------------------------------------------------
+
+PROXY_CONFIG = REPO / "deploy" / "haproxy.cfg"
+
+
+def proxy_lines(text: str) -> list[list[str]]:
+    """haproxy.cfg as words per line, comments and blank lines left out."""
+    return [line.split("#")[0].split() for line in text.splitlines() if line.split("#")[0].strip()]
+
+
+def proxy_servers(text: str) -> dict[str, str]:
+    """`server NAME ADDRESS ...` lines: name -> address."""
+    return {words[1]: words[2] for words in proxy_lines(text) if words[0] == "server"}
+
+
+def proxy_binds(text: str) -> list[str]:
+    return [words[1] for words in proxy_lines(text) if words[0] == "bind"]
+
+
+def proxy_config_here(text: str, bind: str, addresses: Mapping[str, str]) -> str:
+    """The committed config with only its addresses changed to this machine's: the one it
+    listens on and the servers' (what Docker's network and DNS give it in compose)."""
+    lines = []
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["bind"]:
+            line = line.replace(words[1], bind)
+        elif words[:1] == ["server"]:
+            line = line.replace(words[2], addresses[words[1]])
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 # -- the image's command line, run here ---------------------------------------------------------
