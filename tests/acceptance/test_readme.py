@@ -69,6 +69,14 @@ COVERED_ELSEWHERE: dict[str, str] = {
     # Scale out on PostgreSQL
     "opendispatch db upgrade --database postgresql": "tests/acceptance/test_scale_out.py"
     "::test_three_processes_share_the_work_and_send_every_step_exactly_once",
+    # Container: no Docker engine on the test machines; the files' command lines run instead
+    "docker build -t opendispatch .": "tests/acceptance/test_container.py"
+    "::test_image_serves_on_every_interface_as_its_user_with_the_database_in_the_volume"
+    " (the image itself: test_docker_builds_the_image_and_it_becomes_healthy, where docker"
+    " works; names checked: tests/unit/test_container_files.py)",
+    "docker compose up -d --build": "tests/acceptance/test_container.py"
+    "::test_compose_servers_start_together_and_each_serves_what_the_other_accepted"
+    " (runs the .env command as written)",
     # Performance
     "bench/accept.py": "not run: benchmarks, minutes each (bench/ is not part of the test run)",
 }
