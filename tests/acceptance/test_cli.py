@@ -13,6 +13,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from opendispatch.store.migrations import load_migrations
+from tests.databases import TestDatabase
 from tests.support import create_app_with_cli, run_cli
 
 
@@ -115,10 +117,18 @@ def test_database_comes_from_the_environment(tmp_path: Path):
     assert len(json.loads(run_cli("apps", "list", "--json", env=env))) == 1
 
 
-def test_db_upgrade_is_idempotent(tmp_path: Path):
-    database = f"sqlite:///{tmp_path / 'up.db'}"
-    assert "up to date" in run_cli("db", "upgrade", "--database", database)
-    assert "up to date" in run_cli("db", "upgrade", "--database", database)
+@pytest.mark.anyio
+async def test_db_upgrade_says_what_it_applied_then_that_nothing_was_due(database: TestDatabase):
+    migrations = load_migrations(database.kind)
+    newest = migrations[-1]
+    first = run_cli("db", "upgrade", "--database", database.url).splitlines()
+    assert first[0] == "applied 0001_initial"
+    assert first[1:-1] == [f"applied {m.label}" for m in migrations[1:-1]]
+    assert first[-1] == f"applied {newest.label}, now at {newest.version}"
+    assert await database.scalar("SELECT max(version) FROM schema_migrations") == newest.version
+
+    again = run_cli("db", "upgrade", "--database", database.url)
+    assert again == f"nothing to apply: database at version {newest.version}\n"
 
 
 def _create(database: str, *args: str, env: dict[str, str] | None = None) -> Any:

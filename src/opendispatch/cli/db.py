@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from opendispatch.cli.common import database_option, run, store_for
+from opendispatch.store.migrations import Upgrade
 
 __all__ = ["db"]
 
@@ -19,15 +20,18 @@ def db() -> None:
 @db.command("upgrade")
 @database_option
 def db_upgrade(database: str) -> None:
-    """Bring the schema up to date (the server also does this when it starts)."""
+    """Bring the schema up to date (the server also does this when it starts): prints each
+    migration applied and the version reached, or that nothing was due."""
 
-    async def upgrade() -> None:
+    async def upgrade() -> Upgrade:
         store = store_for(database)
         await store.open()
         await store.close()
+        done: Upgrade = store.connector.upgrade
+        return done
 
-    run(upgrade())
-    click.echo(f"{database}: schema up to date")
+    for line in run(upgrade()).lines():
+        click.echo(line)
 
 
 @db.command("init")

@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from opendispatch.store.migrations import Upgrade
+
 __all__ = ["NO_PARAMETERS", "Connector", "Parameters", "Row", "Statement"]
 
 Row = Mapping[str, Any]
@@ -46,7 +48,12 @@ class Connector(Protocol):
     lease_owner: str
 
     async def open(self) -> None:
-        """Connect and bring the schema up to date (safe to run from several processes)."""
+        """Connect and bring the schema up to date (safe to run from several processes);
+        `upgrade` then says what that did."""
+
+    @property
+    def upgrade(self) -> Upgrade | None:
+        """What the last `open` did to the schema (None before it)."""
 
     async def close(self) -> None:
         """Commit what is pending, then release connections."""

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-__all__ = ["Migration", "load_migrations"]
+__all__ = ["Migration", "Upgrade", "load_migrations"]
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -20,6 +20,33 @@ class Migration:
     version: int
     name: str
     sql: str
+
+    @property
+    def label(self) -> str:
+        """As its file is named, without `.sql`: `0003_webhook_queue_per_application`."""
+        return f"{self.version:04d}_{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What bringing a database up to date did: the migrations it applied, oldest first, and
+    the schema version the database is at afterwards (`opendispatch db upgrade` says both)."""
+
+    applied: tuple[Migration, ...]
+    version: int
+
+    @property
+    def versions(self) -> list[int]:
+        return [migration.version for migration in self.applied]
+
+    def lines(self) -> list[str]:
+        """`applied 0001_initial`, ..., `applied 0008_seen_tokens, now at 8`; or
+        `nothing to apply: database at version 8`."""
+        if not self.applied:
+            return [f"nothing to apply: database at version {self.version}"]
+        lines = [f"applied {migration.label}" for migration in self.applied]
+        lines[-1] += f", now at {self.version}"
+        return lines
 
 
 def load_migrations(dialect: str) -> list[Migration]:

@@ -28,6 +28,7 @@ import asyncpg
 
 from opendispatch.errors import StoreError
 from opendispatch.store.connector import NO_PARAMETERS, Parameters, Row, Statement
+from opendispatch.store.migrations import Upgrade
 from opendispatch.store.named_queries import PositionalQuery, load_queries, positional
 from opendispatch.store.postgres.driver import (
     DRIVER_ERRORS,
@@ -129,6 +130,7 @@ class PostgresConnector:
         self._pool: Any = None
         self._listener: Listener | None = None
         self._channel = NOTIFY_CHANNEL
+        self._upgrade: Upgrade | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,13 +152,17 @@ class PostgresConnector:
         except DRIVER_ERRORS as exc:
             raise store_error("connecting to PostgreSQL", exc) from exc
         try:
-            await migrate(pool, self._admin, self.schema)
+            self._upgrade = await migrate(pool, self._admin, self.schema)
             schema = await pool.fetchval("SELECT current_schema()")
         except BaseException:
             pool.terminate()
             raise
         self._channel = f"{NOTIFY_CHANNEL}.{schema}"
         self._pool = pool
+
+    @property
+    def upgrade(self) -> Upgrade | None:
+        return self._upgrade
 
     async def close(self) -> None:
         if self._listener is not None:

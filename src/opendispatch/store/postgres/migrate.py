@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 
 from opendispatch.errors import MigrationError
-from opendispatch.store.migrations import load_migrations
+from opendispatch.store.migrations import Migration, Upgrade, load_migrations
 from opendispatch.store.postgres.driver import DRIVER_ERRORS, Pool, quote_identifier, store_error
 from opendispatch.timefmt import now_ms
 
@@ -26,12 +26,13 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x6F70656E64697370
 
 
-async def migrate(pool: Pool, queries: dict[str, str], schema: str | None) -> list[int]:
-    """Apply the missing migrations; returns the versions applied. `schema` is created first
+async def migrate(pool: Pool, queries: dict[str, str], schema: str | None) -> Upgrade:
+    """Apply the missing migrations; returns what was applied. `schema` is created first
     if it is missing (the pool's connections already have it as their `search_path`)."""
     migrations = load_migrations("postgres")
     newest_known = migrations[-1].version if migrations else 0
-    done: list[int] = []
+    done: list[Migration] = []
+    applied: set[int] = set()
     try:
         async with pool.acquire() as connection, connection.transaction():
             await connection.execute(queries["migration_lock"], MIGRATION_LOCK_KEY)
@@ -51,9 +52,10 @@ async def migrate(pool: Pool, queries: dict[str, str], schema: str | None) -> li
                 await connection.execute(
                     queries["record_migration"], migration.version, migration.name, now_ms()
                 )
-                done.append(migration.version)
+                done.append(migration)
     except DRIVER_ERRORS as exc:
         raise store_error("migrating the PostgreSQL schema", exc, cls=MigrationError) from exc
+    upgrade = Upgrade(applied=tuple(done), version=max([*applied, *(m.version for m in done), 0]))
     if done:
-        log.info("applied PostgreSQL migrations %s", done)
-    return done
+        log.info("applied PostgreSQL migrations %s", upgrade.versions)
+    return upgrade

@@ -29,6 +29,7 @@ from urllib.parse import quote
 
 from opendispatch.errors import DatabaseUnavailable, MigrationError, StoreError
 from opendispatch.store.connector import NO_PARAMETERS, Parameters, Row, Statement
+from opendispatch.store.migrations import Upgrade
 from opendispatch.store.named_queries import load_queries
 from opendispatch.store.sqlite.batching import GroupCommit
 from opendispatch.store.sqlite.checkpoint import Checkpointer
@@ -196,6 +197,7 @@ class SqliteConnector:
         self._reader: sqlite3.Connection | None = None
         self._group_commit: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
+        self._upgrade: Upgrade | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,7 +210,7 @@ class SqliteConnector:
         self._writer = self._connect(may_create=creating)
         self._guard.remember()
         try:
-            migrate(self._writer)
+            self._upgrade = migrate(self._writer)
         except MigrationError as exc:
             if is_damage(exc.__cause__ or exc):
                 raise self._damaged_at_start(exc.__cause__ or exc) from exc
@@ -283,6 +285,10 @@ class SqliteConnector:
             f"the SQLite database {self.path} is damaged ({exc}): restore it from a backup, "
             "or move it aside and run `opendispatch db init` to start over with an empty one"
         )
+
+    @property
+    def upgrade(self) -> Upgrade | None:
+        return self._upgrade
 
     @property
     def failure(self) -> str | None:

@@ -6,7 +6,7 @@ import logging
 import sqlite3
 
 from opendispatch.errors import MigrationError
-from opendispatch.store.migrations import load_migrations
+from opendispatch.store.migrations import Migration, Upgrade, load_migrations
 from opendispatch.timefmt import now_ms
 
 __all__ = ["migrate"]
@@ -14,8 +14,8 @@ __all__ = ["migrate"]
 log = logging.getLogger(__name__)
 
 
-def migrate(connection: sqlite3.Connection) -> list[int]:
-    """Apply the missing migrations; returns the versions applied. Safe across processes."""
+def migrate(connection: sqlite3.Connection) -> Upgrade:
+    """Apply the missing migrations; returns what was applied. Safe across processes."""
     migrations = load_migrations("sqlite")
     try:
         connection.execute("BEGIN IMMEDIATE")  # the write lock serialises concurrent starts
@@ -30,7 +30,7 @@ def migrate(connection: sqlite3.Connection) -> list[int]:
                 f"the database is at schema version {max(applied)}, newer than this "
                 f"OpenDispatch knows ({newest_known}); upgrade OpenDispatch"
             )
-        done = []
+        done: list[Migration] = []
         for migration in migrations:
             if migration.version in applied:
                 continue
@@ -40,7 +40,7 @@ def migrate(connection: sqlite3.Connection) -> list[int]:
                 "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES (?, ?, ?)",
                 (migration.version, migration.name, now_ms()),
             )
-            done.append(migration.version)
+            done.append(migration)
         connection.execute("COMMIT")
     except BaseException as exc:
         if connection.in_transaction:
@@ -48,9 +48,10 @@ def migrate(connection: sqlite3.Connection) -> list[int]:
         if isinstance(exc, sqlite3.Error):
             raise MigrationError(f"migrating the SQLite schema failed: {exc}") from exc
         raise
+    upgrade = Upgrade(applied=tuple(done), version=max([*applied, *(m.version for m in done), 0]))
     if done:
-        log.info("applied SQLite migrations %s", done)
-    return done
+        log.info("applied SQLite migrations %s", upgrade.versions)
+    return upgrade
 
 
 def _statements(script: str) -> list[str]:
