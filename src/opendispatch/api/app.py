@@ -138,9 +138,15 @@ class DispatchApp:
     # -- lifecycle -------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        await self.store.open()
-        if self._run_workers:
-            await self.runtime.start()
+        """Open the store (migrating it) and start the workers. A start that fails closes
+        what it opened, quietly, and raises: the caller says why (`cli/startup.py`)."""
+        try:
+            await self.store.open()
+            if self._run_workers:
+                await self.runtime.start()
+        except BaseException:
+            await self._abandon_startup()
+            raise
         if self._freeze_heap:
             # Everything alive now (modules, pydantic schemas, caches) lives as long as the
             # process: moving it out of the collector's sight makes each collection scan only
@@ -152,6 +158,13 @@ class DispatchApp:
             # per workflow (bench/failover.py e2e, 1.46-1.50 vs 1.51-1.52 ms).
             gc.set_threshold(50_000, 20, 100)
         self.ready = True
+
+    async def _abandon_startup(self) -> None:
+        for step in (self.runtime.stop, self.runtime.close, self.store.close):
+            try:
+                await step()
+            except Exception:
+                log.debug("closing after a failed start", exc_info=True)
 
     async def shutdown(self) -> None:
         self.ready = False
@@ -171,7 +184,8 @@ class DispatchApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.startup()
+                    if not self.ready:  # `opendispatch serve` starts it before uvicorn
+                        await self.startup()
                 except DatabaseUnavailable as exc:
                     # Missing or damaged database: the message says what to do; a traceback
                     # would only bury it.

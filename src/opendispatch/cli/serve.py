@@ -4,21 +4,29 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import click
 
 from opendispatch.api.rate_limit import parse_rate
 from opendispatch.cli.common import allow_private_webhooks_option, database_option
+from opendispatch.cli.startup import bind, cannot_start, serve_app
 from opendispatch.config import Settings
-from opendispatch.errors import ConfigurationError
 from opendispatch.logs import configure_logging
 from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from opendispatch.api.app import DispatchApp
+
 __all__ = ["serve"]
+
+log = logging.getLogger("opendispatch")
 
 
 def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -196,11 +204,19 @@ def serve(
     db_pool_max: int,
     jwt_replay: str,
 ) -> None:
-    """Run the server until SIGINT or SIGTERM (in-flight requests finish first)."""
-    import uvicorn
+    """Run the server until SIGINT or SIGTERM (in-flight requests finish first).
 
-    from opendispatch.api.app import DispatchApp
-    from opendispatch.api.transport import TransportLimits, guarded_http_protocol
+    A server that cannot start (the port in use, the database missing, unreachable or
+    already served, its directory unwritable, a setting refused) says why in one line on
+    stderr and exits with status 1; `--log-level debug` adds the traceback.
+    """
+    started = False
+
+    def announce(listener: socket.socket) -> None:
+        nonlocal started
+        started = True
+        bound = listener.getsockname()[1]
+        log.info("OpenDispatch on http://%s:%d, database %s", host, bound, _redacted(database))
 
     open_files = _raise_open_file_limit()
     try:
@@ -240,13 +256,31 @@ def serve(
             db_pool_max=db_pool_max,
             jwt_replay=jwt_replay,
         )
-        app = DispatchApp(settings, freeze_heap_after_startup=True)
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from exc
-    configure_logging(log_level)
-    logging.getLogger("opendispatch").info(
-        "OpenDispatch on http://%s:%d, database %s", host, port, _redacted(database)
-    )
+        configure_logging(log_level)
+        listener = bind(host, port)  # before the database is touched (see cli/startup.py)
+        app = _app(settings)
+        serve_app(app, _uvicorn_config(app, settings), listener, lambda: announce(listener))
+    except click.ClickException:
+        raise  # a refused flag: click's usage error, status 2
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:
+        if started:
+            raise
+        cannot_start(exc, debug=log_level == "debug")
+
+
+def _app(settings: Settings) -> DispatchApp:
+    from opendispatch.api.app import DispatchApp
+
+    return DispatchApp(settings, freeze_heap_after_startup=True)
+
+
+def _uvicorn_config(app: DispatchApp, settings: Settings) -> uvicorn.Config:
+    import uvicorn
+
+    from opendispatch.api.transport import TransportLimits, guarded_http_protocol
+
     limits = TransportLimits(
         max_header_bytes=settings.max_header_bytes,
         max_header_fields=settings.max_header_fields,
@@ -254,24 +288,20 @@ def serve(
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
     )
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         loop="uvloop",
         http=guarded_http_protocol(limits),  # httptools, with limits (see api/transport.py)
         ws="none",
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
-        lifespan="on",
+        lifespan="on",  # the app has started already (cli/startup.py); this stops it
         access_log=False,  # errors are logged with their request id; a line per 202 is noise
         log_config=None,
-        log_level=log_level,
+        log_level=settings.log_level,
         server_header=False,
     )
-    server = uvicorn.Server(config)
-    server.run()
-    if not server.started:
-        sys.exit(3)
 
 
 def _raise_open_file_limit() -> int:

@@ -75,7 +75,8 @@ class SecretBox:
     def open(self, token: str, *, account: str) -> dict[str, str]:
         if self._box is None:
             raise ConfigurationError(
-                f"provider account {account!r} has secrets and {SECRET_KEY_VARIABLE} is not set"
+                f"provider account {account!r} has secrets and {SECRET_KEY_VARIABLE} is not "
+                "set: set it to the key they were stored with"
             )
         try:
             opened = json.loads(self._box.decrypt(token.encode()))

@@ -23,6 +23,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -150,7 +151,11 @@ class PostgresConnector:
                 connection_class=_Connection,
             )
         except DRIVER_ERRORS as exc:
-            raise store_error("connecting to PostgreSQL", exc) from exc
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {_where(self.dsn)} ({type(exc).__name__}: "
+                f"{exc}): is it running, and is --database right?",
+                retryable=store_error("connecting", exc).retryable,
+            ) from exc
         try:
             self._upgrade = await migrate(pool, self._admin, self.schema)
             schema = await pool.fetchval("SELECT current_schema()")
@@ -294,6 +299,16 @@ def _changed(tag: str) -> int:
     """The rows a statement changed, from its status tag (`UPDATE 3`)."""
     count = tag.rpartition(" ")[2]
     return int(count) if count.isdigit() else 0
+
+
+def _where(dsn: str) -> str:
+    """Host, port and database of a DSN, for messages: never its password."""
+    try:
+        parts = urlsplit(dsn)
+        host, port = parts.hostname or "the local socket", parts.port or 5432
+    except ValueError:
+        return "the --database URL"
+    return f"{host}:{port}, database {parts.path.lstrip('/') or parts.username or 'postgres'}"
 
 
 def _default_lease_owner() -> str:

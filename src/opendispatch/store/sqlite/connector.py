@@ -33,7 +33,13 @@ from opendispatch.store.migrations import Upgrade
 from opendispatch.store.named_queries import load_queries
 from opendispatch.store.sqlite.batching import GroupCommit
 from opendispatch.store.sqlite.checkpoint import Checkpointer
-from opendispatch.store.sqlite.guard import FileGuard, expect_database, is_damage
+from opendispatch.store.sqlite.guard import (
+    FileGuard,
+    check_directory,
+    expect_database,
+    is_damage,
+    unwritable_directory,
+)
 from opendispatch.store.sqlite.migrate import migrate
 
 __all__ = ["SqliteConnector", "SqliteSession", "sqlite_path_from_url"]
@@ -258,8 +264,7 @@ class SqliteConnector:
             self._owner_lock = None
 
     def _may_create(self) -> bool:
-        if self.path.parent and not self.path.parent.exists():
-            raise StoreError(f"directory {self.path.parent} does not exist")
+        check_directory(self.path)
         return expect_database(self.path, create=self._create)
 
     def _connect(self, *, may_create: bool = False) -> sqlite3.Connection:
@@ -396,7 +401,10 @@ class SqliteConnector:
 def _leave_trace(path: Path) -> None:
     """`<file>.lock`, which `serve` also takes: it tells a later start that a database was
     here, when a command other than `serve` created it (see `guard`)."""
-    Path(f"{path}.lock").touch(mode=0o600)
+    try:
+        Path(f"{path}.lock").touch(mode=0o600)
+    except OSError as exc:
+        raise unwritable_directory(path, exc) from exc
 
 
 def _file_uri(path: Path, mode: str) -> str:
@@ -407,13 +415,17 @@ def _take_owner_lock(path: Path) -> int:
     """One serving process per file: its workers own every queue (and, at start, release the
     claims a dead predecessor left). The kernel drops the lock when the process dies, even by
     SIGKILL, so a restart is never blocked by a crash."""
-    descriptor = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        descriptor = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise unwritable_directory(path, exc) from exc
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
         raise StoreError(
-            f"another OpenDispatch server is already serving {path}: an SQLite database is "
-            "served by one process (use PostgreSQL to run several)"
+            f"another OpenDispatch server is already serving {path}: stop it first, or "
+            "choose another --database (an SQLite database is served by one process; use "
+            "PostgreSQL to run several)"
         ) from None
     return descriptor

@@ -16,7 +16,9 @@ Two things SQLite does not notice by itself:
   look like a busy database (503 "busy, retry" for ever). The guard recognises those errors
   and fails the store the same way, saying that the database is damaged.
 
-And at start, `expect_database` decides whether a missing file may be created (see there).
+And at start, `check_directory` and `expect_database` decide whether the file may be opened
+or created (see there); a directory the server cannot write in is named as such
+(`unwritable_directory`), not left to SQLite's "unable to open database file".
 """
 
 from __future__ import annotations
@@ -27,9 +29,16 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from opendispatch.errors import DatabaseUnavailable
+from opendispatch.errors import DatabaseUnavailable, StoreError
 
-__all__ = ["FileGuard", "expect_database", "is_damage", "traces_of_database"]
+__all__ = [
+    "FileGuard",
+    "check_directory",
+    "expect_database",
+    "is_damage",
+    "traces_of_database",
+    "unwritable_directory",
+]
 
 log = logging.getLogger("opendispatch.store")
 
@@ -58,6 +67,35 @@ def traces_of_database(path: Path) -> list[Path]:
         for trace in (Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}.lock"))
         if trace.exists()
     ]
+
+
+def check_directory(path: Path) -> None:
+    """The database's directory must exist: it is never created, so that a mistyped
+    `--database` fails at once instead of starting an empty database somewhere else."""
+    directory = path.parent
+    if directory.is_dir():
+        return
+    if directory.exists():
+        raise StoreError(
+            f"{directory} is not a directory, so the SQLite database {path} cannot be there: "
+            "choose another --database"
+        )
+    raise StoreError(
+        f"the directory {directory} of the SQLite database does not exist: create it, or "
+        "choose another --database"
+    )
+
+
+def unwritable_directory(path: Path, exc: OSError) -> StoreError:
+    """The error for a file beside the database that cannot be created (the `.lock`; SQLite's
+    `-wal` and `-shm` need the same), e.g. permission denied or a read-only file system."""
+    reason = exc.strerror or str(exc)
+    if exc.filename:
+        reason += f": {Path(exc.filename).name}"
+    return StoreError(
+        f"cannot write in {path.parent}, the directory of the SQLite database ({reason}): "
+        "make it writable for this user, or choose another --database"
+    )
 
 
 def expect_database(path: Path, *, create: bool) -> bool:
