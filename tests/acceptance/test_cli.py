@@ -129,6 +129,9 @@ async def test_db_upgrade_says_what_it_applied_then_that_nothing_was_due(databas
 
     again = run_cli("db", "upgrade", "--database", database.url)
     assert again == f"nothing to apply: database at version {newest.version}\n"
+    # `db init` on an existing database only upgrades, and says so the same way.
+    init = run_cli("db", "init", "--database", database.url).splitlines()
+    assert init[-1] == f"nothing to apply: database at version {newest.version}"
 
 
 def _create(database: str, *args: str, env: dict[str, str] | None = None) -> Any:

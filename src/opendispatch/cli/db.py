@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from opendispatch.cli.common import database_option, run, store_for
 from opendispatch.store.migrations import Upgrade
 
+if TYPE_CHECKING:
+    from opendispatch.store.database import DatabaseStore
+
 __all__ = ["db"]
+
+
+async def _open_and_close(store: DatabaseStore) -> Upgrade:
+    """Opening a store migrates it; what that did is the answer."""
+    await store.open()
+    await store.close()
+    done = store.connector.upgrade
+    assert done is not None  # set by every open
+    return done
 
 
 @click.group()
@@ -23,14 +36,7 @@ def db_upgrade(database: str) -> None:
     """Bring the schema up to date (the server also does this when it starts): prints each
     migration applied and the version reached, or that nothing was due."""
 
-    async def upgrade() -> Upgrade:
-        store = store_for(database)
-        await store.open()
-        await store.close()
-        done: Upgrade = store.connector.upgrade
-        return done
-
-    for line in run(upgrade()).lines():
+    for line in run(_open_and_close(store_for(database))).lines():
         click.echo(line)
 
 
@@ -50,13 +56,11 @@ def db_init(database: str) -> None:
     is_sqlite = not database.startswith(("postgres://", "postgresql://"))
     existed = is_sqlite and Path(sqlite_path_from_url(database)).exists()
 
-    async def init() -> None:
-        store = store_for(database) if not is_sqlite else create_store(database, create=True)
-        await store.open()
-        await store.close()
-
-    run(init())
+    store = store_for(database) if not is_sqlite else create_store(database, create=True)
+    done = run(_open_and_close(store))
     if is_sqlite and not existed:
         click.echo(f"{database}: created, empty")
     else:
-        click.echo(f"{database}: exists, schema up to date")
+        click.echo(f"{database}: exists")
+    for line in done.lines():
+        click.echo(line)
