@@ -106,4 +106,4 @@ async def test_credentials_in_a_stored_url_are_refused_and_never_logged(
     assert webhooks[0]["last_error"] == expected + " (user:password@)"
     assert receiver.received == []
     assert "hunter2" not in caplog.text
-    assert "is dead" in caplog.text
+    assert "webhook dead" in caplog.text

@@ -8,6 +8,7 @@ from opendispatch.webhooks.destinations import (
     AddressPolicy,
     RefusedDestination,
     check_destination,
+    loggable_url,
     redact_url,
     url_problem,
 )
@@ -135,3 +136,16 @@ async def test_check_destination_warns_but_accepts_a_name_it_cannot_resolve() ->
     assert warning == (
         "hooks.invalid could not be resolved from here; each delivery checks where it points"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "logged"),
+    [
+        ("https://hooks.example.com/status", "https://hooks.example.com/status"),
+        ("https://hooks.example.com:8443/s?token=abc&x=1", "https://hooks.example.com:8443/s?***"),
+        ("https://user:hunter2@hooks.example.com/s#frag", "https://***@hooks.example.com/s"),
+        ("http://[2001:db8::1]:8080/a/b?", "http://[2001:db8::1]:8080/a/b"),
+    ],
+)
+def test_a_url_in_the_log_shows_neither_credentials_nor_query(url: str, logged: str) -> None:
+    assert loggable_url(url) == logged

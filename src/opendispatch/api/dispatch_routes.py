@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from opendispatch import event_log
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.request_models import WorkflowMessage
 from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
@@ -66,6 +67,13 @@ class DispatchRoutes(AuthenticatedRoutes):
             ),
             principal.credentials,
         )
+        if event_log.enabled():  # the request id may cost a uuid4: only when it is written
+            event_log.workflow_accepted(
+                dispatch_uuid=dispatch_uuid,
+                application_id=principal.application_id,
+                request_id=request.request_id,
+                steps=len(valid.messages),
+            )
         return json_response(
             202,
             b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}',

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from opendispatch import event_log
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
@@ -252,8 +253,11 @@ class Runtime:
     # -- wake-ups ------------------------------------------------------------------------------
 
     def after_transition(self, transition: Transition | None) -> None:
+        """Every committed transition passes here: its failover or end is logged, and the
+        workers it gave work are woken."""
         if transition is None:
             return
+        event_log.transition_committed(transition)
         if transition.sends:
             self.sends.notify()
             self._announce("sends", None)

@@ -218,6 +218,9 @@ class Shell:
             cancel_sends=tuple(cancels),
             webhooks=tuple(webhooks),
             consumed_inbox=consumed_inbox,
+            dispatch_uuid=context.dispatch_uuid,
+            application_id=context.application_id,
+            effects=effects,
         )
 
     def _send(self, context: _Context, effect: SendMessage, now_ms: int) -> NewSend:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from opendispatch import __version__
+from opendispatch import __version__, event_log
 from opendispatch.errors import DatabaseUnavailable
 from opendispatch.retry import RetryPolicy, next_attempt_at
 from opendispatch.runtime.clock import Clock
@@ -43,7 +43,6 @@ from opendispatch.store.records import (
     WebhookJob,
 )
 from opendispatch.webhooks.client import DeliveryOutcome
-from opendispatch.webhooks.destinations import redact_url
 from opendispatch.webhooks.signing import Signer
 
 __all__ = ["WebhookPoster", "WebhookWorker"]
@@ -254,11 +253,8 @@ class WebhookWorker(Worker):
         """Hand a claimed webhook back unattempted; past its retry period, it is dead (it was
         tried in the period, and its endpoint kept failing)."""
         if retry_at_ms > job.retry_from_ms + self._retry.give_up_after_ms:
-            log.warning(
-                "webhook %s to %s is dead: its endpoint kept failing for the retry period",
-                job.event_id,
-                redact_url(job.url),
-            )
+            reason = "gave up: the endpoint kept failing for the whole retry period"
+            event_log.webhook_dead(job, attempts=job.attempts - 1, reason=reason)  # not tried now
             self._record(
                 WebhookAttempt(
                     id=job.id,
@@ -266,7 +262,7 @@ class WebhookWorker(Worker):
                     state="dead",
                     next_attempt_at_ms=None,
                     status_code=None,
-                    error="gave up: the endpoint kept failing for the whole retry period",
+                    error=reason,
                     at_ms=self.clock.now_ms(),
                 )
             )
@@ -343,10 +339,8 @@ class WebhookWorker(Worker):
             jitter=self._random.random(),
         )
         if verdict is Verdict.OPENED:
-            log.info(
-                "webhook endpoint %s is failing (%s): backing off",
-                redact_url(job.url),
-                outcome.error,
+            event_log.webhook_endpoint_failing(
+                application_id=job.application_id, url=job.url, reason=outcome.error
             )
             self._start_waiting(endpoint)  # what waits for it is handed back
         elif verdict is Verdict.RECOVERED:
@@ -357,10 +351,8 @@ class WebhookWorker(Worker):
             woken = await self._store.wake_webhooks(
                 application_id=job.application_id, url=job.url, now_ms=now
             )
-            log.info(
-                "webhook endpoint %s answers again: %d waiting webhooks are due",
-                redact_url(job.url),
-                woken,
+            event_log.webhook_endpoint_recovered(
+                application_id=job.application_id, url=job.url, woken=woken
             )
         await self._record(self._attempt(job, outcome))
 
@@ -380,6 +372,9 @@ class WebhookWorker(Worker):
         now = self.clock.now_ms()
         if outcome.delivered:
             self.delivered += 1
+            event_log.webhook_delivered(
+                job, status_code=outcome.status_code, elapsed_ms=outcome.elapsed_ms
+            )
             return WebhookAttempt(
                 id=job.id,
                 dispatch_uuid=job.dispatch_uuid,
@@ -402,8 +397,13 @@ class WebhookWorker(Worker):
             )
         )
         if retry_at is None:
-            log.warning(
-                "webhook %s to %s is dead: %s", job.event_id, redact_url(job.url), outcome.error
+            event_log.webhook_dead(job, attempts=job.attempts, reason=outcome.error)
+        else:
+            event_log.webhook_attempt_failed(
+                job,
+                status_code=outcome.status_code,
+                reason=outcome.error,
+                retry_in_ms=retry_at - now,
             )
         return WebhookAttempt(
             id=job.id,

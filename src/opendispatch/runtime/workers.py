@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import msgspec
 
+from opendispatch import event_log
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported, TimerFired
 from opendispatch.errors import DatabaseUnavailable
 from opendispatch.providers.base import (
@@ -243,14 +244,11 @@ class SendWorker(EventWorker):
                 next_attempt_at_ms=max(due, now + 10),
                 reason="waiting for a provider of the route to be free",
             )
+            event_log.send_deferred(job, provider=provider, retry_in_ms=max(due, now + 10) - now)
             self.notify()
             return
         if isinstance(result, Unknown):
-            log.warning(
-                "send %s: %s; not sent again (its callbacks or its step's deadline settle it)",
-                job.message_uuid,
-                result.reason,
-            )
+            event_log.send_outcome_unknown(job, provider=provider, reason=result.reason)
             await self._store.send_outcome_unknown(
                 job.message_uuid, provider=provider, error=f"outcome unknown: {result.reason}"
             )
@@ -272,9 +270,18 @@ class SendWorker(EventWorker):
                     error=result.reason,
                     provider=provider,
                 )
+                event_log.send_attempt_failed(
+                    job,
+                    provider=provider,
+                    attempt=job.attempts,
+                    reason=result.reason,
+                    retry_in_ms=retry_at - now,
+                )
                 self.notify()
                 return
-            log.warning("send %s: gave up retrying: %s", job.message_uuid, result.reason)
+            event_log.send_given_up(
+                job, provider=provider, attempts=job.attempts, reason=result.reason
+            )
             result = Rejected(error=PROVIDER_UNAVAILABLE)
         if isinstance(result, Accepted):
             events = [
@@ -329,6 +336,12 @@ class SendWorker(EventWorker):
             message_uuid=job.message_uuid,
             transition=self._shell.transition_for(*events, now_ms=now),
             side=side,
+        )
+        # Before `_after`, which logs the failover a rejection brings: cause, then effect.
+        event_log.step_sent(
+            job,
+            provider=provider,
+            error=None if isinstance(result, Accepted) else result.error,
         )
         self._after(transition)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from opendispatch.engine.model import MessageStatus, WorkflowStatus
+from opendispatch.engine.model import Effect, MessageStatus, WorkflowStatus
 
 __all__ = [
     "NO_SIDE_WRITES",
@@ -128,6 +128,11 @@ class Transition:
     cancel_sends: tuple[str, ...] = ()
     webhooks: tuple[NewWebhook, ...] = ()
     consumed_inbox: tuple[int, ...] = ()  # provider statuses applied from the inbox
+    # Not written: whose workflow, and what the engine decided, for the event log once the
+    # transition is committed (a failover, the end of the workflow; see `event_log`).
+    dispatch_uuid: str = ""
+    application_id: str = ""
+    effects: tuple[Effect, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -32,6 +32,7 @@ __all__ = [
     "AddressPolicy",
     "RefusedDestination",
     "check_destination",
+    "loggable_url",
     "redact_url",
     "resolved_addresses",
     "url_problem",
@@ -86,6 +87,20 @@ def redact_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def loggable_url(url: str) -> str:
+    """The URL for the event log: no credentials, and no query, where receivers often carry
+    a token (`?token=...`); a query is shown as `?***`, so one can tell it was there."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    netloc = parts.netloc.rpartition("@")[2]
+    hidden = "***@" if "@" in parts.netloc else ""
+    return parts._replace(
+        netloc=hidden + netloc, query="***" if parts.query else "", fragment=""
+    ).geturl()
 
 
 @dataclass(frozen=True, slots=True)
