@@ -48,6 +48,7 @@ class Settings:
     page_size_default: int = 20
     page_size_max: int = 100
     log_level: str = "info"
+    log_format: str = "text"  # or "json": one JSON object per line (see `logs`)
     # The engine: how long a last message without `failover` may stay without a final status
     # before its workflow ends in `error`.
     final_status_timeout_s: int = 86_400

@@ -2,7 +2,7 @@
 
 Every line is one event: a fixed name, then `key=value` fields in a fixed order, so
 `grep 'dispatch_uuid=0193...'` gives a workflow's whole story and `grep 'failover '` every
-failover.
+failover. With `--log-format json`, the same fields are keys of one JSON object per line.
 
     workflow accepted dispatch_uuid=... application_id=... request_id=... steps=2
     step sent dispatch_uuid=... application_id=... message_uuid=... step=0 channel=whatsapp

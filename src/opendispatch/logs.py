@@ -6,12 +6,17 @@ terminal. So every control character of a message (C0, DEL, C1, and Unicode's li
 paragraph separators) is written as an escape (`\\r`, `\\n`, `\\t`, `\\xNN`, `\\uNNNN`).
 Tracebacks keep their lines: they are the server's, not the client's.
 
+Two formats (`--log-format`): `text`, `time LEVEL logger: message`, for people; and `json`,
+one JSON object per line (`time`, `level`, `logger`, `message`, and for the events of
+`event_log` the event's name and each of its fields as a key), for log collectors. A JSON
+line is pure ASCII, with every control character escaped, so a record is one line there too.
 Everything that logs goes through the one handler on the root logger: uvicorn's own lines as
 well (it is run with `log_config=None`, so it adds no handler of its own).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -19,13 +24,19 @@ import time
 from collections.abc import Sequence
 from typing import Final
 
+from opendispatch.timefmt import iso_ms
+
 __all__ = [
+    "LOG_FORMATS",
     "EscapingFormatter",
     "EventKind",
     "EventLine",
+    "JsonFormatter",
     "configure_logging",
     "escape_controls",
 ]
+
+LOG_FORMATS: Final = ("text", "json")
 
 _NAMED: Final = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
 _ESCAPES: Final[dict[int, str]] = {
@@ -65,7 +76,8 @@ def _text(value: object) -> str:
 
 class EventLine:
     """An event as a log record's message: `name key=value ...` is made only when a handler
-    writes it (a record whose level is off is never built at all)."""
+    writes it (a record whose level is off is never built at all), and the JSON format reads
+    the fields as they are, not back from the text."""
 
     __slots__ = ("kind", "values")
 
@@ -101,10 +113,42 @@ class EscapingFormatter(logging.Formatter):
     _second_text = ""
 
 
-def configure_logging(level: str) -> None:
+# ensure_ascii: every character beyond printable ASCII is a `\uXXXX` escape, so no record
+# can break its line (whatever splits lines: `\n`, `\u2028`, NEL) or reach a terminal raw.
+_encode_json: Final = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str).encode
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": iso_ms(int(record.created * 1000)),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        line = record.msg
+        if isinstance(line, EventLine):
+            entry["event"] = line.kind.name
+            entry.update(zip(line.kind.keys, line.values, strict=True))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return _encode_json(entry)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Every logger, ours and uvicorn's, writes through one handler on stderr."""
+    if log_format not in LOG_FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(
+        JsonFormatter()
+        if log_format == "json"
+        else EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.captureWarnings(True)  # Python's warnings too, in the same format, not raw
     # What every record would otherwise look up and no format here shows: the caller's file

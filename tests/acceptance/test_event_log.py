@@ -1,6 +1,6 @@
 """The server's log tells what happened: a workflow accepted, each step sent, a failover and
-why, the end; a webhook attempt that failed (where to, why) and one given up. From a real
-server process, with never a secret in it, even at `--log-level debug`."""
+why, the end; a webhook attempt that failed (where to, why) and one given up. In text and in
+JSON, from a real server process, with never a secret in it, even at `--log-level debug`."""
 
 from __future__ import annotations
 
@@ -57,6 +57,20 @@ def parse_text(log: str) -> list[Line]:
             for key, value in _FIELD.findall(message[len(event) :]):
                 fields[key] = json.loads(value) if value.startswith('"') else value
         lines.append(Line(index, match["level"], match["logger"], message, event, fields))
+    return lines
+
+
+def parse_json(log: str) -> list[Line]:
+    """Every line is one JSON object: `time`, `level`, `logger`, `message`, and an event's
+    name and fields."""
+    lines = []
+    for index, raw in enumerate(log.splitlines()):
+        entry = json.loads(raw)  # fails the test on any line that is not JSON
+        assert isinstance(entry, dict), raw
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry.pop("time")), raw
+        level, logger, message = entry.pop("level"), entry.pop("logger"), entry.pop("message")
+        event = entry.pop("event", None)
+        lines.append(Line(index, level, logger, message, event, entry))
     return lines
 
 
@@ -248,8 +262,32 @@ def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Tes
 def test_text_lines_tell_each_event_with_its_fields_and_no_secret(
     any_database: TestDatabase, tmp_path: Path
 ):
-    story = run_story(any_database.url, tmp_path, "--log-level", "debug", env={})
+    story = run_story(
+        any_database.url, tmp_path, "--log-level", "debug", "--log-format", "text", env={}
+    )
     check_story(story, parse_text(story.log))
+
+
+def test_json_lines_tell_the_same_and_every_line_is_json(
+    any_database: TestDatabase, tmp_path: Path
+):
+    story = run_story(
+        any_database.url,
+        tmp_path,
+        "--log-level", "debug",
+        env={"OPENDISPATCH_LOG_FORMAT": "json"},  # the environment's name for --log-format
+    )  # fmt: skip
+    lines = parse_json(story.log)
+    check_story(story, lines)
+    # Fields keep their JSON types; uvicorn's own lines are JSON too.
+    [accepted] = [line for line in lines if line.event == "workflow accepted"][:1]
+    assert accepted.fields["steps"] == 2
+    assert accepted.message.startswith("workflow accepted dispatch_uuid=")
+    assert any(line.event == "webhook attempt failed" and line.fields["status_code"] == 500
+               for line in lines)  # fmt: skip
+    assert any(
+        line.logger == "uvicorn.error" and "startup complete" in line.message for line in lines
+    )
 
 
 def test_the_default_level_tells_workflows_and_leaves_attempts_out(tmp_path: Path):

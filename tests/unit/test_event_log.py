@@ -1,10 +1,11 @@
 """The event log's lines: why each failover happened, told from what the engine decided, and
-how a line is written (one line, never raw control characters)."""
+how a line is written in each format (one line, never raw control characters)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 
@@ -15,7 +16,7 @@ from opendispatch.engine.model import (
     StatusReported,
     TimerFired,
 )
-from opendispatch.logs import EscapingFormatter, EventKind, EventLine
+from opendispatch.logs import EscapingFormatter, EventKind, EventLine, JsonFormatter
 from opendispatch.runtime.shell import Shell, decode_state
 from opendispatch.store.records import (
     LoadedWorkflow,
@@ -223,3 +224,36 @@ def test_a_text_line_quotes_values_that_have_spaces_and_escapes_controls() -> No
         "DEBUG opendispatch.events: webhook attempt failed webhook_id=w-1 status_code=- "
         'reason="HTTP 500 \\"no\\"\\r\\n2026-01-01 FORGED\\x1b[31m\\u2028é" attempt=2'
     )
+
+
+def test_a_json_line_has_the_fields_as_keys_with_their_types_on_one_ascii_line() -> None:
+    text = JsonFormatter().format(record(EventLine(KIND, ("w-1", 500, HOSTILE, 2))))
+    assert text.isascii()
+    assert "\n" not in text
+    assert "\x1b" not in text
+    entry = json.loads(text)
+    assert entry.pop("time").endswith("Z")
+    assert entry == {
+        "level": "DEBUG",
+        "logger": "opendispatch.events",
+        "message": str(EventLine(KIND, ("w-1", 500, HOSTILE, 2))),
+        "event": "webhook attempt failed",
+        "webhook_id": "w-1",
+        "status_code": 500,
+        "reason": HOSTILE,
+        "attempt": 2,
+    }
+
+
+def test_a_json_line_keeps_a_traceback_inside_its_one_line() -> None:
+    try:
+        raise RuntimeError("boom\nsecond line")
+    except RuntimeError:
+        failed = logging.LogRecord(
+            "opendispatch", logging.ERROR, "", 0, "failed %s", ("x",), sys.exc_info()
+        )
+    text = JsonFormatter().format(failed)
+    assert len(text.splitlines()) == 1
+    entry = json.loads(text)
+    assert entry["message"] == "failed x"
+    assert "RuntimeError: boom\nsecond line" in entry["exception"]

@@ -16,7 +16,7 @@ from opendispatch.api.rate_limit import parse_rate
 from opendispatch.cli.common import allow_private_webhooks_option, database_option
 from opendispatch.cli.startup import bind, cannot_start, serve_app
 from opendispatch.config import Settings
-from opendispatch.logs import configure_logging
+from opendispatch.logs import LOG_FORMATS, configure_logging
 from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
 
 if TYPE_CHECKING:
@@ -74,6 +74,12 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
     "[default: 1000, fewer if the open-file limit is low]",
 )
 @_env_option("--log-level", default="info", type=click.Choice(["debug", "info", "warning"]))
+@_env_option(
+    "--log-format",
+    default="text",
+    type=click.Choice(LOG_FORMATS),
+    help="text: one line per event for people; json: one JSON object per line.",
+)
 @_env_option(
     "--final-status-timeout",
     default=86_400,
@@ -182,6 +188,7 @@ def serve(
     keep_alive_timeout: float,
     max_connections: int | None,
     log_level: str,
+    log_format: str,
     final_status_timeout: int,
     sandbox_delivered_after_ms: int,
     sandbox_read_after_ms: int,
@@ -233,6 +240,7 @@ def serve(
             keep_alive_timeout_s=keep_alive_timeout,
             max_connections=max_connections or _default_max_connections(open_files),
             log_level=log_level,
+            log_format=log_format,
             final_status_timeout_s=final_status_timeout,
             sandbox_delivered_after_ms=sandbox_delivered_after_ms,
             sandbox_read_after_ms=sandbox_read_after_ms,
@@ -256,7 +264,7 @@ def serve(
             db_pool_max=db_pool_max,
             jwt_replay=jwt_replay,
         )
-        configure_logging(log_level)
+        configure_logging(log_level, log_format)
         listener = bind(host, port)  # before the database is touched (see cli/startup.py)
         app = _app(settings)
         serve_app(app, _uvicorn_config(app, settings), listener, lambda: announce(listener))
