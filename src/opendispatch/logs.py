@@ -28,10 +28,10 @@ from opendispatch.timefmt import iso_ms
 
 __all__ = [
     "LOG_FORMATS",
-    "EscapingFormatter",
     "EventKind",
     "EventLine",
     "JsonFormatter",
+    "TextFormatter",
     "configure_logging",
     "escape_controls",
 ]
@@ -92,15 +92,30 @@ class EventLine:
         return "".join(parts)
 
 
-class EscapingFormatter(logging.Formatter):
-    def formatMessage(self, record: logging.LogRecord) -> str:
-        if not record.message.isprintable():  # a C scan: most messages have nothing to escape
-            record.message = escape_controls(record.message)
-        return super().formatMessage(record)
+class TextFormatter(logging.Formatter):
+    """`2026-11-30 12:00:00,123 INFO logger: message`, the message's control characters
+    escaped, then any traceback on its own lines.
+
+    Put together by hand rather than through a `%(...)s` format: with the handler below, a
+    line costs 7-9 us instead of 13-15 (in-process, min of 9 runs), and the event lines are
+    several per workflow."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if not message.isprintable():  # a C scan: most messages have nothing to escape
+            message = escape_controls(message)
+        line = f"{self.formatTime(record)} {record.levelname} {record.name}: {message}"
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            line = f"{line}\n{record.exc_text}"
+        if record.stack_info:
+            line = f"{line}\n{self.formatStack(record.stack_info)}"
+        return line
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        """`2026-11-30 12:00:00,123`, as `logging` writes it; the local time of a second is
-        worked out once for all the lines in it (a third of a line's formatting otherwise)."""
+        """As `logging` writes it; the local time of a second is worked out once for all the
+        lines in it (a third of a line's formatting otherwise)."""
         if datefmt is not None:
             return super().formatTime(record, datefmt)
         second = int(record.created)
@@ -111,6 +126,19 @@ class EscapingFormatter(logging.Formatter):
 
     _second = -1
     _second_text = ""
+
+
+class _LineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """One write per record. `sys.stderr` is not buffered (each write reaches the file at
+    once), so `StreamHandler`'s flush after every record is a second call for nothing."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.stream.write(self.format(record) + "\n")
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 # ensure_ascii: every character beyond printable ASCII is a `\uXXXX` escape, so no record
@@ -143,12 +171,8 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     """Every logger, ours and uvicorn's, writes through one handler on stderr."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        JsonFormatter()
-        if log_format == "json"
-        else EscapingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+    handler = _LineHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.captureWarnings(True)  # Python's warnings too, in the same format, not raw
     # What every record would otherwise look up and no format here shows: the caller's file

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 
 import pytest
@@ -16,7 +17,7 @@ from opendispatch.engine.model import (
     StatusReported,
     TimerFired,
 )
-from opendispatch.logs import EscapingFormatter, EventKind, EventLine, JsonFormatter
+from opendispatch.logs import EventKind, EventLine, JsonFormatter, TextFormatter
 from opendispatch.runtime.shell import Shell, decode_state
 from opendispatch.store.records import (
     LoadedWorkflow,
@@ -219,8 +220,9 @@ def record(message: object) -> logging.LogRecord:
 
 def test_a_text_line_quotes_values_that_have_spaces_and_escapes_controls() -> None:
     line = EventLine(KIND, ("w-1", None, HOSTILE, 2))
-    text = EscapingFormatter("%(levelname)s %(name)s: %(message)s").format(record(line))
-    assert text == (
+    text = TextFormatter().format(record(line))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} ", text[:24])
+    assert text[24:] == (
         "DEBUG opendispatch.events: webhook attempt failed webhook_id=w-1 status_code=- "
         'reason="HTTP 500 \\"no\\"\\r\\n2026-01-01 FORGED\\x1b[31m\\u2028é" attempt=2'
     )
@@ -257,3 +259,16 @@ def test_a_json_line_keeps_a_traceback_inside_its_one_line() -> None:
     entry = json.loads(text)
     assert entry["message"] == "failed x"
     assert "RuntimeError: boom\nsecond line" in entry["exception"]
+
+
+def test_a_text_line_escapes_its_message_and_keeps_the_traceback_lines_below_it() -> None:
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        failed = logging.LogRecord(
+            "opendispatch", logging.ERROR, "", 0, "failed on %s", ("/x\r\ny",), sys.exc_info()
+        )
+    first, *traceback = TextFormatter().format(failed).splitlines()
+    assert first.endswith(" ERROR opendispatch: failed on /x\\r\\ny")
+    assert traceback[0] == "Traceback (most recent call last):"
+    assert traceback[-1] == "RuntimeError: boom"
