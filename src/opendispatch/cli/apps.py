@@ -14,6 +14,7 @@ from opendispatch.cli.common import (
     http_url,
     run,
     store_for,
+    table,
     with_store,
 )
 
@@ -105,16 +106,9 @@ def apps_create(
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def apps_list(database: str, as_json: bool) -> None:
     """List applications (never their secrets)."""
+    from opendispatch.timefmt import iso_ms
 
-    async def load() -> Any:
-        store = store_for(database)
-        await store.open()
-        try:
-            return await store.list_applications()
-        finally:
-            await store.close()
-
-    applications = run(load())
+    applications = run(with_store(database, lambda store: store.list_applications()))
     rows = [
         {
             "application_id": app.application_id,
@@ -123,6 +117,7 @@ def apps_list(database: str, as_json: bool) -> None:
             "status_url": app.status_url,
             "final_report_url": app.final_report_url,
             "mode": "live" if app.live else "sandbox",
+            "created_at": iso_ms(app.created_at_ms),
         }
         for app in applications
     ]
@@ -132,11 +127,11 @@ def apps_list(database: str, as_json: bool) -> None:
     if not rows:
         click.echo("No applications yet: opendispatch apps create --name ... --status-url ...")
         return
-    for row in rows:
-        click.echo(
-            f"{row['application_id']}  {row['api_key']}  {row['mode']:7}  {row['name']}  "
-            f"{row['status_url']}"
-        )
+    columns = ("application_id", "api_key", "mode", "name", "status_url", "final_report_url")
+    # Only a final report URL may be missing: its webhooks go to the status URL.
+    cells = [[row[column] or "(status URL)" for column in columns] for row in rows]
+    for line in table([column.upper() for column in columns], cells):
+        click.echo(line)
 
 
 @apps.command("route")

@@ -17,6 +17,7 @@ __all__ = [
     "http_url",
     "run",
     "store_for",
+    "table",
     "with_store",
 ]
 
@@ -76,3 +77,13 @@ def store_for(database: str) -> Any:
         return create_store(database)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    """Lines of a table: a header row, then the rows, each column as wide as its widest cell
+    (the last one is not padded)."""
+    widths = [max(map(len, column)) for column in zip(headers, *rows, strict=True)]
+    return [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
