@@ -1,4 +1,5 @@
-"""Creating applications: the one place credentials exist in plain text, once, for the caller."""
+"""Creating and changing applications: the one place credentials exist in plain text, once,
+for the caller."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from opendispatch.auth.secrets import (
 )
 from opendispatch.errors import ConfigurationError
 from opendispatch.store.protocol import Store
-from opendispatch.store.records import Application, ApplicationCredentials
+from opendispatch.store.records import (
+    Application,
+    ApplicationChange,
+    ApplicationCredentials,
+    UpdatedApplication,
+)
 from opendispatch.timefmt import now_ms
 from opendispatch.webhooks.destinations import (
     AddressPolicy,
@@ -24,7 +30,12 @@ from opendispatch.webhooks.destinations import (
     url_problem,
 )
 
-__all__ = ["ProvisionedApplication", "check_webhook_urls", "provision_application"]
+__all__ = [
+    "ProvisionedApplication",
+    "change_application",
+    "check_webhook_urls",
+    "provision_application",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +109,25 @@ async def provision_application(
         private_key_pem=private_key_pem,
         warnings=warnings,
     )
+
+
+async def change_application(
+    store: Store,
+    application_id: str,
+    change: ApplicationChange,
+    *,
+    address_policy: AddressPolicy | None = None,
+    now_ms: int,
+) -> tuple[UpdatedApplication | None, tuple[str, ...]]:
+    """Change an application's name or webhook URLs (checked as `provision_application`
+    checks them, before anything changes). Its webhooks not delivered yet go to the new URLs:
+    the old ones are presumably wrong or going away. (None, ...) if there is no such
+    application; the warnings are about its new URLs."""
+    warnings = await check_webhook_urls(
+        {"status_url": change.status_url, "final_report_url": change.final_report_url},
+        address_policy,
+    )
+    return await store.update_application(application_id, change, now_ms=now_ms), warnings
 
 
 async def check_webhook_urls(

@@ -22,6 +22,7 @@ from opendispatch.store.protocol import Store, TransitionFunction
 from opendispatch.store.records import (
     NO_SIDE_WRITES,
     Application,
+    ApplicationChange,
     ApplicationCredentials,
     Expired,
     InboxEvent,
@@ -36,6 +37,7 @@ from opendispatch.store.records import (
     SendRecord,
     SideWrites,
     Transition,
+    UpdatedApplication,
     WebhookAttempt,
     WebhookDeferral,
     WebhookFilter,
@@ -125,6 +127,45 @@ class DatabaseStore:
         return [
             mappers.application(row) for row in await self.connector.fetch_all("list_applications")
         ]
+
+    async def get_application(self, application_id: str) -> Application | None:
+        row = await self.connector.fetch_one("get_application", {"application_id": application_id})
+        return None if row is None else mappers.application(row)
+
+    async def update_application(
+        self, application_id: str, change: ApplicationChange, *, now_ms: int
+    ) -> UpdatedApplication | None:
+        """Change its settings, and send its webhooks not delivered yet to its new URLs
+        (due at once), in one transaction; None if there is no such application."""
+        found = await self.get_application(application_id)
+        if found is None:
+            return None
+        status_url = change.status_url or found.status_url
+        final_report_url = change.final_report_url or found.final_report_url
+        parameters = {
+            "application_id": application_id,
+            "name": change.name,
+            "status_url": change.status_url,
+            "final_report_url": change.final_report_url,
+            "now_ms": now_ms,
+        }
+        updated, moved = await self.connector.transaction(
+            [
+                Statement("update_application", parameters),
+                Statement(
+                    "repoint_webhooks",
+                    parameters
+                    | {
+                        "status_url": status_url,
+                        "final_report_url": final_report_url or status_url,
+                    },
+                ),
+            ]
+        )
+        application = await self.get_application(application_id) if updated else None
+        if application is None:
+            return None
+        return UpdatedApplication(application=application, webhooks_moved=moved)
 
     async def find_credentials_by_api_key(self, api_key: str) -> ApplicationCredentials | None:
         row = await self.connector.fetch_one("credentials_by_api_key", {"api_key": api_key})

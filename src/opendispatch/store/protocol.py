@@ -22,6 +22,7 @@ from typing import Protocol
 from opendispatch.store.records import (
     NO_SIDE_WRITES,
     Application,
+    ApplicationChange,
     ApplicationCredentials,
     Expired,
     InboxEvent,
@@ -34,6 +35,7 @@ from opendispatch.store.records import (
     SendRecord,
     SideWrites,
     Transition,
+    UpdatedApplication,
     WebhookAttempt,
     WebhookDeferral,
     WebhookFilter,
@@ -62,6 +64,14 @@ class Store(Protocol):
     async def create_application(self, credentials: ApplicationCredentials) -> None: ...
 
     async def list_applications(self) -> list[Application]: ...
+
+    async def get_application(self, application_id: str) -> Application | None:
+        """None if there is no such application."""
+
+    async def update_application(
+        self, application_id: str, change: ApplicationChange, *, now_ms: int
+    ) -> UpdatedApplication | None:
+        """Change its settings; its webhooks not delivered yet go to its new URLs."""
 
     async def find_credentials_by_api_key(self, api_key: str) -> ApplicationCredentials | None: ...
 

@@ -10,6 +10,7 @@ from opendispatch.engine.model import Effect, MessageStatus, WorkflowStatus
 __all__ = [
     "NO_SIDE_WRITES",
     "Application",
+    "ApplicationChange",
     "ApplicationCredentials",
     "Expired",
     "InboxEvent",
@@ -27,6 +28,7 @@ __all__ = [
     "SendRecord",
     "SideWrites",
     "Transition",
+    "UpdatedApplication",
     "WebhookAttempt",
     "WebhookDeferral",
     "WebhookFilter",
@@ -63,6 +65,24 @@ class ApplicationCredentials:
     api_secret_hash: str
     signature_secret: str
     public_key_pem: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApplicationChange:
+    """What `apps update` changes: None leaves a setting as it is."""
+
+    name: str | None = None
+    status_url: str | None = None
+    final_report_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UpdatedApplication:
+    """An application as `apps update` left it, and how many of its webhooks not delivered
+    yet now go to its new URLs."""
+
+    application: Application
+    webhooks_moved: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

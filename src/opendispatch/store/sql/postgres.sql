@@ -31,6 +31,11 @@ SELECT application_id, name, api_key, status_url, final_report_url, created_at_m
 FROM applications
 ORDER BY created_at_ms, application_id;
 
+-- name: get_application
+SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms, live
+FROM applications
+WHERE application_id = :application_id;
+
 -- name: credentials_by_api_key
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
        a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
@@ -42,6 +47,41 @@ SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.
        a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
 WHERE a.application_id = :application_id;
+
+-- Changing an application ------------------------------------------------------------------
+
+-- A NULL parameter leaves its setting as it is.
+-- name: update_application
+UPDATE applications
+SET name = coalesce(:name::text, name), status_url = coalesce(:status_url::text, status_url),
+    final_report_url = coalesce(:final_report_url::text, final_report_url)
+WHERE application_id = :application_id;
+
+-- Webhooks not delivered yet (pending, being attempted, or held) go to the application's URLs
+-- as they are now: status webhooks to :status_url, final reports to :final_report_url (the
+-- status URL when it has none). Those it moves are due at once: the new receiver has not
+-- failed yet. Each branch walks its own small index (due, leased, held), never the
+-- application's delivered history; locked in id order, as every writer of pending webhooks
+-- does (migration 0005).
+-- name: repoint_webhooks
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks WHERE id IN (
+        SELECT id FROM webhooks
+        WHERE application_id = :application_id AND state = 'pending' AND lease_until_ms IS NULL
+        UNION ALL
+        SELECT id FROM webhooks
+        WHERE lease_until_ms IS NOT NULL AND state = 'pending' AND application_id = :application_id
+        UNION ALL
+        SELECT id FROM webhooks WHERE state = 'held' AND application_id = :application_id)
+    ORDER BY id
+    FOR UPDATE
+)
+UPDATE webhooks
+SET url = CASE WHEN kind = 'final_report' THEN :final_report_url::text ELSE :status_url::text END,
+    next_attempt_at_ms = least(next_attempt_at_ms, :now_ms::bigint)
+WHERE id IN (SELECT id FROM ordered)
+  AND url <> CASE WHEN kind = 'final_report' THEN :final_report_url::text
+                  ELSE :status_url::text END;
 
 -- Provider accounts and routes ---------------------------------------------------------------
 
@@ -407,19 +447,30 @@ SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, 
        AS next_attempt_at_ms, last_status_code, last_error, created_at_ms, delivered_at_ms
 FROM webhooks WHERE event_id = :event_id;
 
--- Replay: the same body and webhook-id again, as a new delivery with a new retry period.
+-- Replay: the same body and webhook-id again, as a new delivery with a new retry period, to
+-- the application's URL as it is now (`apps update` may have fixed what made it dead).
 -- name: replay_webhook
 UPDATE webhooks
 SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
     replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
-    lease_until_ms = NULL, lease_owner = NULL
+    lease_until_ms = NULL, lease_owner = NULL,
+    url = coalesce(
+        (SELECT CASE WHEN webhooks.kind = 'final_report'
+                     THEN coalesce(a.final_report_url, a.status_url) ELSE a.status_url END
+         FROM applications a WHERE a.application_id = webhooks.application_id),
+        url)
 WHERE id = :id AND state IN ('delivered', 'dead');
 
 -- name: replay_dead_webhooks
 UPDATE webhooks
 SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
     replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
-    lease_until_ms = NULL, lease_owner = NULL
+    lease_until_ms = NULL, lease_owner = NULL,
+    url = coalesce(
+        (SELECT CASE WHEN webhooks.kind = 'final_report'
+                     THEN coalesce(a.final_report_url, a.status_url) ELSE a.status_url END
+         FROM applications a WHERE a.application_id = webhooks.application_id),
+        url)
 WHERE id IN (
     SELECT id FROM webhooks
     WHERE state = 'dead'
@@ -432,7 +483,12 @@ WHERE id IN (
 UPDATE webhooks
 SET state = 'pending', next_attempt_at_ms = :now_ms, attempts = 0, replays = replays + 1,
     replayed_at_ms = :now_ms, settled_at_ms = NULL, delivered_at_ms = NULL,
-    lease_until_ms = NULL, lease_owner = NULL
+    lease_until_ms = NULL, lease_owner = NULL,
+    url = coalesce(
+        (SELECT CASE WHEN webhooks.kind = 'final_report'
+                     THEN coalesce(a.final_report_url, a.status_url) ELSE a.status_url END
+         FROM applications a WHERE a.application_id = webhooks.application_id),
+        url)
 WHERE id IN (
     SELECT id FROM webhooks
     WHERE state = 'delivered'
