@@ -6,8 +6,10 @@
     │                                 an event the failover engine cannot apply (a bug upstream)
     ├── StoreError                    the database failed; `retryable` says if trying again helps
     │   ├── MigrationError            the schema cannot be brought to the expected version
-    │   └── DatabaseUnavailable       the database is missing, deleted, replaced or damaged:
+    │   ├── DatabaseUnavailable       the database is missing, deleted, replaced or damaged:
     │                                 nothing succeeds until an operator acts (503, no retry)
+    │   └── ApplicationDeleted        a workflow refused because its application was deleted
+    │                                 after its request was authenticated (401)
     └── ApiError                      becomes an HTTP answer in Vonage's error shape
         ├── InvalidRequest (400)      with `invalid_parameters`
         ├── Unauthorized (401)
@@ -33,6 +35,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "ApiError",
+    "ApplicationDeleted",
     "ConfigurationError",
     "Conflict",
     "DatabaseUnavailable",
@@ -76,6 +79,11 @@ class MigrationError(StoreError):
 
 class DatabaseUnavailable(StoreError):
     """The database file is gone, replaced or damaged: retrying cannot help."""
+
+
+class ApplicationDeleted(StoreError):
+    """The application was deleted between authenticating a request and storing what it
+    asked for: nothing was stored, and its credentials are no longer good."""
 
 
 @dataclass(frozen=True, slots=True)

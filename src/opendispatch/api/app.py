@@ -72,11 +72,12 @@ class DispatchApp:
         self.ready = False
         authenticator = Authenticator(
             self.store,
-            cache_seconds=settings.credentials_cache_s,
+            cache_seconds=_credentials_cache_s(settings, self.store),
             jwt_leeway_s=settings.jwt_leeway_s,
             max_token_age_s=settings.jwt_max_age_s,
             replay=JwtReplay(settings.jwt_replay),
         )
+        self.runtime.on_application_changed.append(authenticator.forget)
         # One bucket per application across every route: the limit is the application's.
         rate_limiter = RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None
         dispatch = DispatchRoutes(
@@ -282,3 +283,13 @@ class DispatchApp:
 
     async def _openapi_json(self, request: Request) -> Response:
         return Response(200, self._openapi)
+
+
+def _credentials_cache_s(settings: Settings, store: DatabaseStore) -> float:
+    """How long credentials read for a request may serve the next ones. On PostgreSQL every
+    change (`apps rotate-secret`, `apps delete`) is announced to every process, which then
+    forgets what it cached. On SQLite the command that changes them is another process with
+    no way to tell this one, and reading them is a local indexed read on the event loop, so
+    they are read at every request: a secret replaced without a grace period, or a deleted
+    application, is refused from the next request on."""
+    return settings.credentials_cache_s if store.dialect != "sqlite" else 0.0

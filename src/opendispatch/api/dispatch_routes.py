@@ -19,6 +19,7 @@ from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
 from opendispatch.auth.authenticator import Principal
 from opendispatch.errors import (
+    ApplicationDeleted,
     InvalidParameter,
     InvalidRequest,
     NotFound,
@@ -57,16 +58,19 @@ class DispatchRoutes(AuthenticatedRoutes):
             await self._check_routes(principal.application_id, valid.messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
-        await self._runtime.accept(
-            NewWorkflow(
-                dispatch_uuid=dispatch_uuid,
-                application_id=principal.application_id,
-                template=valid.template,
-                request_json=body.decode(),  # as submitted, byte for byte
-                created_at_ms=created_at_ms,
-            ),
-            principal.credentials,
-        )
+        try:
+            await self._runtime.accept(
+                NewWorkflow(
+                    dispatch_uuid=dispatch_uuid,
+                    application_id=principal.application_id,
+                    template=valid.template,
+                    request_json=body.decode(),  # as submitted, byte for byte
+                    created_at_ms=created_at_ms,
+                ),
+                principal.credentials,
+            )
+        except ApplicationDeleted:  # `apps delete` ran while this request was under way
+            raise self._authenticator.refuse_deleted(principal.application_id) from None
         if event_log.enabled():  # the request id may cost a uuid4: only when it is written
             event_log.workflow_accepted(
                 dispatch_uuid=dispatch_uuid,

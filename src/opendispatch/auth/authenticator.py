@@ -11,8 +11,12 @@ What the caller sends is checked before it reaches the database: an identifier t
 printable text of a sane length (a NUL, which PostgreSQL refuses in text, or a lone
 surrogate, which no database can encode) is refused like an unknown one.
 
-Credentials are cached for a few seconds so a request costs no database read; a miss always
-reads, so an application created with `opendispatch apps create` works at once.
+Credentials may be cached for a few seconds so a request costs no database read (the server
+does so on PostgreSQL, where every change is announced to every process: `forget`); a miss
+always reads, so an application created with `opendispatch apps create` works at once, and so
+does a secret that does not match a cached entry, so a secret rotated a moment ago works at
+once. The secret a rotation replaced is good until the end of its grace period, checked
+against the request's time at every request, cached or not.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
 from opendispatch.auth.keys import load_public_key
 from opendispatch.auth.replay import JwtReplay, SeenTokens
-from opendispatch.auth.secrets import verify_secret
+from opendispatch.auth.secrets import verify_rotated_secret
 from opendispatch.errors import ConfigurationError, Unauthorized
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import ApplicationCredentials
@@ -66,6 +70,17 @@ class _Cached:
     credentials: ApplicationCredentials
     public_key: RSAPublicKey | None
     fresh_until: float
+    from_cache: bool = False  # read from the store earlier, not for this request
+
+
+def _secret_is_good(credentials: ApplicationCredentials, api_secret: str, now_s: float) -> bool:
+    expires_at_ms = credentials.previous_secret_expires_at_ms
+    return verify_rotated_secret(
+        api_secret,
+        credentials.api_secret_hash,
+        credentials.previous_secret_hash,
+        previous_valid=expires_at_ms is not None and now_s * 1000 < expires_at_ms,
+    )
 
 
 def _refuse(detail: str) -> Unauthorized:
@@ -91,6 +106,26 @@ class Authenticator:
         self._monotonic = monotonic
         self._by_api_key: dict[str, _Cached] = {}
         self._by_application: dict[str, _Cached] = {}
+        # Parsed public keys by their PEM text (what a JWT is verified with): parsing one
+        # costs more than reading it, and a PEM never changes meaning.
+        self._public_keys: dict[str, RSAPublicKey | None] = {}
+
+    def forget(self, application_id: str | None = None) -> None:
+        """An application changed (its secret rotated, or it was deleted): its cached
+        credentials go, so the next request reads them. None: every application's."""
+        if application_id is None:
+            self._by_api_key.clear()
+            self._by_application.clear()
+            return
+        self._by_application.pop(application_id, None)
+        for api_key, entry in list(self._by_api_key.items()):
+            if entry.credentials.application.application_id == application_id:
+                del self._by_api_key[api_key]
+
+    def refuse_deleted(self, application_id: str) -> Unauthorized:
+        """The 401 for a request whose application was deleted while it was under way."""
+        self.forget(application_id)
+        return _refuse("Invalid API key or secret.")
 
     async def authenticate_headers(self, values: Sequence[bytes], *, now_s: float) -> Principal:
         """From every `Authorization` header of a request: two are refused, never one picked."""
@@ -105,14 +140,14 @@ class Authenticator:
         scheme = scheme.lower()
         value = value.strip()
         if scheme == "basic":
-            return await self._basic(value)
+            return await self._basic(value, now_s)
         if scheme == "bearer":
             return await self._bearer(value, now_s)
         raise _refuse("Unsupported Authorization scheme: use Basic or Bearer (JWT).")
 
     # -- Basic -----------------------------------------------------------------------------
 
-    async def _basic(self, value: str) -> Principal:
+    async def _basic(self, value: str, now_s: float) -> Principal:
         try:
             # ValueError: not base64 (binascii.Error), or not ASCII at all (`Basic \xff\xfe`).
             decoded = base64.b64decode(value, validate=True).decode()
@@ -123,10 +158,16 @@ class Authenticator:
             raise _refuse("Malformed Basic credentials: expected api_key:api_secret.")
         if not _is_identifier(api_key):
             raise _refuse("Invalid API key or secret.")  # the same words as an unknown key
-        entry = await self._lookup(
-            self._by_api_key, api_key, self._store.find_credentials_by_api_key, with_key=False
-        )
-        if entry is None or not verify_secret(api_secret, entry.credentials.api_secret_hash):
+        load = self._store.find_credentials_by_api_key
+        entry = await self._lookup(self._by_api_key, api_key, load, with_key=False)
+        if (
+            entry is not None
+            and entry.from_cache
+            and not _secret_is_good(entry.credentials, api_secret, now_s)
+        ):
+            # The secret may have been rotated since this entry was read: read it again.
+            entry = await self._lookup(self._by_api_key, api_key, load, with_key=False, fresh=True)
+        if entry is None or not _secret_is_good(entry.credentials, api_secret, now_s):
             raise _refuse("Invalid API key or secret.")
         return Principal(entry.credentials)
 
@@ -213,23 +254,33 @@ class Authenticator:
         load: Callable[[str], Awaitable[ApplicationCredentials | None]],
         *,
         with_key: bool,
+        fresh: bool = False,
     ) -> _Cached | None:
         now = self._monotonic()
         entry = cache.get(key)
-        if entry is not None and entry.fresh_until > now:
+        if entry is not None and entry.fresh_until > now and not fresh:
+            entry.from_cache = True
             return entry
         credentials = await load(key)
         if credentials is None:
             cache.pop(key, None)
             return None
-        public_key = None
-        if with_key:
-            try:
-                public_key = load_public_key(credentials.public_key_pem)
-            except ConfigurationError:
-                public_key = None
+        public_key = self._public_key(credentials.public_key_pem) if with_key else None
         entry = _Cached(credentials, public_key, now + self._cache_seconds)
-        if len(cache) > 10_000:  # bounded: a flood of distinct keys cannot grow memory
-            cache.clear()
-        cache[key] = entry
+        if self._cache_seconds > 0:
+            if len(cache) > 10_000:  # bounded: a flood of distinct keys cannot grow memory
+                cache.clear()
+            cache[key] = entry
         return entry
+
+    def _public_key(self, pem: str) -> RSAPublicKey | None:
+        if pem in self._public_keys:
+            return self._public_keys[pem]
+        try:
+            public_key: RSAPublicKey | None = load_public_key(pem)
+        except ConfigurationError:
+            public_key = None
+        if len(self._public_keys) > 10_000:
+            self._public_keys.clear()
+        self._public_keys[pem] = public_key
+        return public_key

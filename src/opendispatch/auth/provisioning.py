@@ -1,5 +1,5 @@
 """Creating and changing applications: the one place credentials exist in plain text, once,
-for the caller."""
+for the caller (a new application's, a rotated API secret)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from opendispatch.store.records import (
     ApplicationCredentials,
     UpdatedApplication,
 )
-from opendispatch.timefmt import now_ms
+from opendispatch.timefmt import iso_ms, now_ms
 from opendispatch.webhooks.destinations import (
     AddressPolicy,
     RefusedDestination,
@@ -32,9 +32,11 @@ from opendispatch.webhooks.destinations import (
 
 __all__ = [
     "ProvisionedApplication",
+    "RotatedSecret",
     "change_application",
     "check_webhook_urls",
     "provision_application",
+    "rotate_api_secret",
 ]
 
 
@@ -128,6 +130,48 @@ async def change_application(
         address_policy,
     )
     return await store.update_application(application_id, change, now_ms=now_ms), warnings
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RotatedSecret:
+    """Returned once by `apps rotate-secret`: the store keeps only the new secret's hash."""
+
+    application_id: str
+    api_key: str
+    api_secret: str
+    previous_valid_until_ms: int | None  # None: the replaced secret stopped working at once
+
+    def as_json(self) -> dict[str, str | None]:
+        until = self.previous_valid_until_ms
+        return {
+            "application_id": self.application_id,
+            "api_key": self.api_key,
+            "api_secret": self.api_secret,
+            "previous_secret_valid_until": None if until is None else iso_ms(until),
+        }
+
+
+async def rotate_api_secret(
+    store: Store, application_id: str, *, grace_s: int, now_ms: int
+) -> RotatedSecret | None:
+    """A new API secret for the application; the one it replaces keeps working for `grace_s`
+    seconds (0: it stops at once), so clients can move over without a failed request. None
+    if there is no such application."""
+    application = await store.get_application(application_id)
+    if application is None:
+        return None
+    api_secret = new_api_secret()
+    until = now_ms + grace_s * 1000 if grace_s > 0 else None
+    if not await store.rotate_api_secret(
+        application_id, hash_secret(api_secret), previous_expires_at_ms=until
+    ):
+        return None
+    return RotatedSecret(
+        application_id=application_id,
+        api_key=application.api_key,
+        api_secret=api_secret,
+        previous_valid_until_ms=until,
+    )
 
 
 async def check_webhook_urls(

@@ -4,6 +4,9 @@
 HMAC-SHA256 is the right hash: brute force over 2**192 is hopeless whatever the hash costs,
 and a slow password hash (scrypt, argon2) would add tens of milliseconds to every request
 authenticated with HTTP Basic. Comparison is constant time (`hmac.compare_digest`).
+
+A rotated secret (`opendispatch apps rotate-secret --grace`) keeps working beside the new one
+until its grace period ends: `verify_rotated_secret`.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ __all__ = [
     "new_api_key",
     "new_api_secret",
     "new_signature_secret",
+    "verify_rotated_secret",
     "verify_secret",
 ]
 
@@ -51,3 +55,16 @@ def verify_secret(secret: str, stored: str) -> bool:
         return False
     candidate = hmac.new(salt, secret.encode(), hashlib.sha256).hexdigest()
     return hmac.compare_digest(candidate, digest)
+
+
+def verify_rotated_secret(
+    secret: str, current: str, previous: str | None, *, previous_valid: bool
+) -> bool:
+    """The current secret, or the one it replaced while its grace period lasts. Whenever a
+    replaced one exists both are checked, each in constant time, so the time taken does not
+    tell which one matched, nor whether the grace period is over."""
+    matches_current = verify_secret(secret, current)
+    if previous is None:
+        return matches_current
+    matches_previous = verify_secret(secret, previous)
+    return matches_current or (matches_previous and previous_valid)

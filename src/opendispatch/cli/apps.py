@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -30,8 +31,8 @@ T = TypeVar("T")
 
 @click.group()
 def apps() -> None:
-    """Create, list and change applications (the credentials clients use); route live
-    ones."""
+    """Create, list, change and delete applications (the credentials clients use); route
+    live ones."""
 
 
 @apps.command("create")
@@ -113,7 +114,7 @@ def apps_create(
 @database_option
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 def apps_list(database: str, as_json: bool) -> None:
-    """List applications (never their secrets)."""
+    """List applications (never their secrets); deleted ones are not listed."""
     from opendispatch.timefmt import iso_ms
 
     applications = run(with_store(database, lambda store: store.list_applications()))
@@ -224,6 +225,110 @@ async def _checked_urls_first(
         {"--status-url": change.status_url, "--final-report-url": change.final_report_url}, policy
     )
     return await with_store(database, use)
+
+
+@apps.command("rotate-secret")
+@click.argument("application_id")
+@click.option(
+    "--grace",
+    type=click.IntRange(0, 30 * 86_400),
+    default=0,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the old secret keeps working beside the new one (0: it stops now).",
+)
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def apps_rotate_secret(application_id: str, grace: int, database: str, as_json: bool) -> None:
+    """Give an application a new API secret (printed once; only its hash is kept).
+
+    The old secret keeps working for --grace seconds, so clients can move to the new one
+    without a refused request; then it is refused (401). Running servers accept the new one
+    at once. The signature secret and the RSA key (JWT auth) do not change."""
+    from opendispatch.auth.provisioning import rotate_api_secret
+    from opendispatch.timefmt import now_ms
+
+    async def rotate(store: Any) -> Any:
+        rotated = await rotate_api_secret(store, application_id, grace_s=grace, now_ms=now_ms())
+        if rotated is not None:
+            await store.notify([f"applications:{application_id}"])
+        return rotated
+
+    rotated = run(with_store(database, rotate))
+    if rotated is None:
+        raise click.ClickException(f"no application {application_id}")
+    fields = rotated.as_json()
+    if as_json:
+        click.echo(json.dumps(fields, indent=2))
+        return
+    click.echo("New API secret. It is shown only once; store it now.\n")
+    for key in ("application_id", "api_key", "api_secret"):
+        click.echo(f"{key + ':':18} {fields[key]}")
+    until = fields["previous_secret_valid_until"]
+    click.echo(
+        "\nThe old secret no longer works."
+        if until is None
+        else f"\nThe old secret keeps working until {until} ({grace} s), then it is refused."
+    )
+
+
+@apps.command("delete")
+@click.argument("application_id")
+@click.option(
+    "--purge",
+    is_flag=True,
+    help="Delete its workflows, messages and webhooks too (without it they are kept, for "
+    "audit, until --retention-days expires them). Also purges an application deleted "
+    "before without it.",
+)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
+def apps_delete(application_id: str, purge: bool, yes: bool, database: str, as_json: bool) -> None:
+    """Delete an application: its credentials are refused at once, its running workflows end
+    (in `error`, without a final report), the sends they had not made yet are never made,
+    its webhooks not delivered yet are dropped, and a live application's provider routes
+    are removed."""
+    from opendispatch.providers.sandbox import SandboxLog
+    from opendispatch.timefmt import now_ms
+
+    found = run(with_store(database, lambda store: store.get_application(application_id)))
+    if found is None and not purge:
+        raise click.ClickException(f"no application {application_id}")
+    if not yes:
+        what = f"application {application_id}" + (f" ({found.name})" if found else "")
+        data = "delete its data" if purge else "keep its data (for audit)"
+        click.confirm(
+            f"Delete {what}? Its credentials stop working, its running workflows end and its "
+            f"webhooks not delivered yet are dropped; {data}.",
+            abort=True,
+            err=True,
+        )
+
+    async def delete(store: Any) -> Any:
+        if purge:
+            await SandboxLog(store.connector).forget_application(application_id)
+        deleted = await store.delete_application(application_id, purge=purge, now_ms=now_ms())
+        if deleted is not None:
+            await store.notify([f"applications:{application_id}"])
+        return deleted
+
+    deleted = run(with_store(database, delete))
+    if deleted is None:
+        raise click.ClickException(f"no application {application_id}")
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(deleted), indent=2))
+        return
+    click.echo(
+        f"Deleted application {application_id}: its credentials no longer work. Ended: "
+        f"{deleted.workflows_ended} running workflows; cancelled: {deleted.sends_cancelled} "
+        f"messages not sent yet; dropped: {deleted.webhooks_dropped} webhooks not delivered yet."
+    )
+    click.echo(
+        "Its data was deleted."
+        if purge
+        else "Its data is kept until retention deletes it (`apps delete --purge` deletes it now)."
+    )
 
 
 @apps.command("route")

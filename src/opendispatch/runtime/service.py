@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -160,6 +160,11 @@ class Runtime:
                 worker.batch_window_s = settings.batch_window_ms / 1000
         self._announcements: dict[str, int | None] = {}
         self._announcing = False
+        # Told when another process announces that an application changed (its id), or that
+        # announcements may have been missed (None): whoever caches credentials forgets them.
+        self.on_application_changed: list[Callable[[str | None], None]] = [
+            self.webhooks.forget_application
+        ]
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -298,8 +303,12 @@ class Runtime:
         task.add_done_callback(_log_failure)
 
     def _heard(self, payload: str) -> None:
-        """Another process announced work; wake the worker if it is due sooner than planned."""
+        """Another process announced work (wake the worker if it is due sooner than planned),
+        or a changed application (`applications:<id>`, from `opendispatch apps ...`)."""
         kind, _, due = payload.partition(":")
+        if kind in ("applications", "*"):
+            for forget in self.on_application_changed:
+                forget(due if kind == "applications" else None)
         workers = {"sends": self.sends, "webhooks": self.webhooks, "timers": self.timers,
                    "inbox": self.inbox}  # fmt: skip
         targets = (

@@ -307,7 +307,7 @@ class WebhookWorker(Worker):
             outcome = DeliveryOutcome(
                 delivered=False,
                 status_code=None,
-                error="unknown application",
+                error="not sent: the application was deleted",
                 elapsed_ms=0.0,
                 permanent=True,
             )
@@ -414,6 +414,13 @@ class WebhookWorker(Worker):
             error=outcome.error,
             at_ms=now,
         )
+
+    def forget_application(self, application_id: str | None) -> None:
+        """An application changed or was deleted (None: any may have): read it again."""
+        if application_id is None:
+            self._credentials.clear()
+        else:
+            self._credentials.pop(application_id, None)
 
     async def _credentials_for(self, application_id: str) -> ApplicationCredentials | None:
         cached = self._credentials.get(application_id)

@@ -24,6 +24,7 @@ from opendispatch.store.records import (
     Application,
     ApplicationChange,
     ApplicationCredentials,
+    DeletedApplication,
     Expired,
     InboxEvent,
     LoadedWorkflow,
@@ -52,6 +53,27 @@ __all__ = ["DatabaseStore", "WriteStrategy"]
 # this stands for "no upper bound" in `list_workflows`.
 _AFTER_EVERY_UUID = "g"
 _AFTER_EVERY_ID = 2**63 - 1  # "no upper bound" for lists that page down by id
+
+# Deleting an application, in one transaction, in this order: its row first (on PostgreSQL a
+# workflow being created for it then waits, and sees it gone), then what it has running.
+# `delete_application` reads the counts of the second to fourth.
+_ENDING = (
+    "mark_application_deleted",
+    "end_application_workflows",
+    "cancel_application_sends",
+    "drop_application_webhooks",
+    "delete_application_routes",
+)
+_KEEPING = ("wipe_application_credentials",)
+_PURGING = (
+    "lock_application_workflows",  # on PostgreSQL: writers of them finish first, or wait
+    "purge_application_inbox",
+    "purge_application_messages",
+    "purge_application_webhooks",
+    "purge_application_workflows",
+    "purge_application_tokens",
+    "purge_application",
+)
 
 
 class WriteStrategy(Protocol):
@@ -166,6 +188,47 @@ class DatabaseStore:
         if application is None:
             return None
         return UpdatedApplication(application=application, webhooks_moved=moved)
+
+    async def rotate_api_secret(
+        self, application_id: str, api_secret_hash: str, *, previous_expires_at_ms: int | None
+    ) -> bool:
+        """Replace its API secret (by its hash); the one replaced stays good until
+        `previous_expires_at_ms` (None: not at all). False if there is no such application."""
+        changed = await self.connector.execute(
+            "rotate_api_secret",
+            {
+                "application_id": application_id,
+                "api_secret_hash": api_secret_hash,
+                "previous_expires_at_ms": previous_expires_at_ms,
+            },
+        )
+        return changed > 0
+
+    async def delete_application(
+        self, application_id: str, *, purge: bool, now_ms: int
+    ) -> DeletedApplication | None:
+        """Refuse its credentials from now on, end its running workflows (in `error`, without
+        a final report), cancel its sends not made yet, drop its webhooks not delivered yet
+        and its provider routes, in one transaction. Its data is kept (no query finds it,
+        retention expires it) unless `purge`: then its rows are deleted too. None if there
+        is no such application (one deleted already can still be purged)."""
+        row = await self.connector.fetch_one(
+            "find_application_to_delete", {"application_id": application_id}
+        )
+        if row is None or (row["deleted_at_ms"] is not None and not purge):
+            return None
+        parameters = {"application_id": application_id, "api_key": row["api_key"], "now_ms": now_ms}
+        queries = (*_ENDING, *(_PURGING if purge else _KEEPING))
+        changed = await self.connector.transaction(
+            [Statement(query, parameters) for query in queries]
+        )
+        return DeletedApplication(
+            application_id=application_id,
+            purged=purge,
+            workflows_ended=changed[1],
+            sends_cancelled=changed[2],
+            webhooks_dropped=changed[3],
+        )
 
     async def find_credentials_by_api_key(self, api_key: str) -> ApplicationCredentials | None:
         row = await self.connector.fetch_one("credentials_by_api_key", {"api_key": api_key})

@@ -56,6 +56,8 @@ def credentials(row: Row) -> ApplicationCredentials:
         api_secret_hash=row["api_secret_hash"],
         signature_secret=row["signature_secret"],
         public_key_pem=row["public_key_pem"],
+        previous_secret_hash=row["previous_secret_hash"],
+        previous_secret_expires_at_ms=row["previous_secret_expires_at_ms"],
     )
 
 

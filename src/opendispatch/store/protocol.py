@@ -24,6 +24,7 @@ from opendispatch.store.records import (
     Application,
     ApplicationChange,
     ApplicationCredentials,
+    DeletedApplication,
     Expired,
     InboxEvent,
     LoadedWorkflow,
@@ -66,12 +67,23 @@ class Store(Protocol):
     async def list_applications(self) -> list[Application]: ...
 
     async def get_application(self, application_id: str) -> Application | None:
-        """None if there is no such application."""
+        """None if there is none, or it was deleted."""
 
     async def update_application(
         self, application_id: str, change: ApplicationChange, *, now_ms: int
     ) -> UpdatedApplication | None:
         """Change its settings; its webhooks not delivered yet go to its new URLs."""
+
+    async def rotate_api_secret(
+        self, application_id: str, api_secret_hash: str, *, previous_expires_at_ms: int | None
+    ) -> bool:
+        """A new API secret; the one replaced stays good until `previous_expires_at_ms`."""
+
+    async def delete_application(
+        self, application_id: str, *, purge: bool, now_ms: int
+    ) -> DeletedApplication | None:
+        """Credentials refused, running workflows ended, undelivered webhooks dropped; its
+        rows kept, or deleted with `purge`."""
 
     async def find_credentials_by_api_key(self, api_key: str) -> ApplicationCredentials | None: ...
 

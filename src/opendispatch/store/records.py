@@ -12,6 +12,7 @@ __all__ = [
     "Application",
     "ApplicationChange",
     "ApplicationCredentials",
+    "DeletedApplication",
     "Expired",
     "InboxEvent",
     "LoadedWorkflow",
@@ -58,13 +59,16 @@ class ApplicationCredentials:
 
     `api_secret_hash` is a salted hash (see `auth.secrets`); the signature secret is kept as is
     because signing webhooks needs the secret itself, and the server keeps only the public
-    half of the application's RSA key pair.
+    half of the application's RSA key pair. After `apps rotate-secret --grace`, the secret it
+    replaced (hashed too) is still good until `previous_secret_expires_at_ms`.
     """
 
     application: Application
     api_secret_hash: str
     signature_secret: str
     public_key_pem: str
+    previous_secret_hash: str | None = None
+    previous_secret_expires_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -83,6 +87,17 @@ class UpdatedApplication:
 
     application: Application
     webhooks_moved: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeletedApplication:
+    """What deleting an application did (`purged`: its rows are gone, not only ended)."""
+
+    application_id: str
+    purged: bool
+    workflows_ended: int
+    sends_cancelled: int
+    webhooks_dropped: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -76,6 +76,13 @@ class SandboxLog:
             "sandbox_expire_sends", {"before_ms": before_ms, "limit": limit}
         )
 
+    async def forget_application(self, application_id: str) -> int:
+        """Forget what was sent for an application's workflows (its data is being purged);
+        how many sends. Before the store deletes their messages, which lead to them."""
+        return await self._connector.execute(
+            "sandbox_forget_application", {"application_id": application_id}
+        )
+
     async def stop(self) -> None:
         if self._batches is not None:
             await self._batches.wait_idle()

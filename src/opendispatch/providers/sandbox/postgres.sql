@@ -16,3 +16,10 @@ RETURNING message_uuid, attempts, first_sent_at_ms;
 DELETE FROM sandbox_sends WHERE message_uuid IN (
     SELECT message_uuid FROM sandbox_sends WHERE first_sent_at_ms < :before_ms LIMIT :limit
     FOR UPDATE SKIP LOCKED);
+
+-- `apps delete --purge`: what the sandbox was asked to send for the application's workflows
+-- (run before the store deletes their messages, through which they are found).
+-- name: sandbox_forget_application
+DELETE FROM sandbox_sends WHERE message_uuid IN (
+    SELECT m.message_uuid FROM workflows w JOIN messages m ON m.dispatch_uuid = w.dispatch_uuid
+    WHERE w.application_id = :application_id);

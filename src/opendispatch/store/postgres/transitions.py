@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from opendispatch.errors import StoreError
+from opendispatch.errors import ApplicationDeleted, StoreError
 from opendispatch.store.coalesce import AGAIN, Coalescer
 from opendispatch.store.connector import Row
 from opendispatch.store.mappers import inbox_event, loaded_workflow
@@ -84,27 +84,32 @@ class PostgresTransitions:
 
     async def _create_batch(self, batch: list[_NewWorkflow]) -> list[Exception | None]:
         try:
-            await self._create(batch)
+            created = await self._create(batch)
         except StoreError:
             if len(batch) == 1:
                 raise
-            # Nothing of the batch was written (one statement): one refused workflow (its
-            # application deleted meanwhile, say) must not fail the others' requests.
+            # Nothing of the batch was written (one statement): one refused workflow must not
+            # fail the others' requests.
             return [await self._create_alone(item) for item in batch]
-        return [None] * len(batch)
+        return [
+            None if item.workflow.dispatch_uuid in created else _application_gone(item)
+            for item in batch
+        ]
 
     async def _create_alone(self, item: _NewWorkflow) -> Exception | None:
         try:
-            await self._create([item])
+            created = await self._create([item])
         except StoreError as exc:
             return exc
-        return None
+        return None if item.workflow.dispatch_uuid in created else _application_gone(item)
 
-    async def _create(self, items: list[_NewWorkflow]) -> None:
+    async def _create(self, items: list[_NewWorkflow]) -> set[str]:
+        """Write them; the ids of those created (the others' application was deleted)."""
         rows = TransitionRows()
         for item in items:
             rows.add_new(item.workflow, item.transition)
-        await self._connector.execute("create_workflows", rows.as_columns())
+        written = await self._connector.execute_returning("create_workflows", rows.as_columns())
+        return {row["dispatch_uuid"] for row in written}
 
     # -- events ----------------------------------------------------------------------------
 
@@ -207,6 +212,12 @@ class PostgresTransitions:
                 if result is not None and not changed:
                     raise StoreError("a locked workflow's transition was not written")
             return result
+
+
+def _application_gone(item: _NewWorkflow) -> ApplicationDeleted:
+    return ApplicationDeleted(
+        f"application {item.workflow.application_id} was deleted: workflow not created"
+    )
 
 
 def _add_event(

@@ -4,7 +4,8 @@
 
 -- What a batch of events needs of their workflows, the version each transition must find
 -- unchanged, and the provider statuses waiting in the inbox for their messages; `key` says
--- which event a row is for. By workflow, or by one of its messages: two statements, because
+-- which event a row is for. A deleted application's workflows are not read: their events
+-- change nothing. By workflow, or by one of its messages: two statements, because
 -- the planner takes several times longer over their union (measured: 0.45 ms of planning per
 -- batch, more than the read itself).
 -- name: read_workflows
@@ -19,7 +20,7 @@ SELECT false AS by_message, w.dispatch_uuid AS key, w.dispatch_uuid, w.applicati
         FROM inbox i JOIN messages m ON m.message_uuid = i.message_uuid
         WHERE m.dispatch_uuid = w.dispatch_uuid) AS inbox
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = ANY (:keys::text[]);
+WHERE w.dispatch_uuid = ANY (:keys::text[]) AND a.deleted_at_ms IS NULL;
 
 -- name: read_workflows_of_messages
 SELECT true AS by_message, k.message_uuid AS key, w.dispatch_uuid, w.application_id,
@@ -35,7 +36,7 @@ SELECT true AS by_message, k.message_uuid AS key, w.dispatch_uuid, w.application
 FROM messages k
 JOIN workflows w ON w.dispatch_uuid = k.dispatch_uuid
 JOIN applications a ON a.application_id = w.application_id
-WHERE k.message_uuid = ANY (:keys::text[]);
+WHERE k.message_uuid = ANY (:keys::text[]) AND a.deleted_at_ms IS NULL;
 
 -- After a few lost races: the same read for one event, holding the row until its transition
 -- is written in the same transaction.
@@ -51,7 +52,7 @@ SELECT false AS by_message, w.dispatch_uuid AS key, w.dispatch_uuid, w.applicati
         FROM inbox i JOIN messages m ON m.message_uuid = i.message_uuid
         WHERE m.dispatch_uuid = w.dispatch_uuid) AS inbox
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = :key
+WHERE w.dispatch_uuid = :key AND a.deleted_at_ms IS NULL
 FOR UPDATE OF w;
 
 -- name: lock_workflow_of_message
@@ -67,6 +68,7 @@ SELECT true AS by_message, :key::text AS key, w.dispatch_uuid, w.application_id,
         WHERE m.dispatch_uuid = w.dispatch_uuid) AS inbox
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = (SELECT m.dispatch_uuid FROM messages m WHERE m.message_uuid = :key)
+  AND a.deleted_at_ms IS NULL
 FOR UPDATE OF w;
 
 -- A batch of events' transitions, each with its effects, in one statement. A workflow's
@@ -173,18 +175,32 @@ WITH input AS (
 )
 SELECT dispatch_uuid FROM changed;
 
--- New workflows with their first transitions, in one statement.
+-- New workflows with their first transitions, in one statement; returns those created.
+-- Only for applications not deleted: their rows are share-locked, so a deletion under way
+-- (which updates the row first) is waited for, and then seen; a deletion that starts later
+-- waits for this statement's transaction, and then ends what it created. A workflow not
+-- returned was refused (its application was deleted since its request was authenticated).
 -- name: create_workflows
-WITH workflow AS (
+WITH allowed AS MATERIALIZED (
+    SELECT application_id FROM applications
+    WHERE application_id = ANY (:new_workflows_application_id::text[])
+      AND deleted_at_ms IS NULL
+    ORDER BY application_id
+    FOR SHARE
+), workflow AS (
     INSERT INTO workflows
         (dispatch_uuid, application_id, template, status, request_json, created_at_ms,
          updated_at_ms, state_json, due_at_ms)
-    SELECT *
+    SELECT n.*
     FROM unnest(:new_workflows_dispatch_uuid::text[], :new_workflows_application_id::text[],
                 :new_workflows_template::text[], :new_workflows_status::text[],
                 :new_workflows_request_json::text[], :new_workflows_created_at_ms::bigint[],
                 :new_workflows_updated_at_ms::bigint[], :new_workflows_state_json::text[],
                 :new_workflows_due_at_ms::bigint[])
+         AS n (dispatch_uuid, application_id, template, status, request_json, created_at_ms,
+               updated_at_ms, state_json, due_at_ms)
+    WHERE n.application_id IN (SELECT application_id FROM allowed)
+    RETURNING dispatch_uuid
 ), sends AS (
     INSERT INTO messages
         (message_uuid, dispatch_uuid, application_id, step, channel, provider, payload_json,
@@ -197,6 +213,7 @@ WITH workflow AS (
                 :sends_next_attempt_at_ms::bigint[], :sends_created_at_ms::bigint[])
          AS s (dispatch_uuid, message_uuid, application_id, step, channel, provider,
                payload_json, next_attempt_at_ms, created_at_ms)
+    WHERE s.dispatch_uuid IN (SELECT dispatch_uuid FROM workflow)
 ), new_webhooks AS (
     SELECT *
     FROM unnest(:webhooks_dispatch_uuid::text[], :webhooks_application_id::text[],
@@ -207,17 +224,20 @@ WITH workflow AS (
                 :webhooks_position::integer[])
          AS n (dispatch_uuid, application_id, event_id, kind, message_uuid, status, url,
                payload, next_attempt_at_ms, created_at_ms, position)
+    WHERE n.dispatch_uuid IN (SELECT dispatch_uuid FROM workflow)
+), webhooks_written AS (
+    INSERT INTO webhooks
+        (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload,
+         state, next_attempt_at_ms, created_at_ms)
+    SELECT n.event_id, n.dispatch_uuid, n.application_id, n.kind, n.message_uuid, n.status,
+           n.url, n.payload,
+           CASE WHEN n.kind = 'final_report' AND EXISTS (
+                    SELECT 1 FROM new_webhooks e
+                    WHERE e.dispatch_uuid = n.dispatch_uuid AND e.position < n.position
+                      AND e.kind <> 'final_report')
+                THEN 'held' ELSE 'pending' END,
+           n.next_attempt_at_ms, n.created_at_ms
+    FROM new_webhooks n
+    ORDER BY n.dispatch_uuid, n.position
 )
-INSERT INTO webhooks
-    (event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, payload, state,
-     next_attempt_at_ms, created_at_ms)
-SELECT n.event_id, n.dispatch_uuid, n.application_id, n.kind, n.message_uuid, n.status, n.url,
-       n.payload,
-       CASE WHEN n.kind = 'final_report' AND EXISTS (
-                SELECT 1 FROM new_webhooks e
-                WHERE e.dispatch_uuid = n.dispatch_uuid AND e.position < n.position
-                  AND e.kind <> 'final_report')
-            THEN 'held' ELSE 'pending' END,
-       n.next_attempt_at_ms, n.created_at_ms
-FROM new_webhooks n
-ORDER BY n.dispatch_uuid, n.position;
+SELECT dispatch_uuid FROM workflow;

@@ -26,27 +26,32 @@ INSERT INTO applications
 VALUES (:application_id, :api_key, :name, :status_url, :final_report_url, :public_key_pem,
         :created_at_ms, :live);
 
+-- A deleted application (its data kept: `deleted_at_ms`) is found by none of these: it is not
+-- listed, and its credentials are refused at once.
 -- name: list_applications
 SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms, live
 FROM applications
+WHERE deleted_at_ms IS NULL
 ORDER BY created_at_ms, application_id;
 
 -- name: get_application
 SELECT application_id, name, api_key, status_url, final_report_url, created_at_ms, live
 FROM applications
-WHERE application_id = :application_id;
+WHERE application_id = :application_id AND deleted_at_ms IS NULL;
 
 -- name: credentials_by_api_key
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem,
+       c.previous_secret_hash, c.previous_secret_expires_at_ms
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
-WHERE a.api_key = :api_key;
+WHERE a.api_key = :api_key AND a.deleted_at_ms IS NULL;
 
 -- name: credentials_by_application_id
 SELECT a.application_id, a.name, a.api_key, a.status_url, a.final_report_url, a.created_at_ms,
-       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem
+       a.live, c.api_secret_hash, c.signature_secret, a.public_key_pem,
+       c.previous_secret_hash, c.previous_secret_expires_at_ms
 FROM applications a JOIN accounts c ON c.api_key = a.api_key
-WHERE a.application_id = :application_id;
+WHERE a.application_id = :application_id AND a.deleted_at_ms IS NULL;
 
 -- Changing an application ------------------------------------------------------------------
 
@@ -55,7 +60,7 @@ WHERE a.application_id = :application_id;
 UPDATE applications
 SET name = coalesce(:name::text, name), status_url = coalesce(:status_url::text, status_url),
     final_report_url = coalesce(:final_report_url::text, final_report_url)
-WHERE application_id = :application_id;
+WHERE application_id = :application_id AND deleted_at_ms IS NULL;
 
 -- Webhooks not delivered yet (pending, being attempted, or held) go to the application's URLs
 -- as they are now: status webhooks to :status_url, final reports to :final_report_url (the
@@ -82,6 +87,122 @@ SET url = CASE WHEN kind = 'final_report' THEN :final_report_url::text ELSE :sta
 WHERE id IN (SELECT id FROM ordered)
   AND url <> CASE WHEN kind = 'final_report' THEN :final_report_url::text
                   ELSE :status_url::text END;
+
+-- A new API secret (its hash). The one it replaces stays good until :previous_expires_at_ms,
+-- or not at all when that is NULL; a secret replaced earlier is forgotten either way.
+-- name: rotate_api_secret
+UPDATE accounts
+SET previous_secret_hash = CASE WHEN :previous_expires_at_ms::bigint IS NULL THEN NULL
+                                ELSE api_secret_hash END,
+    previous_secret_expires_at_ms = :previous_expires_at_ms::bigint,
+    api_secret_hash = :api_secret_hash
+WHERE api_key = (SELECT api_key FROM applications
+                 WHERE application_id = :application_id AND deleted_at_ms IS NULL);
+
+-- Deleting an application: one transaction of these, in this order (see
+-- DatabaseStore.delete_application). Found even when deleted already (its data kept), so
+-- that it can still be purged.
+-- name: find_application_to_delete
+SELECT application_id, api_key, deleted_at_ms FROM applications
+WHERE application_id = :application_id;
+
+-- First, so that a workflow being created for it waits for this transaction and then sees
+-- the application gone (create_workflows share-locks its row).
+-- name: mark_application_deleted
+UPDATE applications SET deleted_at_ms = :now_ms
+WHERE application_id = :application_id AND deleted_at_ms IS NULL;
+
+-- Its running workflows end in `error`, at once, without a final report (nobody is left to
+-- receive it); their deadlines go. Every open workflow has a deadline, so the deadline index
+-- finds them all. The engine's state says the same. The version moves on, so a transition
+-- another process decided on the old state is not written (it is decided again, and finds
+-- the application gone).
+-- name: end_application_workflows
+UPDATE workflows
+SET status = 'error', due_at_ms = NULL, updated_at_ms = :now_ms, version = version + 1,
+    state_json = (state_json::jsonb
+                  || jsonb_build_object('status', 'error', 'due_at_ms', NULL,
+                                        'ended_at_ms', :now_ms::bigint))::text
+WHERE due_at_ms IS NOT NULL AND application_id = :application_id;
+
+-- Sends not made yet are never made; one in a provider's hands finishes (its outcome is
+-- recorded, nothing follows from it) but is never retried (its lease is no one's).
+-- name: cancel_application_sends
+UPDATE messages
+SET send_state = 'cancelled', lease_until_ms = NULL, lease_owner = NULL,
+    last_error = 'cancelled: the application was deleted'
+WHERE message_uuid IN (
+    SELECT message_uuid FROM messages
+    WHERE send_state = 'pending' AND application_id = :application_id
+    UNION ALL
+    SELECT message_uuid FROM messages
+    WHERE send_state = 'sending' AND application_id = :application_id);
+
+-- Webhooks not delivered yet are dropped (the same selection as repoint_webhooks, locked in
+-- id order). One being attempted right now may still arrive; its outcome then updates
+-- nothing.
+-- name: drop_application_webhooks
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks WHERE id IN (
+        SELECT id FROM webhooks
+        WHERE application_id = :application_id AND state = 'pending' AND lease_until_ms IS NULL
+        UNION ALL
+        SELECT id FROM webhooks
+        WHERE lease_until_ms IS NOT NULL AND state = 'pending' AND application_id = :application_id
+        UNION ALL
+        SELECT id FROM webhooks WHERE state = 'held' AND application_id = :application_id)
+    ORDER BY id
+    FOR UPDATE
+)
+DELETE FROM webhooks WHERE id IN (SELECT id FROM ordered);
+
+-- Its provider routes are configuration, not history: they go, so that the provider
+-- accounts they name can be removed.
+-- name: delete_application_routes
+DELETE FROM provider_routes WHERE application_id = :application_id;
+
+-- name: wipe_application_credentials
+UPDATE accounts
+SET api_secret_hash = '', signature_secret = '', previous_secret_hash = NULL,
+    previous_secret_expires_at_ms = NULL
+WHERE api_key = (SELECT api_key FROM applications WHERE application_id = :application_id);
+
+-- `--purge`: its rows go too. Its workflows are locked first: a transition another process
+-- is writing finishes before the deletes below look (and see what it wrote), and one that
+-- comes later finds no workflow.
+-- name: lock_application_workflows
+SELECT dispatch_uuid FROM workflows WHERE application_id = :application_id
+ORDER BY dispatch_uuid
+FOR UPDATE;
+
+-- name: purge_application_inbox
+DELETE FROM inbox WHERE message_uuid IN (
+    SELECT m.message_uuid FROM workflows w JOIN messages m ON m.dispatch_uuid = w.dispatch_uuid
+    WHERE w.application_id = :application_id);
+
+-- name: purge_application_messages
+DELETE FROM messages WHERE dispatch_uuid IN (
+    SELECT dispatch_uuid FROM workflows WHERE application_id = :application_id);
+
+-- name: purge_application_webhooks
+WITH ordered AS MATERIALIZED (
+    SELECT id FROM webhooks WHERE application_id = :application_id ORDER BY id FOR UPDATE
+)
+DELETE FROM webhooks WHERE id IN (SELECT id FROM ordered);
+
+-- name: purge_application_workflows
+DELETE FROM workflows WHERE application_id = :application_id;
+
+-- name: purge_application_tokens
+DELETE FROM seen_tokens WHERE application_id = :application_id;
+
+-- The application, then its account (which the application refers to; checked at the end
+-- of the statement).
+-- name: purge_application
+WITH application AS (
+    DELETE FROM applications WHERE application_id = :application_id
+)
+DELETE FROM accounts WHERE api_key = :api_key;
 
 -- Provider accounts and routes ---------------------------------------------------------------
 
@@ -133,7 +254,7 @@ WHERE application_id = :application_id
 ORDER BY channel, position;
 
 -- name: application_is_live
-SELECT live FROM applications WHERE application_id = :application_id;
+SELECT live FROM applications WHERE application_id = :application_id AND deleted_at_ms IS NULL;
 
 -- Workflows ------------------------------------------------------------------------------------
 
@@ -150,15 +271,18 @@ WHERE application_id = :application_id AND dispatch_uuid < :before
 ORDER BY dispatch_uuid DESC
 LIMIT :limit;
 
+-- A deleted application's workflows are never loaded again: no event changes them.
 -- name: load_workflow
 SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
        w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
        a.final_report_url
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
-WHERE w.dispatch_uuid = :dispatch_uuid;
+WHERE w.dispatch_uuid = :dispatch_uuid AND a.deleted_at_ms IS NULL;
 
 -- name: unstarted_workflows
-SELECT dispatch_uuid FROM workflows WHERE state_json IS NULL LIMIT :limit;
+SELECT w.dispatch_uuid FROM workflows w JOIN applications a ON a.application_id = w.application_id
+WHERE w.state_json IS NULL AND a.deleted_at_ms IS NULL
+LIMIT :limit;
 
 -- name: message_owner
 SELECT m.message_uuid, m.dispatch_uuid, w.application_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 
+from opendispatch.errors import ApplicationDeleted
 from opendispatch.store.mappers import inbox_event, loaded_workflow
 from opendispatch.store.protocol import TransitionFunction
 from opendispatch.store.records import (
@@ -37,9 +38,21 @@ class SqliteTransitions:
         """Nothing of its own on its way: the connector drains the group commit."""
 
     async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
+        """Refused (`ApplicationDeleted`) if its application was deleted since its request
+        was authenticated: checked in the writing transaction, which nothing can come
+        between on SQLite's one writer."""
         rows = TransitionRows()
         rows.add_new(workflow, transition)
-        await self._connector.write(lambda session: _write(session, rows))
+        application = {"application_id": workflow.application_id}
+
+        def operation(session: SqliteSession) -> None:
+            if session.fetch_one("application_gone", application) is not None:
+                raise ApplicationDeleted(
+                    f"application {workflow.application_id} was deleted: workflow not created"
+                )
+            _write(session, rows)
+
+        await self._connector.write(operation)
 
     async def apply(
         self,

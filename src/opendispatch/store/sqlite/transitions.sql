@@ -3,7 +3,8 @@
 
 -- The workflow an event is for (by its id, or by one of its messages' ids), with the
 -- provider statuses of its messages waiting in the inbox, in the order they happened (a JSON
--- array: one statement for all of it).
+-- array: one statement for all of it). Not if its application was deleted: then the event
+-- changes nothing (its statuses are consumed all the same).
 -- name: load_event_workflow
 SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
        w.created_at_ms, w.updated_at_ms, w.state_json, a.api_key, a.status_url,
@@ -19,7 +20,15 @@ SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
 FROM workflows w JOIN applications a ON a.application_id = w.application_id
 WHERE w.dispatch_uuid = coalesce(
     :dispatch_uuid,
-    (SELECT dispatch_uuid FROM messages WHERE message_uuid = :message_uuid));
+    (SELECT dispatch_uuid FROM messages WHERE message_uuid = :message_uuid))
+  AND a.deleted_at_ms IS NULL;
+
+-- A row when the application may not start workflows: deleted (or purged) since the
+-- request was authenticated. Read in the creating transaction: one writer, so no race.
+-- name: application_gone
+SELECT 1 AS gone
+WHERE NOT EXISTS (SELECT 1 FROM applications
+                  WHERE application_id = :application_id AND deleted_at_ms IS NULL);
 
 -- name: insert_workflow
 INSERT INTO workflows
