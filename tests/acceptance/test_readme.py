@@ -66,6 +66,9 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "::test_allow_private_webhooks_by_flag_or_environment",
     "opendispatch webhooks replay": "tests/integration/test_webhook_routes.py"
     "::test_the_cli_lists_and_replays_dead_webhooks",
+    # Webhooks: Changing an application (update, rotate-secret, list: the same file's others)
+    "opendispatch apps rotate-secret ID": "tests/acceptance/test_changing_applications.py"
+    "::test_deleting_an_application_ends_its_running_workflows_on_a_running_server",
     # Scale out on PostgreSQL
     "opendispatch db upgrade --database postgresql": "tests/acceptance/test_scale_out.py"
     "::test_three_processes_share_the_work_and_send_every_step_exactly_once",
