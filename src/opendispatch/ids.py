@@ -12,7 +12,7 @@ import os
 import time
 import uuid
 
-__all__ = ["is_uuid", "uuid7"]
+__all__ = ["is_uuid", "uuid7", "uuid7_time_prefix"]
 
 _VERSION_7 = 0x7 << 76
 _VARIANT_RFC = 0b10 << 62
@@ -61,6 +61,17 @@ def uuid7(unix_ms: int | None = None) -> str:
     )
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def uuid7_time_prefix(unix_ms: int) -> str:
+    """The text every UUIDv7 of millisecond `unix_ms` starts with (`"0193a7c2-5b0e"`).
+
+    Compared as text, every UUIDv7 of an earlier millisecond sorts before it and every one of
+    this or a later millisecond at or after it: a time range is a range of ids, which an
+    index on the id answers. Times outside the 48 bits of a UUIDv7 are clamped to them.
+    """
+    digits = f"{min(max(unix_ms, 0), (1 << 48) - 1):012x}"
+    return f"{digits[:8]}-{digits[8:]}"
 
 
 def is_uuid(text: str) -> bool:

@@ -136,6 +136,34 @@ async def test_bad_list_parameters_are_named(api: Api, query: str):
     assert body["invalid_parameters"][0]["name"] == query.split("=")[0]
 
 
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("status=done", ["status"]),
+        ("status=", ["status"]),
+        ("status=error,", ["status"]),
+        ("status=ERROR", ["status"]),
+        ("channel=telegram", ["channel"]),
+        ("channel=sms&channel=mms", ["channel"]),  # one channel: any or all would be a guess
+        ("page_size=5&page_size=6", ["page_size"]),
+        ("created_after=yesterday", ["created_after"]),
+        ("created_before=2026-13-01", ["created_before"]),
+        ("created_after=2026-02-01&created_before=2026-01-01", ["created_before"]),
+        ("created_after=2026-01-01T00:00:00Z&created_before=2026-01-01", ["created_before"]),
+        ("page_size=0&status=done&channel=fax", ["page_size", "status", "channel"]),
+        ("state=error", ["state"]),  # the webhook list's filter, not this one's
+        ("statuses=error&page=2", ["page", "statuses"]),
+    ],
+)
+async def test_a_bad_or_unknown_list_parameter_is_400_naming_each_never_ignored(
+    api: Api, query: str, names: list[str]
+):
+    await api.client.post("/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic())
+    response = await api.client.get(f"/v0.1/dispatch?{query}", headers=api.alice.basic())
+    body = assert_error_shape(response, 400)
+    assert [problem["name"] for problem in body["invalid_parameters"]] == names
+
+
 async def test_invalid_workflow_names_every_field_and_stores_nothing(api: Api):
     body = two_step_workflow()
     del body["workflow"][0]["failover"]

@@ -101,6 +101,7 @@ async def accept(runtime: Runtime, app: ProvisionedApplication) -> str:
         template="failover",
         request_json=SMS,
         created_at_ms=runtime.clock.now_ms(),
+        channels=("sms",),
     )
     credentials = await runtime.store.find_credentials(app.application.application_id)
     assert credentials is not None

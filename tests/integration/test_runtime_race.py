@@ -78,6 +78,7 @@ async def test_a_late_read_racing_the_expiry_leaves_one_consistent_outcome(
                 template="failover",
                 request_json=WORKFLOW,
                 created_at_ms=clock.now_ms(),
+                channels=("whatsapp", "sms"),
             ),
             credentials,
         )

@@ -14,6 +14,7 @@ from opendispatch.errors import DatabaseUnavailable, MigrationError, StoreError
 from opendispatch.ids import uuid7
 from opendispatch.store.database import DatabaseStore
 from opendispatch.store.migrations import load_migrations
+from opendispatch.store.named_queries import load_queries, parameter_names
 from opendispatch.store.records import (
     Application,
     ApplicationCredentials,
@@ -48,6 +49,7 @@ def new_workflow(application_id: str = "app-1", created_at_ms: int = 1_700_000_0
         template="failover",
         request_json="[]",
         created_at_ms=created_at_ms,
+        channels=("sms",),
     )
 
 
@@ -203,6 +205,7 @@ async def test_the_wal_stays_bounded_under_steady_writes(tmp_path: Path) -> None
             template="failover",
             request_json="x" * 2000,
             created_at_ms=1,
+            channels=("sms",),
         )
         first = Transition(state_json="{}", status="in_progress", due_at_ms=None, updated_at_ms=1)
         await store.create_workflow(workflow, first)
@@ -278,3 +281,26 @@ async def test_db_init_keeps_a_leftover_wal_aside(tmp_path: Path) -> None:
     await store.close()
     assert (tmp_path / "od.db-wal.orphaned").read_bytes() == b"frames of a lost database"
     assert not shm.exists()
+
+
+def test_a_filtered_list_walks_an_index_and_never_sorts(tmp_path: Path):
+    """A page of a rare status is read along workflows_by_status, any other list along
+    workflows_by_application, in the order of the page: no temporary sort that would read
+    every match first (and no scan of the table)."""
+    path = tmp_path / "plans.db"
+    with sqlite3.connect(path) as connection:
+        migrate(connection)
+    queries = load_queries("opendispatch.store.sql", "sqlite.sql")
+    expected = {
+        "list_workflows": "workflows_by_application",
+        "list_workflows_of_status": "workflows_by_status",
+    }
+    with sqlite3.connect(path) as connection:
+        for name, index in expected.items():
+            parameters = dict.fromkeys(parameter_names(queries[name]), "x")
+            plan = " | ".join(
+                row[3]
+                for row in connection.execute(f"EXPLAIN QUERY PLAN {queries[name]}", parameters)
+            )
+            assert f"USING INDEX {index} (" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan

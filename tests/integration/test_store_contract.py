@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from opendispatch.engine.model import WorkflowStatus
 from opendispatch.errors import MigrationError, StoreError
 from opendispatch.ids import uuid7
 from opendispatch.providers.sandbox import SandboxLog
@@ -42,6 +43,7 @@ from opendispatch.store.records import (
     Transition,
     WebhookAttempt,
     WebhookJob,
+    WorkflowFilter,
 )
 from opendispatch.store.sqlite import sqlite_store
 from tests.postgres import fresh_schema, skip_unless_postgres
@@ -248,6 +250,8 @@ async def create(
     sends: int = 0,
     webhooks: tuple[str, ...] = (),
     due_at_ms: int | None = None,
+    status: str = "in_progress",
+    channels: tuple[str, ...] = ("sms",),
 ) -> Created:
     """A workflow whose first transition has `sends` sends (steps 0..n-1, due at NOW) and a
     webhook of each kind in `webhooks`, in that order."""
@@ -263,8 +267,10 @@ async def create(
         template="failover",
         request_json='[{"to": "447700900001"}]',
         created_at_ms=created_at_ms,
+        channels=channels,
     )
     first = transition(
+        status=status,
         due_at_ms=due_at_ms,
         updated_at_ms=created_at_ms,
         sends=made.sends,
@@ -382,6 +388,87 @@ async def test_workflows_are_listed_newest_first_per_application_a_page_at_a_tim
     rest = await store.list_workflows("app-1", limit=3, before=page[-1].dispatch_uuid)
     assert [w.dispatch_uuid for w in rest] == mine[1::-1]
     assert await store.list_workflows("app-1", limit=3, before=mine[0]) == []
+
+
+async def test_workflows_are_listed_by_status_channel_and_creation_time(store: Store):
+    specs = [
+        (0, "error", ("sms",)),
+        (1000, "completed", ("sms",)),
+        (2000, "in_progress", ("whatsapp", "sms")),
+        (3000, "error", ("mms",)),
+        (4000, "completed", ("whatsapp", "sms")),
+    ]
+    error_0, done_1, running_2, error_3, done_4 = [
+        (
+            await create(store, created_at_ms=NOW + at, status=status, channels=channels)
+        ).dispatch_uuid
+        for at, status, channels in specs
+    ]
+    await create(store, app="app-2", created_at_ms=NOW + 5000, status="error")
+
+    async def listed(limit: int = 10, before: str | None = None, **where: Any) -> list[str]:
+        page = await store.list_workflows(
+            "app-1", limit=limit, before=before, where=WorkflowFilter(**where)
+        )
+        return [workflow.dispatch_uuid for workflow in page]
+
+    error, completed, running = (WorkflowStatus(s) for s in ("error", "completed", "in_progress"))
+    assert await listed(statuses=frozenset({error})) == [error_3, error_0]
+    # Several statuses: one walk each, merged newest first, cut at the limit and the cursor.
+    assert await listed(statuses=frozenset({error, running})) == [error_3, running_2, error_0]
+    assert await listed(limit=2, statuses=frozenset({error, completed})) == [done_4, error_3]
+    assert await listed(before=error_3, statuses=frozenset({error, completed})) == [
+        done_1,
+        error_0,
+    ]
+    assert await listed(statuses=frozenset({error, completed, running})) == await listed()
+    # A step on the channel, reached or not; `sms` is not `mms`.
+    assert await listed(channel="whatsapp") == [done_4, running_2]
+    assert await listed(channel="mms") == [error_3]
+    assert await listed(channel="sms", statuses=frozenset({completed})) == [done_4, done_1]
+    assert await listed(channel="messenger") == []
+    # created_after is inclusive, created_before exclusive: ranges side by side never overlap.
+    assert await listed(created_after_ms=NOW + 1000, created_before_ms=NOW + 3000) == [
+        running_2,
+        done_1,
+    ]
+    assert await listed(created_after_ms=NOW + 3000) == [done_4, error_3]
+    assert await listed(created_before_ms=NOW + 1) == [error_0]
+    assert await listed(created_after_ms=NOW + 1, statuses=frozenset({error}), before=error_3) == []
+
+
+async def test_workflows_stored_before_the_channels_column_are_found_by_channel(
+    backend: Backend,
+):
+    """A workflow stored before migration 0010 (its `channels` NULL) is found by the channels
+    of its submitted JSON, one holding `\\u0000` too (which PostgreSQL cannot read as text)."""
+    request = {
+        "template": "failover",
+        "workflow": [
+            {"to": {"type": channel, "number": "447700900001"}, "message": {"text": "a\u0000"}}
+            for channel in ("whatsapp", "sms", "whatsapp")
+        ],
+    }
+    store = await _with_applications(backend)
+    old = uuid7(NOW)
+    await backend.run_sql(
+        "INSERT INTO workflows (dispatch_uuid, application_id, template, status, request_json,"
+        f" created_at_ms, updated_at_ms) VALUES ('{old}', 'app-1', 'failover', 'completed',"
+        f" '{json.dumps(request)}', {NOW}, {NOW})",
+    )
+    new = (await create(store, created_at_ms=NOW + 1, channels=("mms",))).dispatch_uuid
+
+    async def listed(channel: str, **where: Any) -> list[str]:
+        page = await store.list_workflows(
+            "app-1", limit=5, where=WorkflowFilter(channel=channel, **where)
+        )
+        return [workflow.dispatch_uuid for workflow in page]
+
+    assert await listed("whatsapp") == [old]
+    assert await listed("sms") == [old]
+    assert await listed("sms", statuses=frozenset({WorkflowStatus.COMPLETED})) == [old]
+    assert await listed("mms") == [new]
+    assert await listed("messenger") == []
 
 
 # -- apply ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ request that passed all of them is stored, and the 202 is sent only once it is d
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
 
 from opendispatch import event_log
 from opendispatch.api.http import Request, Response, json_response
@@ -17,6 +16,7 @@ from opendispatch.api.request_models import WorkflowMessage
 from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
 from opendispatch.api.validation import validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
+from opendispatch.api.workflow_query import read_workflow_query
 from opendispatch.auth.authenticator import Principal
 from opendispatch.errors import (
     ApplicationDeleted,
@@ -66,6 +66,7 @@ class DispatchRoutes(AuthenticatedRoutes):
                     template=valid.template,
                     request_json=body.decode(),  # as submitted, byte for byte
                     created_at_ms=created_at_ms,
+                    channels=tuple(message.to.type.value for message in valid.messages),
                 ),
                 principal.credentials,
             )
@@ -126,28 +127,20 @@ class DispatchRoutes(AuthenticatedRoutes):
 
     async def list(self, request: Request) -> Response:
         principal = await self._principal(request)
-        page_size = self._page_size(request.query("page_size"))
-        cursor = request.query("cursor")
-        if cursor is not None and not is_uuid(cursor):
-            raise InvalidRequest(
-                "The cursor is not one this API gave out.",
-                invalid_parameters=(InvalidParameter("cursor", "must be a dispatch_uuid"),),
-            )
+        query = read_workflow_query(request, self._page_size)
         # One more than asked tells whether a next page exists without a COUNT.
         records = await self._store.list_workflows(
-            principal.application_id, limit=page_size + 1, before=cursor
+            principal.application_id,
+            limit=query.page_size + 1,
+            before=query.cursor,
+            where=query.where,
         )
-        has_next = len(records) > page_size
-        records = records[:page_size]
-        query = {"page_size": page_size} | ({"cursor": cursor} if cursor else {})
-        next_href = None
-        if has_next:
-            next_query = {"page_size": page_size, "cursor": records[-1].dispatch_uuid}
-            next_href = f"/v0.1/dispatch?{urlencode(next_query)}"
+        has_next = len(records) > query.page_size
+        records = records[: query.page_size]
         body = workflow_page(
             records,
-            page_size=page_size,
-            self_href=f"/v0.1/dispatch?{urlencode(query)}",
-            next_href=next_href,
+            page_size=query.page_size,
+            self_href=query.href(query.cursor),
+            next_href=query.href(records[-1].dispatch_uuid) if has_next else None,
         )
         return json_response(200, body)

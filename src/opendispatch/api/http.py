@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
 
 from opendispatch.errors import InvalidRequest, PayloadTooLarge
 
@@ -55,10 +54,6 @@ class Request:
     def header_values(self, name: bytes) -> list[bytes]:
         """Every value of a header sent more than once (`header` keeps only the last)."""
         return [value for key, value in self.scope["headers"] if key == name]
-
-    def query(self, name: str) -> str | None:
-        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
-        return values[-1] if values else None
 
     @property
     def request_id(self) -> str:

@@ -4,7 +4,8 @@ way (a page size, a body validated by a pydantic model), so every route answers 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from urllib.parse import parse_qs
 
 from pydantic import ValidationError
 
@@ -18,9 +19,11 @@ from opendispatch.store.protocol import Store
 
 __all__ = [
     "AuthenticatedRoutes",
+    "QueryParameters",
     "invalid_parameter",
     "invalid_request_from",
     "is_json_media_type",
+    "read_query",
 ]
 
 
@@ -95,3 +98,45 @@ def invalid_request_from(error: ValidationError, detail: str) -> InvalidRequest:
             for item in error.errors(include_url=False)
         ),
     )
+
+
+class QueryParameters:
+    """A list's query, read by `read_query`: each name known, each single one given once."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, list[str]]) -> None:
+        self._values = values
+
+    def one(self, name: str) -> str | None:
+        given = self._values.get(name)
+        return None if given is None else given[0]
+
+    def many(self, name: str) -> list[str]:
+        """Every value of a list parameter, whether repeated (`a=x&a=y`) or joined (`a=x,y`)."""
+        return [part for given in self._values.get(name, ()) for part in given.split(",")]
+
+
+def read_query(
+    request: Request, known: Collection[str], *, lists: Collection[str] = ()
+) -> QueryParameters:
+    """The query string, refusing (400, each one named) a parameter the route does not know,
+    and a single-valued one given twice: a filter the server ignored, or one of two values it
+    picked, would answer a question the client did not ask."""
+    raw = request.scope.get("query_string", b"").decode("latin-1")
+    values = parse_qs(raw, keep_blank_values=True)
+    unknown = sorted(set(values) - set(known))
+    repeated = sorted(
+        name
+        for name, given in values.items()
+        if len(given) > 1 and name in known and name not in lists
+    )
+    if unknown or repeated:
+        raise InvalidRequest(
+            "Unknown query parameter." if unknown else "A query parameter is given twice.",
+            invalid_parameters=tuple(
+                [InvalidParameter(name, "is not a parameter of this list") for name in unknown]
+                + [InvalidParameter(name, "is given more than once") for name in repeated]
+            ),
+        )
+    return QueryParameters(values)

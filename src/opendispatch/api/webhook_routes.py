@@ -10,16 +10,21 @@ replayed: one still pending is already on its way (409).
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.json_body import read_json
-from opendispatch.api.routes import AuthenticatedRoutes, invalid_parameter, invalid_request_from
+from opendispatch.api.routes import (
+    AuthenticatedRoutes,
+    invalid_parameter,
+    invalid_request_from,
+    read_query,
+)
 from opendispatch.api.views import webhook_entry, webhook_page
-from opendispatch.errors import Conflict, InvalidParameter, InvalidRequest, NotFound
+from opendispatch.errors import Conflict, NotFound
 from opendispatch.ids import is_uuid
 from opendispatch.store.protocol import Store
 from opendispatch.store.records import WebhookFilter
@@ -44,15 +49,15 @@ class ReplayFilter(BaseModel):
 class WebhookRoutes(AuthenticatedRoutes):
     async def list(self, request: Request) -> Response:
         principal = await self._principal(request)
-        query = self._query(request)
-        state = query.get("state")
+        query = read_query(request, _QUERY_PARAMETERS)
+        state = query.one("state")
         if state is not None and state not in STATES:
             raise invalid_parameter("state", "must be one of " + ", ".join(STATES))
-        dispatch_uuid = query.get("dispatch_uuid")
+        dispatch_uuid = query.one("dispatch_uuid")
         if dispatch_uuid is not None and not is_uuid(dispatch_uuid):
             raise invalid_parameter("dispatch_uuid", "must be a dispatch_uuid")
-        page_size = self._page_size(query.get("page_size"))
-        cursor = query.get("cursor")
+        page_size = self._page_size(query.one("page_size"))
+        cursor = query.one("cursor")
         if cursor is not None and not (cursor.isascii() and cursor.isdigit() and len(cursor) < 19):
             raise invalid_parameter("cursor", "must be a cursor this API gave out")
         records = await self._store.list_webhooks_page(
@@ -64,7 +69,11 @@ class WebhookRoutes(AuthenticatedRoutes):
         )
         has_next = len(records) > page_size
         records = records[:page_size]
-        kept = {key: value for key, value in query.items() if key != "cursor"}
+        kept = {
+            name: value
+            for name in ("state", "dispatch_uuid")
+            if (value := query.one(name)) is not None
+        }
         kept["page_size"] = str(page_size)
         self_query = kept | ({"cursor": cursor} if cursor else {})
         next_href = None
@@ -115,19 +124,6 @@ class WebhookRoutes(AuthenticatedRoutes):
         if replayed:
             self._runtime.webhooks_replayed()
         return json_response(202, msgspec.json.encode({"replayed": replayed}))
-
-    def _query(self, request: Request) -> dict[str, str]:
-        raw = request.scope.get("query_string", b"").decode("latin-1")
-        values = parse_qs(raw, keep_blank_values=True)
-        unknown = sorted(set(values) - _QUERY_PARAMETERS)
-        if unknown:
-            raise InvalidRequest(
-                "Unknown query parameter.",
-                invalid_parameters=tuple(
-                    InvalidParameter(name, "is not a parameter of this list") for name in unknown
-                ),
-            )
-        return {name: given[-1] for name, given in values.items()}
 
 
 async def replay_all(store: Store, which: WebhookFilter, *, now_ms: int) -> int:

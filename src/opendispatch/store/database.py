@@ -16,10 +16,13 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from opendispatch.engine.model import WorkflowStatus
+from opendispatch.ids import uuid7_time_prefix
 from opendispatch.store import mappers
 from opendispatch.store.connector import Connector, Statement
 from opendispatch.store.protocol import Store, TransitionFunction
 from opendispatch.store.records import (
+    EVERY_WORKFLOW,
     NO_SIDE_WRITES,
     Application,
     ApplicationChange,
@@ -44,6 +47,7 @@ from opendispatch.store.records import (
     WebhookFilter,
     WebhookJob,
     WebhookRecord,
+    WorkflowFilter,
     WorkflowRecord,
 )
 
@@ -341,17 +345,40 @@ class DatabaseStore:
         return None if row is None else mappers.loaded_workflow(row)
 
     async def list_workflows(
-        self, application_id: str, *, limit: int, before: str | None = None
+        self,
+        application_id: str,
+        *,
+        limit: int,
+        before: str | None = None,
+        where: WorkflowFilter = EVERY_WORKFLOW,
     ) -> list[WorkflowRecord]:
-        rows = await self.connector.fetch_all(
-            "list_workflows",
-            {
-                "application_id": application_id,
-                "before": before or _AFTER_EVERY_UUID,
-                "limit": limit,
-            },
-        )
-        return [mappers.workflow_record(row) for row in rows]
+        # The API names each workflow uuid7(created_at_ms): its creation time is the start of
+        # its id, so a time range bounds the index walk instead of filtering it.
+        upper = before or _AFTER_EVERY_UUID
+        if where.created_before_ms is not None:
+            upper = min(upper, uuid7_time_prefix(where.created_before_ms))
+        parameters = {
+            "application_id": application_id,
+            "before": upper,
+            "after": ""
+            if where.created_after_ms is None
+            else uuid7_time_prefix(where.created_after_ms),
+            "channel": None if where.channel is None else mappers.channel_token(where.channel),
+            "limit": limit,
+        }
+        statuses = sorted(where.statuses)
+        if not statuses or len(statuses) == len(WorkflowStatus):
+            rows = await self.connector.fetch_all("list_workflows", parameters)
+        else:
+            # One index walk per status, each at most a page long, merged: an `IN` over the
+            # status index would read every match to sort them.
+            rows = []
+            for status in statuses:
+                rows += await self.connector.fetch_all(
+                    "list_workflows_of_status", parameters | {"status": status.value}
+                )
+            rows.sort(key=lambda row: str(row["dispatch_uuid"]), reverse=True)
+        return [mappers.workflow_record(row) for row in rows[:limit]]
 
     async def unstarted_workflows(self, limit: int) -> list[str]:
         rows = await self.connector.fetch_all("unstarted_workflows", {"limit": limit})

@@ -24,6 +24,8 @@ from opendispatch.store.records import (
 
 __all__ = [
     "application",
+    "channel_token",
+    "channels_column",
     "credentials",
     "inbox_event",
     "loaded_workflow",
@@ -59,6 +61,16 @@ def credentials(row: Row) -> ApplicationCredentials:
         previous_secret_hash=row["previous_secret_hash"],
         previous_secret_expires_at_ms=row["previous_secret_expires_at_ms"],
     )
+
+
+def channels_column(channels: tuple[str, ...]) -> str:
+    """A workflow's channels as its `channels` column stores them: `,whatsapp,sms,`."""
+    return "," + ",".join(dict.fromkeys(channels)) + ","
+
+
+def channel_token(channel: str) -> str:
+    """What a `channels` column contains when it has `channel` (commas: `sms` is not `mms`)."""
+    return f",{channel},"
 
 
 def workflow_record(row: Row) -> WorkflowRecord:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from opendispatch.store.records import (
+    EVERY_WORKFLOW,
     NO_SIDE_WRITES,
     Application,
     ApplicationChange,
@@ -42,6 +43,7 @@ from opendispatch.store.records import (
     WebhookFilter,
     WebhookJob,
     WebhookRecord,
+    WorkflowFilter,
     WorkflowRecord,
 )
 
@@ -111,7 +113,12 @@ class Store(Protocol):
     async def load_workflow(self, dispatch_uuid: str) -> LoadedWorkflow | None: ...
 
     async def list_workflows(
-        self, application_id: str, *, limit: int, before: str | None = None
+        self,
+        application_id: str,
+        *,
+        limit: int,
+        before: str | None = None,
+        where: WorkflowFilter = EVERY_WORKFLOW,
     ) -> list[WorkflowRecord]:
         """Newest first; `before` is the last `dispatch_uuid` of the previous page."""
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from opendispatch.engine.model import Effect, MessageStatus, WorkflowStatus
 
 __all__ = [
+    "EVERY_WORKFLOW",
     "NO_SIDE_WRITES",
     "Application",
     "ApplicationChange",
@@ -35,6 +36,7 @@ __all__ = [
     "WebhookFilter",
     "WebhookJob",
     "WebhookRecord",
+    "WorkflowFilter",
     "WorkflowRecord",
 ]
 
@@ -109,6 +111,8 @@ class NewWorkflow:
     template: str
     request_json: str
     created_at_ms: int
+    # The channels of its steps, reached or not (for the list's `channel` filter).
+    channels: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -353,6 +357,19 @@ class WebhookFilter:
     application_id: str | None = None
     state: str | None = None
     dispatch_uuid: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkflowFilter:
+    """Which of an application's workflows a list shows; empty or None means any."""
+
+    statuses: frozenset[WorkflowStatus] = frozenset()
+    channel: str | None = None  # a step on this channel, whether or not it was reached
+    created_after_ms: int | None = None  # inclusive
+    created_before_ms: int | None = None  # exclusive: consecutive ranges never overlap
+
+
+EVERY_WORKFLOW = WorkflowFilter()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from opendispatch.store.mappers import channels_column
 from opendispatch.store.records import NO_SIDE_WRITES, NewWorkflow, SideWrites, Transition
 
 __all__ = ["COLUMNS", "TransitionRows"]
@@ -26,7 +27,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "new_workflows": (
         "dispatch_uuid", "application_id", "template", "status", "request_json",
-        "created_at_ms", "updated_at_ms", "state_json", "due_at_ms",
+        "created_at_ms", "updated_at_ms", "state_json", "due_at_ms", "channels",
     ),
     "sends": (
         "dispatch_uuid", "message_uuid", "application_id", "step", "channel", "provider",
@@ -91,6 +92,7 @@ class TransitionRows:
                 "updated_at_ms": transition.updated_at_ms,
                 "state_json": transition.state_json,
                 "due_at_ms": transition.due_at_ms,
+                "channels": channels_column(workflow.channels),
             }
         )
         self._effects(workflow.dispatch_uuid, workflow.application_id, transition)

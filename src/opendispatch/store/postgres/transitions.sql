@@ -190,15 +190,15 @@ WITH allowed AS MATERIALIZED (
 ), workflow AS (
     INSERT INTO workflows
         (dispatch_uuid, application_id, template, status, request_json, created_at_ms,
-         updated_at_ms, state_json, due_at_ms)
+         updated_at_ms, state_json, due_at_ms, channels)
     SELECT n.*
     FROM unnest(:new_workflows_dispatch_uuid::text[], :new_workflows_application_id::text[],
                 :new_workflows_template::text[], :new_workflows_status::text[],
                 :new_workflows_request_json::text[], :new_workflows_created_at_ms::bigint[],
                 :new_workflows_updated_at_ms::bigint[], :new_workflows_state_json::text[],
-                :new_workflows_due_at_ms::bigint[])
+                :new_workflows_due_at_ms::bigint[], :new_workflows_channels::text[])
          AS n (dispatch_uuid, application_id, template, status, request_json, created_at_ms,
-               updated_at_ms, state_json, due_at_ms)
+               updated_at_ms, state_json, due_at_ms, channels)
     WHERE n.application_id IN (SELECT application_id FROM allowed)
     RETURNING dispatch_uuid
 ), sends AS (

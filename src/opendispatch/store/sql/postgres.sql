@@ -263,11 +263,38 @@ SELECT dispatch_uuid, application_id, template, status, request_json, created_at
 FROM workflows
 WHERE dispatch_uuid = :dispatch_uuid AND application_id = :application_id;
 
--- :before is the last dispatch_uuid of the previous page ("g" sorts after every UUID).
+-- Newest first, down an index. :before is the last dispatch_uuid of the previous page ("g"
+-- sorts after every UUID); a time range narrows [:after, :before), since a UUIDv7 begins with
+-- its creation time (ids.uuid7_time_prefix). A channel filters the rows walked; a workflow
+-- stored before its `channels` column existed (migration 0010) has its channels read from
+-- its submitted JSON.
+-- A submitted text may hold the escape `\u0000`, which PostgreSQL cannot turn into text while
+-- it reads JSON: it becomes `\u0001` first (still valid JSON whatever precedes it; only
+-- `to.type` is read).
 -- name: list_workflows
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
-WHERE application_id = :application_id AND dispatch_uuid < :before
+WHERE application_id = :application_id AND dispatch_uuid < :before AND dispatch_uuid >= :after
+  AND (:channel::text IS NULL OR strpos(coalesce(channels, (
+          SELECT ',' || string_agg(step -> 'to' ->> 'type', ',') || ','
+          FROM json_array_elements(
+              replace(request_json, E'\\u0000', E'\\u0001')::json -> 'workflow') AS step)),
+          :channel) > 0)
+ORDER BY dispatch_uuid DESC
+LIMIT :limit;
+
+-- The same for one status, down workflows_by_status (a list of several statuses runs this
+-- once per status and merges the pages).
+-- name: list_workflows_of_status
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
+FROM workflows
+WHERE application_id = :application_id AND status = :status
+  AND dispatch_uuid < :before AND dispatch_uuid >= :after
+  AND (:channel::text IS NULL OR strpos(coalesce(channels, (
+          SELECT ',' || string_agg(step -> 'to' ->> 'type', ',') || ','
+          FROM json_array_elements(
+              replace(request_json, E'\\u0000', E'\\u0001')::json -> 'workflow') AS step)),
+          :channel) > 0)
 ORDER BY dispatch_uuid DESC
 LIMIT :limit;
 

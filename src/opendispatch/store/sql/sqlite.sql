@@ -231,11 +231,31 @@ SELECT dispatch_uuid, application_id, template, status, request_json, created_at
 FROM workflows
 WHERE dispatch_uuid = :dispatch_uuid AND application_id = :application_id;
 
--- :before is the last dispatch_uuid of the previous page ("g" sorts after every UUID).
+-- Newest first, down an index. :before is the last dispatch_uuid of the previous page ("g"
+-- sorts after every UUID); a time range narrows [:after, :before), since a UUIDv7 begins with
+-- its creation time (ids.uuid7_time_prefix). A channel filters the rows walked; a workflow
+-- stored before its `channels` column existed (migration 0010) has its channels read from
+-- its submitted JSON.
 -- name: list_workflows
 SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
 FROM workflows
-WHERE application_id = :application_id AND dispatch_uuid < :before
+WHERE application_id = :application_id AND dispatch_uuid < :before AND dispatch_uuid >= :after
+  AND (:channel IS NULL OR instr(coalesce(channels, (
+          SELECT ',' || group_concat(json_extract(step.value, '$.to.type'), ',') || ','
+          FROM json_each(request_json, '$.workflow') AS step)), :channel) > 0)
+ORDER BY dispatch_uuid DESC
+LIMIT :limit;
+
+-- The same for one status, down workflows_by_status (a list of several statuses runs this
+-- once per status and merges the pages).
+-- name: list_workflows_of_status
+SELECT dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms
+FROM workflows
+WHERE application_id = :application_id AND status = :status
+  AND dispatch_uuid < :before AND dispatch_uuid >= :after
+  AND (:channel IS NULL OR instr(coalesce(channels, (
+          SELECT ',' || group_concat(json_extract(step.value, '$.to.type'), ',') || ','
+          FROM json_each(request_json, '$.workflow') AS step)), :channel) > 0)
 ORDER BY dispatch_uuid DESC
 LIMIT :limit;
 

@@ -33,9 +33,9 @@ WHERE NOT EXISTS (SELECT 1 FROM applications
 -- name: insert_workflow
 INSERT INTO workflows
     (dispatch_uuid, application_id, template, status, request_json, created_at_ms, updated_at_ms,
-     state_json, due_at_ms)
+     state_json, due_at_ms, channels)
 VALUES (:dispatch_uuid, :application_id, :template, :status, :request_json, :created_at_ms,
-        :updated_at_ms, :state_json, :due_at_ms);
+        :updated_at_ms, :state_json, :due_at_ms, :channels);
 
 -- name: update_workflow
 UPDATE workflows
