@@ -17,6 +17,7 @@ from opendispatch.api.app import DispatchApp
 from opendispatch.auth.provisioning import provision_application
 from opendispatch.config import Settings
 from opendispatch.runtime.clock import ManualClock
+from opendispatch.timefmt import iso_ms, parse_iso_ms
 from opendispatch.webhooks.signing import verify_webhook
 from tests.databases import TestDatabase
 from tests.receiver import ReceivedWebhook, WebhookReceiver
@@ -356,16 +357,47 @@ async def test_get_shows_messages_history_usage_and_webhook_delivery(env: Env):
 async def test_injected_statuses_move_a_silent_message(env: Env):
     uuid = await env.post(sms_only("447700900004"))
     message_uuid = (await env.view(uuid))["messages"][0]["message_uuid"]
+    stamped = iso_ms(env.clock.now_ms() + 1500)  # after its submission, before now + 5 min
     response = await env.client.post(
         f"/v0.1/sandbox/messages/{message_uuid}/status",
-        json={"status": "delivered", "timestamp": "2026-11-27T10:00:00.000Z"},
+        json={"status": "delivered", "timestamp": stamped},
         headers=env.credentials.basic(),
     )
     assert response.status_code == 202
     await env.app.runtime.settled()
     assert env.final(uuid)["status"] == "completed"
     delivered = env.webhooks(uuid, "status")[-1].json
-    assert delivered["timestamp"] == "2026-11-27T10:00:00.000Z"
+    assert delivered["timestamp"] == stamped
+
+
+async def test_an_injected_status_stamped_before_its_message_was_submitted_is_refused(env: Env):
+    uuid = await env.post(sms_only("447700900004"))  # submitted, then silent
+    message = (await env.view(uuid))["messages"][0]
+    [submitted] = message["history"]
+    assert submitted["status"] == "submitted"
+    earlier = iso_ms(parse_iso_ms(submitted["timestamp"]) - 1)
+    inject = f"/v0.1/sandbox/messages/{message['message_uuid']}/status"
+    response = await env.client.post(
+        inject, json={"status": "read", "timestamp": earlier}, headers=env.credentials.basic()
+    )
+    assert response.status_code == 400
+    [problem] = response.json()["invalid_parameters"]
+    assert problem["name"] == "timestamp"
+    assert submitted["timestamp"] in problem["reason"]
+    await env.app.runtime.settled()
+    assert env.statuses(uuid) == [("sms", "submitted")]
+    assert (await env.view(uuid))["messages"][0]["history"] == [submitted]
+    # Stamped at the submission itself: accepted, and the history stays in time order.
+    response = await env.client.post(
+        inject,
+        json={"status": "delivered", "timestamp": submitted["timestamp"]},
+        headers=env.credentials.basic(),
+    )
+    assert response.status_code == 202
+    await env.app.runtime.settled()
+    history = (await env.view(uuid))["messages"][0]["history"]
+    assert [entry["status"] for entry in history] == ["submitted", "delivered"]
+    assert [entry["timestamp"] for entry in history] == [submitted["timestamp"]] * 2
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 For developers trying their receivers and their failover logic: the injected status is an
 engine event like any provider's, so it is forwarded as a webhook, counted in the usage, and
-moves the workflow exactly as a real one would.
+moves the workflow exactly as a real one would. Its `timestamp` may not precede the
+message's submission (a history would show `read` before `submitted`), nor be more than
+five minutes ahead of the server's clock.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from opendispatch.errors import (
     UnsupportedMediaType,
 )
 from opendispatch.ids import is_uuid
-from opendispatch.timefmt import parse_iso_ms
+from opendispatch.runtime.shell import decode_state
+from opendispatch.timefmt import iso_ms, parse_iso_ms
 
 __all__ = ["InjectedStatus", "SandboxRoutes"]
 
@@ -84,7 +87,21 @@ class SandboxRoutes(AuthenticatedRoutes):
             injected = InjectedStatus.model_validate_json(body)
         except ValidationError as exc:
             raise invalid_request_from(exc, "The status did not validate.") from None
-        at_ms = None if injected.timestamp is None else self._timestamp_ms(injected.timestamp)
+        at_ms = None
+        if injected.timestamp is not None:
+            at_ms = self._timestamp_ms(injected.timestamp)
+            submitted_ms = await self._submitted_at_ms(owner.dispatch_uuid, message_uuid)
+            if at_ms < submitted_ms:
+                raise InvalidRequest(
+                    "The status is stamped before its message was submitted.",
+                    invalid_parameters=(
+                        InvalidParameter(
+                            "timestamp",
+                            "must not be before the message was submitted "
+                            f"({iso_ms(submitted_ms)})",
+                        ),
+                    ),
+                )
         await self._runtime.report_status(
             message_uuid,
             injected.status,
@@ -100,6 +117,21 @@ class SandboxRoutes(AuthenticatedRoutes):
             "status": injected.status,
         }
         return json_response(202, msgspec.json.encode(answer))
+
+    async def _submitted_at_ms(self, dispatch_uuid: str, message_uuid: str) -> int:
+        """When the message was submitted: its `submitted` status, or (none yet, or rejected
+        at once) when the workflow asked for it to be sent. A status stamped earlier would
+        show in its history before the message existed."""
+        loaded = await self._store.load_workflow(dispatch_uuid)
+        message = (
+            None
+            if loaded is None or loaded.state_json is None
+            else decode_state(loaded.state_json).message(message_uuid)
+        )
+        if message is None:  # its row exists, so its state does: deleted meanwhile
+            raise NotFound(f"No message {message_uuid} for this application.")
+        submitted = [r.at_ms for r in message.history if r.status is MessageStatus.SUBMITTED]
+        return submitted[0] if submitted else message.sent_at_ms
 
     def _timestamp_ms(self, text: str) -> int:
         try:
