@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -69,6 +71,20 @@ def test_host_port_and_database_come_from_the_environment(server_factory: Any, t
     server.start()
     assert database.exists()
     assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
+
+
+def test_the_docs_page_and_every_file_it_loads_come_from_the_server(server_factory: Any):
+    """The installed server serves /docs and Swagger UI's files from its own package."""
+    server = server_factory().start()
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        page = client.get("/docs")
+        assert page.status_code == 200
+        references = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+        assert "docs/swagger-ui-bundle.js" in references
+        for reference in [*references, "docs/init.js"]:
+            response = client.get(urljoin(f"{server.url}/docs", reference))
+            assert response.status_code == 200, reference
+            assert response.content
 
 
 def test_sigterm_shuts_down_gracefully(server_factory: Any):

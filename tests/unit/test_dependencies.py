@@ -11,7 +11,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 # Import names that differ from their distribution's, or come with another one.
-DISTRIBUTION = {"jwt": "pyjwt", "pydantic_core": "pydantic"}
+DISTRIBUTION = {
+    "jwt": "pyjwt",
+    "pydantic_core": "pydantic",
+    "openapi_ui_bundles": "openapi-ui-bundles",
+}
 
 
 def imported_top_levels() -> set[str]:

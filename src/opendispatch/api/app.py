@@ -8,6 +8,7 @@ import logging
 
 from opendispatch.api.callback_routes import CallbackRoutes
 from opendispatch.api.dispatch_routes import DispatchRoutes
+from opendispatch.api.docs import DocsRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
@@ -109,11 +110,16 @@ class DispatchApp:
             intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock
         )
         self._openapi = openapi_document()
+        docs = DocsRoutes()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
+        # Every route here is in /openapi.json (tests/integration/test_openapi.py checks).
         self._router = Router(
             [
                 Route("/health", {"GET": self._health}),
                 Route("/openapi.json", {"GET": self._openapi_json}),
+                Route("/docs", {"GET": docs.page}),
+                Route("/docs/", {"GET": docs.page_with_slash}),
+                Route("/docs/{asset}", {"GET": docs.asset}),
                 Route("/v0.1/dispatch", collection),
                 Route("/v0.1/dispatch/", collection),
                 Route("/v0.1/dispatch/{dispatch_uuid}", {"GET": dispatch.get}),
@@ -135,6 +141,11 @@ class DispatchApp:
                 ),
             ]
         )
+
+    @property
+    def routes(self) -> tuple[Route, ...]:
+        """Every route this app serves."""
+        return self._router.routes
 
     # -- lifecycle -------------------------------------------------------------------------
 

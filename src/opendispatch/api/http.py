@@ -155,6 +155,7 @@ class Router:
     """Exact paths by dictionary lookup; templated ones by one compiled pattern each."""
 
     def __init__(self, routes: list[Route]) -> None:
+        self.routes = tuple(routes)
         self._exact: dict[str, Route] = {}
         self._templated: list[tuple[re.Pattern[str], Route]] = []
         for route in routes:

@@ -1,7 +1,10 @@
 """`/openapi.json`: schemas generated from the models the handlers really use.
 
 Paths are written out here (there are few, and their prose matters); every schema comes from
-pydantic, so the document cannot drift from the validation or the responses.
+pydantic, so the document cannot drift from the validation or the responses. Every route the
+server serves has its path here (`tests/integration/test_openapi.py` checks), including the
+ones no client calls (providers' callbacks, the docs' files), so the document is the whole
+surface an operator exposes. `/docs` shows this document (see `docs.py`).
 """
 
 from __future__ import annotations
@@ -13,18 +16,22 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from opendispatch import __version__
-from opendispatch.api.request_models import CreateWorkflowRequest
+from opendispatch.api.request_models import Channel, CreateWorkflowRequest
 from opendispatch.api.response_models import (
     DispatchAccepted,
     ErrorBody,
     Health,
+    InjectedStatusAccepted,
+    MessageView,
     ReplayedWebhooks,
     WebhookEntry,
     WebhookPage,
     WorkflowPage,
     WorkflowView,
 )
+from opendispatch.api.sandbox_routes import InjectedStatus
 from opendispatch.api.webhook_routes import ReplayFilter
+from opendispatch.engine.model import WorkflowStatus
 
 __all__ = ["openapi_document"]
 
@@ -33,6 +40,9 @@ _MODELS: list[type[BaseModel]] = [
     DispatchAccepted,
     ErrorBody,
     Health,
+    InjectedStatus,
+    InjectedStatusAccepted,
+    MessageView,
     ReplayFilter,
     ReplayedWebhooks,
     WebhookEntry,
@@ -55,7 +65,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
     words = {
         400: "Invalid request: every invalid field is named in `invalid_parameters`.",
         401: "Missing or invalid credentials.",
-        404: "No such workflow (or webhook) for this application.",
+        403: "Injection is switched off (`--no-sandbox-injection`), or the application is "
+        "live (its statuses come from its providers).",
+        404: "No such workflow (or message, or webhook) for this application.",
         409: "The webhook is pending: it is already on its way.",
         413: "The body is larger than the server accepts.",
         415: "The body is not JSON.",
@@ -71,6 +83,39 @@ _UUID_PARAMETER = {
     "required": True,
     "schema": {"type": "string", "format": "uuid"},
 }
+_MESSAGE_UUID_PARAMETER = {**_UUID_PARAMETER, "name": "message_uuid"}
+
+_LIST_FILTERS: list[dict[str, Any]] = [
+    {
+        "name": "status",
+        "in": "query",
+        "description": "Only workflows in one of these statuses: comma-separated "
+        "(`status=in_progress,error`) or repeated.",
+        "style": "form",
+        "explode": False,
+        "schema": {"type": "array", "items": {"enum": [s.value for s in WorkflowStatus]}},
+    },
+    {
+        "name": "channel",
+        "in": "query",
+        "description": "Only workflows with a step on this channel, reached or not.",
+        "schema": {"enum": [c.value for c in Channel]},
+    },
+    {
+        "name": "created_after",
+        "in": "query",
+        "description": "Only workflows created at or after this time (ISO 8601; without an "
+        "offset, UTC; a date alone is its midnight).",
+        "schema": {"type": "string", "examples": ["2026-01-31T00:00:00Z"]},
+    },
+    {
+        "name": "created_before",
+        "in": "query",
+        "description": "Only workflows created before this time (exclusive: ranges side by "
+        "side neither overlap nor leave a gap).",
+        "schema": {"type": "string", "examples": ["2026-02-01T00:00:00Z"]},
+    },
+]
 
 
 def _paths() -> dict[str, Any]:
@@ -81,7 +126,7 @@ def _paths() -> dict[str, Any]:
             "Stores the workflow durably and answers 202 with its `dispatch_uuid`. "
             "Every message but the last must carry a `failover`; a `failover` on the last "
             "message is accepted and sets the condition that message must meet within its "
-            "`expiry_time` for the workflow to complete."
+            "`expiry_time` for the workflow to complete. Also served at `/v0.1/dispatch/`."
         ),
         "security": [{"bearerAuth": []}, {"basicAuth": []}],
         "requestBody": {
@@ -105,7 +150,11 @@ def _paths() -> dict[str, Any]:
                 "description": "The `_links.next` of the previous page carries it.",
                 "schema": {"type": "string"},
             },
+            *_LIST_FILTERS,
         ],
+        "description": "Filters combine; `_links.self` and `_links.next` carry them, so "
+        "following `next` keeps them. An unknown query parameter is 400, never ignored. "
+        "Also served at `/v0.1/dispatch/`.",
         "responses": {"200": _json(WorkflowPage, "One page of workflows."), **_errors(400, 401)},
     }
     get = {
@@ -168,6 +217,106 @@ def _paths() -> dict[str, Any]:
             **_errors(400, 401),
         },
     }
+    message = {
+        "operationId": "getMessage",
+        "summary": "One message of a workflow: its status history, usage, error and send",
+        "description": "The `href` of a workflow's `messages[]._links.self`.",
+        "security": auth,
+        "parameters": [_UUID_PARAMETER, _MESSAGE_UUID_PARAMETER],
+        "responses": {"200": _json(MessageView, "The message."), **_errors(401, 404)},
+    }
+    inject = {
+        "operationId": "injectSandboxStatus",
+        "summary": "Sandbox: report a status for a message, as its provider would",
+        "description": "For sandbox applications (not live ones), unless the server runs "
+        "with `--no-sandbox-injection`. The status is applied, forwarded as a webhook and "
+        "counted in the usage like a provider's. `timestamp` (default: now) may not be "
+        "before the message was submitted, nor more than five minutes ahead of the "
+        "server's clock.",
+        "security": auth,
+        "parameters": [_MESSAGE_UUID_PARAMETER],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(InjectedStatus)}},
+        },
+        "responses": {
+            "202": _json(InjectedStatusAccepted, "Accepted: the status is on its way."),
+            **_errors(400, 401, 403, 404, 415),
+        },
+    }
+    provider = [
+        {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "description": "The provider account's name (`opendispatch providers add`).",
+            "schema": {"type": "string"},
+        }
+    ]
+    callbacks = {
+        "post": {
+            "operationId": "providerCallback",
+            "summary": "Providers: where a provider account's status callbacks arrive",
+            "description": "Not for applications: each provider signs its callbacks its own "
+            "way, and the account checks that signature. Answered 200 once what the callback "
+            "reports is stored. Give providers `--public-url` joined with this path.",
+            "tags": ["Providers"],
+            "parameters": provider,
+            "responses": {
+                "200": {"description": "Stored."},
+                **_errors(400, 401, 403, 404, 503),
+            },
+        },
+        "get": {
+            "operationId": "providerCallbackHandshake",
+            "summary": "Providers: the verification handshake WhatsApp Cloud requires",
+            "tags": ["Providers"],
+            "parameters": provider,
+            "responses": {
+                "200": {
+                    "description": "The challenge, echoed.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                **_errors(400, 403, 404),
+            },
+        },
+    }
+    openapi = {
+        "operationId": "openapi",
+        "summary": "This document",
+        "tags": ["Server"],
+        "responses": {"200": {"description": "OpenAPI 3.1, as JSON."}},
+    }
+    docs = {
+        "operationId": "docs",
+        "summary": "Interactive documentation of this document",
+        "description": "Swagger UI, served by this server (no CDN). `/docs/` redirects here.",
+        "tags": ["Server"],
+        "responses": {
+            "200": {"description": "The page.", "content": {"text/html": {}}},
+            "308": {"description": "From `/docs/` to `/docs`."},
+        },
+    }
+    docs_asset = {
+        "operationId": "docsAsset",
+        "summary": "The files the documentation page loads",
+        "tags": ["Server"],
+        "parameters": [
+            {
+                "name": "asset",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "examples": ["swagger-ui-bundle.js"]},
+            }
+        ],
+        "responses": {"200": {"description": "The file."}, **_errors(404)},
+    }
+    for operation in (create, listing, get, message):
+        operation["tags"] = ["Workflows"]
+    for operation in (webhooks, replay_one, replay_many):
+        operation["tags"] = ["Webhooks"]
+    inject["tags"] = ["Sandbox"]
+    health["tags"] = ["Server"]
     return {
         "/v0.1/webhooks": {"get": webhooks},
         "/v0.1/webhooks/replay": {"post": replay_many},
@@ -175,7 +324,13 @@ def _paths() -> dict[str, Any]:
         "/v0.1/dispatch": {"post": create, "get": listing},
         "/v0.1/dispatch/{dispatch_uuid}": {"get": get},
         "/workflows/{dispatch_uuid}": {"get": {**get, "operationId": "getWorkflowByHref"}},
+        "/workflows/{dispatch_uuid}/messages/{message_uuid}": {"get": message},
+        "/v0.1/sandbox/messages/{message_uuid}/status": {"post": inject},
+        "/v0.1/providers/{name}/callbacks": callbacks,
         "/health": {"get": health},
+        "/openapi.json": {"get": openapi},
+        "/docs": {"get": docs},
+        "/docs/{asset}": {"get": docs_asset},
     }
 
 
@@ -197,6 +352,16 @@ def openapi_document() -> bytes:
                 "WhatsApp, Messenger, Viber, SMS and MMS."
             ),
         },
+        # Relative: resolved against where the document was fetched, so "Try it out" in
+        # /docs calls this server, under whatever path prefix a proxy serves it.
+        "servers": [{"url": "./", "description": "This server"}],
+        "tags": [
+            {"name": "Workflows", "description": "The Dispatch API: create and read workflows."},
+            {"name": "Webhooks", "description": "The webhooks sent, and replaying them."},
+            {"name": "Sandbox", "description": "Trying workflows without a provider."},
+            {"name": "Providers", "description": "Callbacks from real providers."},
+            {"name": "Server", "description": "Health and documentation."},
+        ],
         "paths": _paths(),
         "components": {
             "schemas": schemas.get("$defs", {}),

@@ -10,6 +10,7 @@ __all__ = [
     "DispatchAccepted",
     "ErrorBody",
     "Health",
+    "InjectedStatusAccepted",
     "InvalidParameterBody",
     "Link",
     "MessageView",
@@ -179,6 +180,16 @@ class WebhookPage(_Model):
     page_size: int
     embedded: WebhookPageEmbedded = Field(alias="_embedded")
     links: WorkflowPageLinks = Field(alias="_links")
+
+
+class InjectedStatusAccepted(_Model):
+    message_uuid: str
+    dispatch_uuid: str = Field(description="The workflow the message belongs to.")
+    status: str = Field(
+        examples=["delivered"],
+        description="The status injected: it is applied, forwarded and counted as a "
+        "provider's would be.",
+    )
 
 
 class ReplayedWebhooks(_Model):

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-import msgspec
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.json_body import read_json
+from opendispatch.api.response_models import InjectedStatusAccepted
 from opendispatch.api.routes import AuthenticatedRoutes, invalid_request_from, is_json_media_type
 from opendispatch.engine.model import MessageError, MessageStatus
 from opendispatch.errors import (
@@ -111,12 +111,10 @@ class SandboxRoutes(AuthenticatedRoutes):
             else MessageError(code=injected.error.code, reason=injected.error.reason),
             price=None if injected.usage is None else injected.usage.price,
         )
-        answer = {
-            "message_uuid": message_uuid,
-            "dispatch_uuid": owner.dispatch_uuid,
-            "status": injected.status,
-        }
-        return json_response(202, msgspec.json.encode(answer))
+        answer = InjectedStatusAccepted(
+            message_uuid=message_uuid, dispatch_uuid=owner.dispatch_uuid, status=injected.status
+        )
+        return json_response(202, answer.model_dump_json().encode())
 
     async def _submitted_at_ms(self, dispatch_uuid: str, message_uuid: str) -> int:
         """When the message was submitted: its `submitted` status, or (none yet, or rejected
