@@ -107,6 +107,7 @@ async def test_a_request_authenticated_before_the_delete_stores_nothing_and_gets
         '"from":{"type":"sms","number":"447700900000"},'
         '"message":{"content":{"type":"text","text":"hi"}}}]}',
         created_at_ms=NOW_MS,
+        channels=("sms",),
     )
     transition = shell.accept(
         workflow, status_url="http://x.test/", final_report_url=None, now_ms=NOW_MS
