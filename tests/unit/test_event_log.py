@@ -63,6 +63,7 @@ class Workflow:
                 template="failover",
                 request_json=WORKFLOW,
                 created_at_ms=ACCEPTED_AT_MS,
+                channels=("whatsapp", "sms"),
             ),
             status_url="https://hooks.example.com/status",
             final_report_url=None,
