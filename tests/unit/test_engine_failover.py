@@ -7,12 +7,13 @@ is reached by passing a later `now_ms`, as the timer loop would.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 
 from opendispatch.engine.failover import (
     ABANDONED,
+    CANCELLED_UNSENT,
     TRANSITIONS,
     InvalidTransition,
     Move,
@@ -21,6 +22,7 @@ from opendispatch.engine.failover import (
     signal_for,
 )
 from opendispatch.engine.model import (
+    CancelRequested,
     CancelSend,
     Condition,
     Effect,
@@ -105,6 +107,10 @@ def report(
 
 def fire(state: WorkflowState, at_s: float) -> tuple[WorkflowState, tuple[Effect, ...]]:
     return decide(state, TimerFired(), at(at_s))
+
+
+def cancel(state: WorkflowState, at_s: float) -> tuple[WorkflowState, tuple[Effect, ...]]:
+    return decide(state, CancelRequested(), at(at_s))
 
 
 def sends(effects: Sequence[Effect]) -> list[SendMessage]:
@@ -504,6 +510,163 @@ def test_step_that_was_submitted_is_not_given_up_at_expiry() -> None:
     assert effects == (SendMessage(step=1, message_uuid=SMS_UUID),)  # no CancelSend either
     assert state.messages[0].status is MessageStatus.SUBMITTED
     assert state.messages[0].error is None
+
+
+# -- cancelling ---------------------------------------------------------------------------------
+
+
+def test_cancel_of_a_submitted_step_ends_the_workflow_cancelled_and_sends_nothing_more() -> None:
+    state, _ = report(accept(), WHATSAPP_UUID, MessageStatus.SUBMITTED, 1, price="0.0140")
+
+    state, effects = cancel(state, 30)
+
+    assert effects == (
+        EmitFinalReport(
+            status=WorkflowStatus.CANCELLED,
+            at_ms=at(30),
+            messages=(
+                FinalMessage(
+                    message_uuid=WHATSAPP_UUID,
+                    channel="whatsapp",
+                    status=MessageStatus.SUBMITTED,
+                    price="0.0140",
+                ),
+            ),
+        ),
+    )
+    assert (state.status, state.due_at_ms, state.ended_at_ms) == (
+        WorkflowStatus.CANCELLED,
+        None,  # the timer is cleared
+        at(30),
+    )
+    assert not state.is_open
+
+
+def test_cancel_before_the_provider_answered_cancels_the_send_and_rejects_with_1430() -> None:
+    _state, effects = cancel(accept(), 2)
+
+    assert effects[:2] == (
+        CancelSend(message_uuid=WHATSAPP_UUID),
+        EmitStatus(
+            step=0,
+            message_uuid=WHATSAPP_UUID,
+            status=MessageStatus.REJECTED,
+            at_ms=at(2),
+            error=CANCELLED_UNSENT,
+            price=None,
+        ),
+    )
+    [final] = final_reports(effects)
+    assert final.status is WorkflowStatus.CANCELLED
+    assert [message.status for message in final.messages] == [MessageStatus.REJECTED]
+    assert CANCELLED_UNSENT.code == 1430
+    assert sends(effects) == []
+
+
+def test_cancel_on_the_last_step_ends_the_workflow_cancelled() -> None:
+    state, _ = report(failed_over_to_sms(at_s=1), SMS_UUID, MessageStatus.SUBMITTED, 2)
+
+    state, effects = cancel(state, 3)
+
+    assert [final.status for final in final_reports(effects)] == [WorkflowStatus.CANCELLED]
+    assert [message.message_uuid for message in state.messages] == [WHATSAPP_UUID, SMS_UUID]
+
+
+@pytest.mark.parametrize(
+    "ended", [completed_by_sms, lambda: cancel(accept(), 1)[0]], ids=["completed", "cancelled"]
+)
+def test_cancel_of_an_ended_workflow_raises_invalid_transition_and_changes_nothing(
+    ended: Callable[[], WorkflowState],
+) -> None:
+    state = ended()
+    snapshot = copy.deepcopy(state)
+
+    with pytest.raises(InvalidTransition, match="has ended"):
+        cancel(state, 100)
+    assert state == snapshot
+
+
+def test_cancel_after_the_deadline_fails_over_first_then_cancels_the_unsent_next_step() -> None:
+    """The timer loop had not got to the deadline yet: it came first, as for a status."""
+    state, _ = report(accept(), WHATSAPP_UUID, MessageStatus.DELIVERED, 3)
+
+    state, effects = cancel(state, 601)  # due at(600)
+
+    assert effects == (
+        SendMessage(step=1, message_uuid=SMS_UUID),
+        CancelSend(message_uuid=SMS_UUID),  # asked and cancelled at once: never sent
+        EmitStatus(
+            step=1,
+            message_uuid=SMS_UUID,
+            status=MessageStatus.REJECTED,
+            at_ms=at(601),
+            error=CANCELLED_UNSENT,
+            price=None,
+        ),
+        EmitFinalReport(
+            status=WorkflowStatus.CANCELLED,
+            at_ms=at(601),
+            messages=(
+                FinalMessage(
+                    message_uuid=WHATSAPP_UUID,
+                    channel="whatsapp",
+                    status=MessageStatus.DELIVERED,
+                    price=None,
+                ),
+                FinalMessage(
+                    message_uuid=SMS_UUID,
+                    channel="sms",
+                    status=MessageStatus.REJECTED,
+                    price=None,
+                ),
+            ),
+        ),
+    )
+    assert state.status is WorkflowStatus.CANCELLED
+
+
+def test_cancel_after_the_last_deadline_finds_the_workflow_ended_in_error() -> None:
+    state, _ = report(failed_over_to_sms(at_s=1), SMS_UUID, MessageStatus.SUBMITTED, 2)
+
+    state, effects = cancel(state, 1 + FINAL_STATUS_TIMEOUT_S)
+
+    assert [final.status for final in final_reports(effects)] == [WorkflowStatus.ERROR]
+    assert state.status is WorkflowStatus.ERROR
+
+
+def test_cancel_and_the_deadline_have_one_outcome_in_either_order() -> None:
+    """Racing, whichever the store applies first: the same statuses, one final report."""
+    state, _ = report(accept(), WHATSAPP_UUID, MessageStatus.DELIVERED, 3)
+
+    timer_first, timer_effects = fire(state, 600)
+    timer_first, cancel_effects = cancel(timer_first, 601)
+    cancel_first, cancel_first_effects = cancel(state, 601)
+    cancel_first, stale = fire(cancel_first, 600)
+
+    assert stale == ()
+    assert len(final_reports(timer_effects + cancel_effects)) == 1
+    assert len(final_reports(cancel_first_effects)) == 1
+    for ended in (timer_first, cancel_first):
+        assert ended.status is WorkflowStatus.CANCELLED
+        assert [(m.message_uuid, m.status) for m in ended.messages] == [
+            (WHATSAPP_UUID, MessageStatus.DELIVERED),
+            (SMS_UUID, MessageStatus.REJECTED),
+        ]
+
+
+def test_status_of_an_in_flight_send_after_a_cancel_is_forwarded_and_counted_only() -> None:
+    before, _ = cancel(accept(), 2)  # the send was already on its way to the provider
+
+    state, effects = report(before, WHATSAPP_UUID, MessageStatus.SUBMITTED, 3, price="0.0140")
+    state, more = report(state, WHATSAPP_UUID, MessageStatus.DELIVERED, 4)
+
+    assert [(e.status, e.price) for e in emitted(effects + more)] == [
+        (MessageStatus.SUBMITTED, "0.0140"),
+        (MessageStatus.DELIVERED, "0.0140"),
+    ]
+    assert final_reports(effects + more) == []
+    assert (state.status, state.ended_at_ms) == (WorkflowStatus.CANCELLED, before.ended_at_ms)
+    assert state.messages[0].price == "0.0140"
 
 
 # -- late statuses ------------------------------------------------------------------------------

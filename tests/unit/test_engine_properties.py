@@ -16,11 +16,14 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from opendispatch.engine.failover import ABANDONED, decide
+from opendispatch.engine.failover import ABANDONED, InvalidTransition, decide
 from opendispatch.engine.model import (
+    CancelRequested,
+    CancelSend,
     Condition,
     Effect,
     EmitFinalReport,
@@ -103,7 +106,14 @@ class FireWhenDue:
     """The timer loop wakes exactly at the deadline (or now, if there is none)."""
 
 
-Action = Report | Repeat | Fire | FireWhenDue
+@dataclass(frozen=True)
+class Cancel:
+    """The application cancels the workflow `after_ms` later (refused once it has ended)."""
+
+    after_ms: int
+
+
+Action = Report | Repeat | Fire | FireWhenDue | Cancel
 
 # Small steps mostly, days sometimes: both "a status a second later" and "long after expiry".
 delays = st.one_of(
@@ -126,6 +136,7 @@ actions = st.one_of(
     st.just(Repeat()),
     st.builds(Fire, after_ms=delays),
     st.just(FireWhenDue()),
+    st.builds(Cancel, after_ms=delays),
 )
 histories = st.tuples(workflows(), st.lists(actions, min_size=3, max_size=30))
 
@@ -166,6 +177,13 @@ def run(accepted: WorkflowAccepted, planned: list[Action]) -> list[Decision]:
         elif isinstance(action, Fire):
             now_ms += action.after_ms
             event = TimerFired()
+        elif isinstance(action, Cancel):
+            now_ms += action.after_ms
+            event = CancelRequested()
+            if not state.is_open:  # refused, and nothing changes: not part of the trace
+                with pytest.raises(InvalidTransition):
+                    decide(state, event, now_ms)
+                continue
         else:
             now_ms = max(now_ms, state.due_at_ms or now_ms)
             event = TimerFired()
@@ -299,9 +317,36 @@ def test_error_means_the_last_step_failed_or_expired(
             # expired first).
             assert decision.event.status in FAILURES or deadline_passed
         else:
-            assert isinstance(decision.event, TimerFired)
+            # The timer, or a cancel applied after the deadline (which came first).
+            assert isinstance(decision.event, TimerFired | CancelRequested)
             assert before.due_at_ms is not None
             assert decision.now_ms >= before.due_at_ms
+
+
+@PROPERTIES
+@given(histories)
+def test_a_cancel_ends_a_running_workflow_with_one_final_report_and_no_send_left(
+    history: tuple[WorkflowAccepted, list[Action]],
+) -> None:
+    for decision in run(*history):
+        if not isinstance(decision.event, CancelRequested):
+            continue
+        before, after = decision.before, decision.after
+        assert before is not None
+        assert before.is_open
+        [report] = [e for e in decision.effects if isinstance(e, EmitFinalReport)]
+        assert report.status is after.status
+        assert not after.is_open
+        assert after.due_at_ms is None
+        deadline_passed = before.due_at_ms is not None and decision.now_ms >= before.due_at_ms
+        if after.status is not WorkflowStatus.CANCELLED:
+            # Only a deadline that came first can end it otherwise: the last step's, in error.
+            assert deadline_passed
+            assert after.status is WorkflowStatus.ERROR
+        # Whatever it asked to send (a failover at the deadline) it cancelled at once.
+        asked = {e.message_uuid for e in decision.effects if isinstance(e, SendMessage)}
+        cancelled = {e.message_uuid for e in decision.effects if isinstance(e, CancelSend)}
+        assert asked <= cancelled
 
 
 @PROPERTIES

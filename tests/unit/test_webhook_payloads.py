@@ -176,8 +176,14 @@ def test_final_report_accepts_the_two_spec_statuses(status: str) -> None:
     assert json.loads(render_final_report(final_report(status=status)))["status"] == status
 
 
+def test_final_report_accepts_cancelled_the_documented_extension() -> None:
+    assert json.loads(render_final_report(final_report(status="cancelled")))["status"] == (
+        "cancelled"
+    )
+
+
 def test_final_report_refuses_any_other_status() -> None:
-    with pytest.raises(ValueError, match="completed or error"):
+    with pytest.raises(ValueError, match="completed, error or cancelled"):
         final_report(status="failed")
 
 

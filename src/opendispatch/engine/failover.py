@@ -31,6 +31,17 @@ How a workflow moves, in words (the table `TRANSITIONS` says the same):
   never change the outcome. A repeat that brings nothing new (same message, same status, no
   new error or price) is dropped; a provider's own `rejected` after the engine gave the
   message up is new: its error and price are recorded and forwarded.
+- A cancel (`CancelRequested`, an extension: the spec has no cancel) is CANCELLED for the
+  current step, on any step: the workflow ends `cancelled`, its deadline is cleared and no
+  further message is sent. A current message whose provider has not answered yet is given
+  up as at a deadline, with error 1430: its send is cancelled if it has not gone out, and it
+  is recorded `rejected`. A send already on its way to a provider cannot be recalled: if the
+  provider accepts it, its statuses come late, forwarded and counted like any late status.
+  A cancel applied at or after the step's deadline, before the timer loop got to it, comes
+  after the deadline, as a status would: the step expires first (on the last step that ends
+  the workflow in `error`, and the cancel finds nothing left to cancel). So a cancel racing
+  a deadline has the same outcome whichever is applied first. Cancelling a workflow that has
+  ended (cancelled included) is refused: `InvalidTransition`, and nothing changes.
 - Exactly one `EmitFinalReport` per workflow, when it ends.
 """
 
@@ -42,6 +53,7 @@ from typing import Final
 from msgspec.structs import replace
 
 from opendispatch.engine.model import (
+    CancelRequested,
     CancelSend,
     Condition,
     Effect,
@@ -65,6 +77,7 @@ from opendispatch.errors import OpenDispatchError
 
 __all__ = [
     "ABANDONED",
+    "CANCELLED_UNSENT",
     "TRANSITIONS",
     "InvalidTransition",
     "Move",
@@ -85,6 +98,10 @@ Decision = tuple[WorkflowState, tuple[Effect, ...]]
 ABANDONED: Final = MessageError(
     code=1400, reason="The provider did not accept the message before the step's deadline."
 )
+# The same for a message whose provider had not answered when the workflow was cancelled.
+CANCELLED_UNSENT: Final = MessageError(
+    code=1430, reason="The workflow was cancelled before the provider accepted the message."
+)
 
 
 class Signal(StrEnum):
@@ -94,6 +111,7 @@ class Signal(StrEnum):
     MET = "met"  # it reached the step's condition
     FAILED = "failed"  # rejected or undeliverable
     EXPIRED = "expired"  # the step's deadline passed first
+    CANCELLED = "cancelled"  # the workflow was cancelled while on this step
 
 
 class Move(StrEnum):
@@ -101,6 +119,7 @@ class Move(StrEnum):
     COMPLETE = "complete"  # the workflow ends `completed`
     NEXT = "next"  # send the next message
     FAIL = "fail"  # the workflow ends `error`
+    CANCEL = "cancel"  # the workflow ends `cancelled`
 
 
 # (signal, is the current step the last one?) -> move. Only open workflows consult it: once a
@@ -114,9 +133,16 @@ TRANSITIONS: Final[dict[tuple[Signal, bool], Move]] = {
     (Signal.FAILED, True): Move.FAIL,
     (Signal.EXPIRED, False): Move.NEXT,
     (Signal.EXPIRED, True): Move.FAIL,
+    (Signal.CANCELLED, False): Move.CANCEL,
+    (Signal.CANCELLED, True): Move.CANCEL,
 }
 
 _FAILURES: Final = frozenset({MessageStatus.REJECTED, MessageStatus.UNDELIVERABLE})
+_ENDINGS: Final = {
+    Move.COMPLETE: WorkflowStatus.COMPLETED,
+    Move.FAIL: WorkflowStatus.ERROR,
+    Move.CANCEL: WorkflowStatus.CANCELLED,
+}
 
 
 def decide(state: WorkflowState | None, event: Event, now_ms: int) -> Decision:
@@ -131,6 +157,8 @@ def decide(state: WorkflowState | None, event: Event, now_ms: int) -> Decision:
         return _status(state, event, now_ms)
     if isinstance(event, TimerFired):
         return _timer(state, now_ms)
+    if isinstance(event, CancelRequested):
+        return _cancel(state, now_ms)
     raise InvalidTransition(f"unknown event {event!r}")
 
 
@@ -198,16 +226,36 @@ def _is_repeat(message: MessageState, event: StatusReported) -> bool:
 def _timer(state: WorkflowState, now_ms: int) -> Decision:
     if not state.is_open or state.due_at_ms is None or now_ms < state.due_at_ms:
         return state, ()  # a stale or early firing: the deadline moved or was never reached
-    effects: tuple[Effect, ...] = ()
-    current = state.messages[-1]
-    if current.status is None:
-        given_up = _record(current, MessageStatus.REJECTED, now_ms, ABANDONED, None)
-        state = _with_message(state, given_up)
-        effects = (
-            CancelSend(message_uuid=given_up.message_uuid),
-            _emit(given_up, MessageStatus.REJECTED, now_ms, ABANDONED),
-        )
+    state, effects = _give_up_unanswered(state, now_ms, ABANDONED)
     return _move(state, Signal.EXPIRED, now_ms, effects)
+
+
+def _cancel(state: WorkflowState, now_ms: int) -> Decision:
+    if not state.is_open:
+        raise InvalidTransition(f"workflow {state.dispatch_uuid} has ended ({state.status})")
+    expired: tuple[Effect, ...] = ()
+    if state.due_at_ms is not None and now_ms >= state.due_at_ms:
+        state, expired = _timer(state, now_ms)  # the deadline came first
+        if not state.is_open:
+            return state, expired  # it ended the workflow: nothing is left to cancel
+    state, given_up = _give_up_unanswered(state, now_ms, CANCELLED_UNSENT)
+    return _move(state, Signal.CANCELLED, now_ms, (*expired, *given_up))
+
+
+def _give_up_unanswered(
+    state: WorkflowState, now_ms: int, error: MessageError
+) -> tuple[WorkflowState, tuple[Effect, ...]]:
+    """The current message, if its provider never answered: its send cancelled (if it has
+    not gone out yet) and the message recorded `rejected` with `error`, so that every message
+    of a final report has a status."""
+    current = state.messages[-1]
+    if current.status is not None:
+        return state, ()
+    given_up = _record(current, MessageStatus.REJECTED, now_ms, error, None)
+    return _with_message(state, given_up), (
+        CancelSend(message_uuid=given_up.message_uuid),
+        _emit(given_up, MessageStatus.REJECTED, now_ms, error),
+    )
 
 
 # -- moves ------------------------------------------------------------------------------------
@@ -222,7 +270,7 @@ def _move(
         return state, effects
     if move is Move.NEXT:
         return _start_step(state, state.current + 1, now_ms, effects)
-    status = WorkflowStatus.COMPLETED if move is Move.COMPLETE else WorkflowStatus.ERROR
+    status = _ENDINGS[move]
     ended = replace(state, status=status, due_at_ms=None, ended_at_ms=now_ms)
     report = EmitFinalReport(
         status=status,

@@ -18,6 +18,7 @@ from enum import StrEnum
 import msgspec
 
 __all__ = [
+    "CancelRequested",
     "CancelSend",
     "Condition",
     "Effect",
@@ -43,6 +44,9 @@ class WorkflowStatus(StrEnum):
     IN_PROGRESS = "in_progress"
     COMPLETED = "completed"
     ERROR = "error"
+    # Stopped by the application or an operator (`POST .../cancel`): not in the Dispatch
+    # spec, whose final report knows only `completed` and `error`; an extension, documented.
+    CANCELLED = "cancelled"
 
 
 class MessageStatus(StrEnum):
@@ -177,7 +181,11 @@ class TimerFired(msgspec.Struct, frozen=True, kw_only=True):
     """The scheduler found `due_at_ms` passed. Stale firings are ignored."""
 
 
-Event = WorkflowAccepted | StatusReported | TimerFired
+class CancelRequested(msgspec.Struct, frozen=True, kw_only=True):
+    """The application (or an operator) asked to stop the workflow where it stands."""
+
+
+Event = WorkflowAccepted | StatusReported | TimerFired | CancelRequested
 
 
 # -- effects ----------------------------------------------------------------------------------
@@ -189,7 +197,8 @@ class SendMessage(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CancelSend(msgspec.Struct, frozen=True, kw_only=True):
-    """Stop trying to send a message the workflow gave up on (it would arrive too late)."""
+    """Stop trying to send a message the workflow gave up on (it would arrive too late, or
+    the workflow was cancelled); a send already on its way to the provider goes on."""
 
     message_uuid: str
 

@@ -39,7 +39,8 @@ __all__ = [
 CURRENCY = "EUR"  # The spec allows only EUR (ISO 4217).
 
 MESSAGE_STATUSES = frozenset({"submitted", "delivered", "read", "rejected", "undeliverable"})
-FINAL_STATUSES = frozenset({"completed", "error"})
+# `cancelled` is OpenDispatch's extension (a workflow stopped by `POST .../cancel`).
+FINAL_STATUSES = frozenset({"completed", "error", "cancelled"})
 
 _encode = msgspec.json.Encoder().encode
 
@@ -96,7 +97,9 @@ class FinalReportPayload:
 
     def __post_init__(self) -> None:
         if self.status not in FINAL_STATUSES:
-            raise ValueError(f"final report status must be completed or error, not {self.status!r}")
+            raise ValueError(
+                f"final report status must be completed, error or cancelled, not {self.status!r}"
+            )
 
 
 def render_message_status(payload: MessageStatusPayload) -> bytes:
