@@ -9,6 +9,7 @@ failover. With `--log-format json`, the same fields are keys of one JSON object 
         provider=sandbox outcome=rejected error=1300 reason="Rejected by the sandbox"
     failover dispatch_uuid=... application_id=... from_step=0 to_step=1 reason=rejected
     workflow ended dispatch_uuid=... application_id=... status=completed messages=2
+    workflow cancelled dispatch_uuid=... application_id=... by=application request_id=...
     webhook attempt failed webhook_id=... kind=message_status dispatch_uuid=...
         application_id=... url=http://receiver.example/status attempt=1 status_code=500
         reason="HTTP 500" retry_in_ms=1013                                  (DEBUG)
@@ -58,6 +59,7 @@ __all__ = [
     "webhook_endpoint_failing",
     "webhook_endpoint_recovered",
     "workflow_accepted",
+    "workflow_cancelled",
 ]
 
 log = logging.getLogger("opendispatch.events")
@@ -83,6 +85,9 @@ _FAILOVER: Final = EventKind(
     "failover", "dispatch_uuid", "application_id", "from_step", "to_step", "reason"
 )
 _ENDED: Final = EventKind("workflow ended", "dispatch_uuid", "application_id", "status", "messages")
+_CANCELLED: Final = EventKind(
+    "workflow cancelled", "dispatch_uuid", "application_id", "by", "request_id"
+)
 _WEBHOOK_DELIVERED: Final = EventKind(
     "webhook delivered", *_WEBHOOK, "attempt", "status_code", "elapsed_ms"
 )
@@ -119,6 +124,15 @@ def workflow_accepted(
 ) -> None:
     if log.isEnabledFor(INFO):
         _emit(INFO, _ACCEPTED, dispatch_uuid, application_id, request_id, steps)
+
+
+def workflow_cancelled(
+    *, dispatch_uuid: str, application_id: str, by: str, request_id: str
+) -> None:
+    """Who cancelled a running workflow (`by`: `application` for the API, or the operator),
+    once the cancel is committed: after its `workflow ended ... status=cancelled` line."""
+    if log.isEnabledFor(INFO):
+        _emit(INFO, _CANCELLED, dispatch_uuid, application_id, by, request_id)
 
 
 def step_sent(job: SendJob, *, provider: str, error: MessageError | None) -> None:

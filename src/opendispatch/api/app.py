@@ -124,6 +124,7 @@ class DispatchApp:
                 Route("/v0.1/dispatch/", collection),
                 Route("/v0.1/dispatch/{dispatch_uuid}", {"GET": dispatch.get}),
                 Route("/workflows/{dispatch_uuid}", {"GET": dispatch.get}),
+                Route("/v0.1/dispatch/{dispatch_uuid}/cancel", {"POST": dispatch.cancel}),
                 Route(
                     "/workflows/{dispatch_uuid}/messages/{message_uuid}",
                     {"GET": dispatch.get_message},

@@ -1,9 +1,12 @@
-"""`/v0.1/dispatch`: create a workflow, read one, list them.
+"""`/v0.1/dispatch`: create a workflow, read one, list them, cancel one.
 
 The order of checks is part of the contract: the route (404/405) is known before anything
 else, credentials are checked before the body is read (401), then the body's size (413), its
 presence (400) and media type (415), its JSON (400) and every validation rule (400). Only a
 request that passed all of them is stored, and the 202 is sent only once it is durable.
+
+Cancel is OpenDispatch's extension (Vonage's Dispatch API has none): `POST .../cancel` stops
+a running workflow and answers 200 once that is durable; 409 if it has already ended.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from opendispatch.api.workflow_query import read_workflow_query
 from opendispatch.auth.authenticator import Principal
 from opendispatch.errors import (
     ApplicationDeleted,
+    Conflict,
     InvalidParameter,
     InvalidRequest,
     NotFound,
@@ -28,6 +32,7 @@ from opendispatch.errors import (
 )
 from opendispatch.ids import is_uuid, uuid7
 from opendispatch.runtime.admission import AdmissionControl
+from opendispatch.runtime.shell import CancelOutcome
 from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
@@ -109,6 +114,27 @@ class DispatchRoutes(AuthenticatedRoutes):
         webhooks = await self._store.list_webhooks(loaded.record.dispatch_uuid)
         sends = await self._store.send_records(loaded.record.dispatch_uuid)
         return json_response(200, workflow_view(loaded, webhooks, sends))
+
+    async def cancel(self, request: Request) -> Response:
+        principal = await self._principal(request)
+        dispatch_uuid = request.path_params["dispatch_uuid"]
+        outcome = await self._runtime.cancel(principal.application_id, dispatch_uuid)
+        if outcome is CancelOutcome.NOT_FOUND:
+            raise NotFound(f"No workflow {dispatch_uuid} for this application.")
+        if outcome is CancelOutcome.ENDED:
+            raise Conflict(
+                f"Workflow {dispatch_uuid} has already ended; only a running workflow can be "
+                "cancelled."
+            )
+        event_log.workflow_cancelled(
+            dispatch_uuid=dispatch_uuid,
+            application_id=principal.application_id,
+            by="application",
+            request_id=request.request_id,
+        )
+        return json_response(
+            200, b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'","status":"cancelled"}'
+        )
 
     async def get_message(self, request: Request) -> Response:
         principal = await self._principal(request)

@@ -26,6 +26,7 @@ from opendispatch.api.response_models import (
     ReplayedWebhooks,
     WebhookEntry,
     WebhookPage,
+    WorkflowCancelled,
     WorkflowPage,
     WorkflowView,
 )
@@ -47,6 +48,7 @@ _MODELS: list[type[BaseModel]] = [
     ReplayedWebhooks,
     WebhookEntry,
     WebhookPage,
+    WorkflowCancelled,
     WorkflowPage,
     WorkflowView,
 ]
@@ -163,6 +165,25 @@ def _paths() -> dict[str, Any]:
         "security": [{"bearerAuth": []}, {"basicAuth": []}],
         "parameters": [_UUID_PARAMETER],
         "responses": {"200": _json(WorkflowView, "The workflow."), **_errors(401, 404)},
+    }
+    cancel = {
+        "operationId": "cancelWorkflow",
+        "summary": "Stop a running workflow (an extension: Vonage's Dispatch API has no cancel)",
+        "description": (
+            "No further message is sent and the workflow's deadline is cleared; its final "
+            "report, with status `cancelled`, follows the status webhooks already due. A "
+            "message already on its way to a provider cannot be recalled: its statuses are "
+            "still forwarded and its price counted. Answered once the cancel is durable."
+        ),
+        "security": [{"bearerAuth": []}, {"basicAuth": []}],
+        "parameters": [_UUID_PARAMETER],
+        "responses": {
+            "200": _json(WorkflowCancelled, "Cancelled."),
+            **_errors(401, 404),
+            "409": _json(
+                ErrorBody, "The workflow has already ended (completed, error or cancelled)."
+            ),
+        },
     }
     health = {
         "operationId": "health",
@@ -323,6 +344,7 @@ def _paths() -> dict[str, Any]:
         "/v0.1/webhooks/{webhook_id}/replay": {"post": replay_one},
         "/v0.1/dispatch": {"post": create, "get": listing},
         "/v0.1/dispatch/{dispatch_uuid}": {"get": get},
+        "/v0.1/dispatch/{dispatch_uuid}/cancel": {"post": cancel},
         "/workflows/{dispatch_uuid}": {"get": {**get, "operationId": "getWorkflowByHref"}},
         "/workflows/{dispatch_uuid}/messages/{message_uuid}": {"get": message},
         "/v0.1/sandbox/messages/{message_uuid}/status": {"post": inject},

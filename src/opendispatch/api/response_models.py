@@ -22,6 +22,7 @@ __all__ = [
     "WebhookPage",
     "WebhookPageEmbedded",
     "WebhookView",
+    "WorkflowCancelled",
     "WorkflowLinks",
     "WorkflowPage",
     "WorkflowPageLinks",
@@ -38,6 +39,17 @@ class DispatchAccepted(_Model):
     dispatch_uuid: str = Field(
         description="The parent ID for the workflow request.",
         examples=["01937a2c-5b0e-7d3a-9c1e-6f2b8a4d0e51"],
+    )
+
+
+class WorkflowCancelled(_Model):
+    """The answer to `POST /v0.1/dispatch/{dispatch_uuid}/cancel` (an extension)."""
+
+    dispatch_uuid: str
+    status: str = Field(
+        description="Always `cancelled`: the workflow was running and now has stopped; its "
+        "final report, with this status, follows its status webhooks already due.",
+        examples=["cancelled"],
     )
 
 
@@ -77,7 +89,8 @@ class WorkflowSummary(_Model):
     dispatch_uuid: str
     template: str = Field(examples=["failover"])
     status: str = Field(
-        description="`accepted` (stored, not yet running), `in_progress`, `completed` or `error`."
+        description="`accepted` (stored, not yet running), `in_progress`, `completed`, `error`, "
+        "or `cancelled` (an extension: stopped by `POST .../cancel`)."
     )
     created_at: str = Field(description="ISO 8601 UTC with milliseconds.")
     updated_at: str = Field(description="ISO 8601 UTC with milliseconds.")

@@ -1,9 +1,9 @@
 """The runtime: the engine's shell and its workers, started and stopped with the server.
 
-It is also the one door for events from outside the workers: the API accepts workflows and
-injects sandbox statuses through it. After every transaction it wakes the workers that have
-new work sooner than they planned to look, so a rejection reaches the next send in
-milliseconds, not after a polling interval.
+It is also the one door for events from outside the workers: the API accepts workflows,
+cancels them and injects sandbox statuses through it. After every transaction it wakes the
+workers that have new work sooner than they planned to look, so a rejection reaches the next
+send in milliseconds, not after a polling interval.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from opendispatch import event_log
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
+from opendispatch.ids import is_uuid
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.admission import AdmissionControl
@@ -24,7 +25,7 @@ from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.inbox import ProviderInbox
 from opendispatch.runtime.retention import Expire, RetentionWorker
 from opendispatch.runtime.routing import Routes, StaticRoutes
-from opendispatch.runtime.shell import Shell
+from opendispatch.runtime.shell import CancelOutcome, Shell
 from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
 from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
 from opendispatch.store.protocol import Store
@@ -34,7 +35,7 @@ from opendispatch.webhooks.signing import Signer
 if TYPE_CHECKING:
     from opendispatch.runtime.callbacks import CallbackIntake
 
-__all__ = ["Runtime", "RuntimeSettings"]
+__all__ = ["CancelOutcome", "Runtime", "RuntimeSettings"]
 
 log = logging.getLogger(__name__)
 
@@ -225,6 +226,20 @@ class Runtime:
         )
         await self.store.create_workflow(workflow, transition)
         self.after_transition(transition)
+
+    async def cancel(self, application_id: str, dispatch_uuid: str) -> CancelOutcome:
+        """Stop one of the application's workflows if it is running (the rule is the engine's:
+        `engine.failover`); durable once this returns, its final report then on its way.
+        Racing a deadline or a status, it is applied in turn like any event of the workflow,
+        so exactly one of them ends it."""
+        if not is_uuid(dispatch_uuid):
+            return CancelOutcome.NOT_FOUND
+        cancellation = self.shell.cancel(application_id, now_ms=self.clock.now_ms())
+        transition = await self.store.apply(
+            dispatch_uuid=dispatch_uuid, transition=cancellation.transition
+        )
+        self.after_transition(transition)
+        return cancellation.outcome
 
     async def report_status(
         self,

@@ -1,9 +1,10 @@
 """The shell around the engine: one event in, one `Transition` (rows to write) out.
 
 `Shell.accept` builds a new workflow's first transition; `Shell.transition_for(event)` builds
-the function `Store.apply` runs inside its transaction on the loaded workflow. Both run the
-pure engine (`engine.failover.decide`) and then make its effects concrete: a `SendMessage`
-becomes a send row carrying the step's message as submitted, an `EmitStatus` or
+the function `Store.apply` runs inside its transaction on the loaded workflow, and
+`Shell.cancel` the one of a cancel, which also tells what came of it (`CancelOutcome`). They
+run the pure engine (`engine.failover.decide`) and then make its effects concrete: a
+`SendMessage` becomes a send row carrying the step's message as submitted, an `EmitStatus` or
 `EmitFinalReport` becomes a webhook row with its exact JSON body and a stable event id.
 No failover rule is decided here: only how the engine's decisions are written down.
 """
@@ -13,12 +14,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from opendispatch.engine.failover import decide
+from opendispatch.engine.failover import InvalidTransition, decide
 from opendispatch.engine.model import (
+    CancelRequested,
     CancelSend,
     Condition,
     Effect,
@@ -31,6 +34,7 @@ from opendispatch.engine.model import (
     StepPlan,
     WorkflowAccepted,
     WorkflowState,
+    WorkflowStatus,
 )
 from opendispatch.ids import uuid7
 from opendispatch.store.protocol import TransitionFunction
@@ -44,7 +48,7 @@ from opendispatch.store.records import (
 )
 from opendispatch.webhooks import payloads
 
-__all__ = ["Shell", "decode_state", "steps_from_request"]
+__all__ = ["CancelOutcome", "Cancellation", "Shell", "decode_state", "steps_from_request"]
 
 _encode = msgspec.json.Encoder().encode
 _decode_request = msgspec.json.Decoder().decode
@@ -65,6 +69,23 @@ def steps_from_request(workflow: Sequence[dict[str, Any]]) -> tuple[StepPlan, ..
             )
         )
     return tuple(steps)
+
+
+class CancelOutcome(StrEnum):
+    """What a cancel did (`Runtime.cancel`); the API answers 200, 409 and 404 for them."""
+
+    CANCELLED = "cancelled"  # it was running and is now cancelled; its final report is due
+    ENDED = "ended"  # it had already ended (completed, error or cancelled): nothing changed
+    NOT_FOUND = "not_found"  # no such workflow, or another application's
+
+
+@dataclass(slots=True)
+class Cancellation:
+    """A cancel's transition function for `Store.apply`, and what it did once applied (the
+    store may run the function again after losing a race: the last run is the one written)."""
+
+    transition: TransitionFunction
+    outcome: CancelOutcome = CancelOutcome.NOT_FOUND
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -142,27 +163,52 @@ class Shell:
         def transition(loaded: LoadedWorkflow) -> Transition | None:
             if loaded.state_json is None:
                 return None  # not started yet: the runtime starts it first
-            arrived = [status for status in loaded.inbox if status.due_at_ms <= now_ms]
-            state = new_state = decode_state(loaded.state_json)
-            effects: tuple[Effect, ...] = ()
-            for event in (*map(_reported, arrived), *events):
-                new_state, more = decide(new_state, event, now_ms)
-                effects += more
-            consumed = tuple(status.id for status in arrived)
-            if not effects and new_state == state and not consumed:
-                return None
-            record = loaded.record
-            context = _Context(
-                dispatch_uuid=record.dispatch_uuid,
-                application_id=record.application_id,
-                template=record.template,
-                submitted=self._submitted_messages(record.dispatch_uuid, record.request_json),
-                status_url=loaded.status_url,
-                final_report_url=loaded.final_report_url or loaded.status_url,
-            )
-            return self._transition(context, new_state, effects, now_ms, consumed)
+            return self._written(loaded, _Decided.after_inbox(loaded, events, now_ms), now_ms)
 
         return transition
+
+    def cancel(self, application_id: str, *, now_ms: int) -> Cancellation:
+        """A cancel of one of `application_id`'s workflows, as `transition_for` applies an
+        event: the provider statuses that have arrived first (a `read` that came in before
+        the cancel completes the workflow, and the cancel then finds it ended)."""
+
+        def transition(loaded: LoadedWorkflow) -> Transition | None:
+            if loaded.record.application_id != application_id or loaded.state_json is None:
+                cancellation.outcome = CancelOutcome.NOT_FOUND
+                return None
+            decided = _Decided.after_inbox(loaded, (), now_ms)
+            try:
+                state, effects = decide(decided.state, CancelRequested(), now_ms)
+            except InvalidTransition:  # it has ended: the cancel changes nothing
+                cancellation.outcome = CancelOutcome.ENDED
+            else:
+                # The engine may find the workflow ended by a deadline that came first.
+                cancelled = any(
+                    isinstance(effect, EmitFinalReport)
+                    and effect.status is WorkflowStatus.CANCELLED
+                    for effect in effects
+                )
+                cancellation.outcome = CancelOutcome.CANCELLED if cancelled else CancelOutcome.ENDED
+                decided.state, decided.effects = state, decided.effects + effects
+            return self._written(loaded, decided, now_ms)
+
+        cancellation = Cancellation(transition)
+        return cancellation
+
+    def _written(self, loaded: LoadedWorkflow, decided: _Decided, now_ms: int) -> Transition | None:
+        """The rows of what was decided; None if nothing changed."""
+        if decided.unchanged:
+            return None
+        record = loaded.record
+        context = _Context(
+            dispatch_uuid=record.dispatch_uuid,
+            application_id=record.application_id,
+            template=record.template,
+            submitted=self._submitted_messages(record.dispatch_uuid, record.request_json),
+            status_url=loaded.status_url,
+            final_report_url=loaded.final_report_url or loaded.status_url,
+        )
+        return self._transition(context, decided.state, decided.effects, now_ms, decided.consumed)
 
     def start_unstarted(self, now_ms: int) -> TransitionFunction:
         """For workflows stored before the engine existed: accept them now."""
@@ -201,13 +247,16 @@ class Shell:
         consumed_inbox: tuple[int, ...] = (),
     ) -> Transition:
         sends: list[NewSend] = []
-        cancels: list[str] = []
+        cancels = [effect.message_uuid for effect in effects if isinstance(effect, CancelSend)]
         webhooks: list[NewWebhook] = []
         for effect in effects:
             if isinstance(effect, SendMessage):
-                sends.append(self._send(context, effect, now_ms))
-            elif isinstance(effect, CancelSend):
-                cancels.append(effect.message_uuid)
+                if effect.message_uuid in cancels:
+                    # Asked and cancelled in one decision (a cancel just after a deadline's
+                    # failover): never written, so no worker can claim it in between.
+                    cancels.remove(effect.message_uuid)
+                else:
+                    sends.append(self._send(context, effect, now_ms))
             elif isinstance(effect, EmitStatus):
                 webhooks.append(self._status_webhook(context, effect, now_ms))
             elif isinstance(effect, EmitFinalReport):
@@ -303,6 +352,34 @@ class Shell:
             payload=body.decode(),
             next_attempt_at_ms=now_ms,
         )
+
+
+@dataclass(slots=True)
+class _Decided:
+    """A workflow's state before and after the events of one transaction, their effects, and
+    the inbox rows they consumed."""
+
+    before: WorkflowState
+    state: WorkflowState
+    effects: tuple[Effect, ...]
+    consumed: tuple[int, ...]
+
+    @classmethod
+    def after_inbox(cls, loaded: LoadedWorkflow, events: Sequence[Event], now_ms: int) -> _Decided:
+        """The provider statuses of the workflow that have arrived, in the order they
+        happened, then `events`, in order."""
+        assert loaded.state_json is not None
+        arrived = [status for status in loaded.inbox if status.due_at_ms <= now_ms]
+        state = before = decode_state(loaded.state_json)
+        effects: tuple[Effect, ...] = ()
+        for event in (*map(_reported, arrived), *events):
+            state, more = decide(state, event, now_ms)
+            effects += more
+        return cls(before, state, effects, tuple(status.id for status in arrived))
+
+    @property
+    def unchanged(self) -> bool:
+        return not self.effects and self.state == self.before and not self.consumed
 
 
 def _reported(status: InboxEvent) -> StatusReported:
