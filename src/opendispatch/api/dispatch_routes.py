@@ -3,7 +3,8 @@
 The order of checks is part of the contract: the route (404/405) is known before anything
 else, credentials are checked before the body is read (401), then the body's size (413), its
 presence (400) and media type (415), its JSON (400) and every validation rule (400). Only a
-request that passed all of them is stored, and the 202 is sent only once it is durable.
+request that passed all of them is stored, and the 202 is sent only once it is durable. A
+field that is valid but can never take effect is accepted, and the 202 says so in `warnings`.
 
 Cancel is OpenDispatch's extension (Vonage's Dispatch API has none): `POST .../cancel` stops
 a running workflow and answers 200 once that is durable; 409 if it has already ended.
@@ -13,11 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from opendispatch import event_log
 from opendispatch.api.http import Request, Response, json_response
 from opendispatch.api.request_models import WorkflowMessage
 from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
-from opendispatch.api.validation import validate_create_workflow_json
+from opendispatch.api.validation import condition_warnings, validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
 from opendispatch.api.workflow_query import read_workflow_query
 from opendispatch.auth.authenticator import Principal
@@ -84,11 +87,16 @@ class DispatchRoutes(AuthenticatedRoutes):
                 request_id=request.request_id,
                 steps=len(valid.messages),
             )
-        return json_response(
-            202,
-            b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}',
-            (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()),
-        )
+        body = b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}'
+        warnings = condition_warnings(valid.messages)
+        if warnings:  # rare: the usual body stays exactly as it was
+            body = msgspec.json.encode(
+                {
+                    "dispatch_uuid": dispatch_uuid,
+                    "warnings": [{"name": w.name, "reason": w.reason} for w in warnings],
+                }
+            )
+        return json_response(202, body, (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()))
 
     async def _check_routes(
         self, application_id: str, messages: tuple[WorkflowMessage, ...]

@@ -136,7 +136,11 @@ def _paths() -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(CreateWorkflowRequest)}},
         },
         "responses": {
-            "202": _json(DispatchAccepted, "Accepted: the workflow is stored."),
+            "202": _json(
+                DispatchAccepted,
+                "Accepted: the workflow is stored. `warnings` (an extension) appears only when "
+                "a field is valid but can never take effect.",
+            ),
             **_errors(400, 401, 413, 415, 503),
         },
     }

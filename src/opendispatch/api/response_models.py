@@ -40,6 +40,12 @@ class DispatchAccepted(_Model):
         description="The parent ID for the workflow request.",
         examples=["01937a2c-5b0e-7d3a-9c1e-6f2b8a4d0e51"],
     )
+    warnings: list[InvalidParameterBody] = Field(
+        default_factory=list,
+        description="An extension, present only when there is something to warn about: "
+        "fields that are valid but can never take effect, such as a `condition_status` of "
+        "`read` on sms or mms, which never report reads. The workflow is accepted anyway.",
+    )
 
 
 class WorkflowCancelled(_Model):

@@ -18,7 +18,7 @@ the same document, and it can be read back once stored.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -30,6 +30,7 @@ from opendispatch.api.request_models import (
     EXPIRY_TIME_RANGE,
     TTL_RANGE,
     Channel,
+    ConditionStatus,
     ContentType,
     CreateWorkflowRequest,
     MessengerCategory,
@@ -37,7 +38,12 @@ from opendispatch.api.request_models import (
 )
 from opendispatch.errors import InvalidParameter, InvalidRequest
 
-__all__ = ["ValidWorkflowRequest", "validate_create_workflow", "validate_create_workflow_json"]
+__all__ = [
+    "ValidWorkflowRequest",
+    "condition_warnings",
+    "validate_create_workflow",
+    "validate_create_workflow_json",
+]
 
 _DETAIL: Final = "Your request parameters did not validate."
 MAX_REPORTED_PARAMETERS: Final = 100  # of `invalid_parameters` in one answer
@@ -93,6 +99,11 @@ _TYPE_REASONS: Final[dict[str, str]] = {
 }
 _QUOTED = re.compile(r"'([^']*)'")
 _FAILOVER_REQUIRED: Final = "is required on every message except the last"
+
+
+# Channels on which no provider reports `read` (Vonage, Twilio and Telnyx SMS and MMS have no
+# read receipts; the sandbox stops at `delivered` there too).
+_NEVER_READ: Final = frozenset({Channel.SMS, Channel.MMS})
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,52 @@ def validate_create_workflow(document: object, *, max_messages: int = 10) -> Val
     if errors:
         raise _invalid(document, errors, found=len(errors) + unread)
     return ValidWorkflowRequest(_TEMPLATE, tuple(messages))
+
+
+def condition_warnings(
+    messages: Sequence[WorkflowMessage | Mapping[str, Any]],
+) -> list[InvalidParameter]:
+    """What is valid but can never happen: a `condition_status` of `read` on a channel that
+    never reports reads. The spec allows it, so it is accepted, and the 202 says so.
+
+    `messages`: the validated messages, or the stored request's `workflow` as JSON objects
+    (`json.loads(record.request_json)["workflow"]`), so what is shown later needs no stored
+    copy. Empty for nearly every request: the 202 body is then unchanged."""
+    warnings = []
+    last = len(messages) - 1
+    for index, message in enumerate(messages):
+        channel: object
+        condition: object
+        if isinstance(message, WorkflowMessage):
+            channel = message.to.type
+            condition = message.failover and message.failover.condition_status
+        else:
+            channel = _field(message, "to", "type")
+            condition = _field(message, "failover", "condition_status")
+        if (
+            condition == ConditionStatus.READ
+            and isinstance(channel, str)
+            and channel in _NEVER_READ
+        ):
+            then = (
+                "the workflow always ends in error"
+                if index == last
+                else "this message always fails over to the next"
+            )
+            warnings.append(
+                InvalidParameter(
+                    f"workflow[{index}].failover.condition_status",
+                    f"{channel} never reports read, so this condition can never be met: "
+                    f"{then} once its expiry_time passes",
+                )
+            )
+    return warnings
+
+
+def _field(message: Mapping[str, Any], outer: str, inner: str) -> object:
+    """`message[outer][inner]`, or None where either is missing (or not an object)."""
+    value = message.get(outer)
+    return value.get(inner) if isinstance(value, Mapping) else None
 
 
 def _workflow_reason(document: dict[Any, Any], workflow: object, max_messages: int) -> str:
