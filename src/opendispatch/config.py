@@ -7,6 +7,7 @@ environment itself, so tests build one directly.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -19,6 +20,8 @@ from opendispatch.providers.sandbox import DEFAULT_PRICES
 __all__ = ["DEFAULT_DATABASE", "Settings"]
 
 DEFAULT_DATABASE = "sqlite:///opendispatch.db"
+# A bearer token's characters (RFC 6750's b64token), and long enough not to be guessed.
+_METRICS_TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,256}={0,2}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -85,6 +88,9 @@ class Settings:
     lease_s: int = 30
     db_pool_min: int = 2
     db_pool_max: int = 10
+    # GET /metrics (Prometheus): served unless off; with a token, only to `Bearer <token>`.
+    metrics: bool = True
+    metrics_token: str | None = field(default=None, repr=False)
 
     def _require(self, rule: str, holds: Callable[[float], bool], *names: str) -> None:
         """One check per setting, so that a refusal names the one that failed and its value."""
@@ -162,6 +168,12 @@ class Settings:
             raise ConfigurationError("jwt_replay must be refuse or allow")
         if not 0 < self.port < 65536:
             raise ConfigurationError("port must be between 1 and 65535")
+        if self.metrics_token is not None and not _METRICS_TOKEN.fullmatch(self.metrics_token):
+            # Not its value: it is a secret.
+            raise ConfigurationError(
+                "metrics_token must be 16 to 256 characters of A-Z a-z 0-9 - . _ ~ + / "
+                "(a bearer token), optionally ending in ="
+            )
 
 
 def _public_url(url: str) -> str:

@@ -31,3 +31,15 @@ def test_a_refused_setting_is_named_alone_with_its_value(given: dict[str, Any], 
 
 def test_the_defaults_pass():
     Settings()
+
+
+@pytest.mark.parametrize("token", ["short", "sixteen chars ok", "x" * 257, "tokén-0123456789"])
+def test_a_metrics_token_that_is_not_a_long_bearer_token_is_refused_without_its_value(token: str):
+    with pytest.raises(ConfigurationError) as refused:
+        Settings(metrics_token=token)
+    assert str(refused.value).startswith("metrics_token must be 16 to 256 characters")
+    assert token not in str(refused.value)
+
+
+def test_a_metrics_token_is_never_in_the_settings_repr():
+    assert "0123456789abcdef" not in repr(Settings(metrics_token="0123456789abcdef=="))

@@ -10,6 +10,7 @@ from opendispatch.api.callback_routes import CallbackRoutes
 from opendispatch.api.dispatch_routes import DispatchRoutes
 from opendispatch.api.docs import DocsRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
+from opendispatch.api.metrics_route import MetricsRoute
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
 from opendispatch.api.rate_limit import RateLimiter
@@ -26,6 +27,7 @@ from opendispatch.errors import (
     ServiceUnavailable,
     StoreError,
 )
+from opendispatch.metrics import Metrics, QueueDepths
 from opendispatch.runtime.assembly import build_runtime
 from opendispatch.runtime.clock import Clock, SystemClock
 from opendispatch.runtime.webhook_worker import WebhookPoster
@@ -67,8 +69,13 @@ class DispatchApp:
             )
         )
         self.clock = clock or SystemClock()
+        self.metrics = Metrics()
         self.runtime = build_runtime(
-            settings, store=self.store, clock=self.clock, webhook_client=webhook_client
+            settings,
+            store=self.store,
+            clock=self.clock,
+            webhook_client=webhook_client,
+            metrics=self.metrics,
         )
         self.ready = False
         authenticator = Authenticator(
@@ -109,13 +116,30 @@ class DispatchApp:
         callbacks = CallbackRoutes(
             intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock
         )
-        self._openapi = openapi_document()
+        self._openapi = openapi_document(metrics=settings.metrics)
         docs = DocsRoutes()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
+        metrics = (
+            [
+                Route(
+                    "/metrics",
+                    {
+                        "GET": MetricsRoute(
+                            self.metrics.registry,
+                            QueueDepths(self.store, self.clock, self.metrics.registry),
+                            token=settings.metrics_token,
+                        ).get
+                    },
+                )
+            ]
+            if settings.metrics
+            else []
+        )
         # Every route here is in /openapi.json (tests/integration/test_openapi.py checks).
         self._router = Router(
             [
                 Route("/health", {"GET": self._health}),
+                *metrics,
                 Route("/openapi.json", {"GET": self._openapi_json}),
                 Route("/docs", {"GET": docs.page}),
                 Route("/docs/", {"GET": docs.page_with_slash}),

@@ -120,7 +120,7 @@ _LIST_FILTERS: list[dict[str, Any]] = [
 ]
 
 
-def _paths() -> dict[str, Any]:
+def _paths(*, metrics: bool) -> dict[str, Any]:
     create = {
         "operationId": "createWorkflow",
         "summary": "Create a workflow",
@@ -342,6 +342,24 @@ def _paths() -> dict[str, Any]:
         operation["tags"] = ["Webhooks"]
     inject["tags"] = ["Sandbox"]
     health["tags"] = ["Server"]
+    metrics_operation = {
+        "operationId": "metrics",
+        "summary": "The server's metrics, in Prometheus' text format (version 0.0.4)",
+        "description": (
+            "Open, unless the server runs with a metrics token: then only to "
+            "`Authorization: Bearer <token>`. Absent (404) with `--no-metrics`."
+        ),
+        "tags": ["Server"],
+        "security": [{}, {"metricsToken": []}],
+        "responses": {
+            "200": {
+                "description": "Counters and histograms of this process; queue depths read "
+                "from the database.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            },
+            **_errors(401),
+        },
+    }
     return {
         "/v0.1/webhooks": {"get": webhooks},
         "/v0.1/webhooks/replay": {"post": replay_many},
@@ -357,10 +375,12 @@ def _paths() -> dict[str, Any]:
         "/openapi.json": {"get": openapi},
         "/docs": {"get": docs},
         "/docs/{asset}": {"get": docs_asset},
+        **({"/metrics": {"get": metrics_operation}} if metrics else {}),
     }
 
 
-def openapi_document() -> bytes:
+def openapi_document(*, metrics: bool = True) -> bytes:
+    """`metrics`: the server serves `GET /metrics` (not with `--no-metrics`)."""
     _, schemas = models_json_schema(
         [
             (model, "validation" if model is CreateWorkflowRequest else "serialization")
@@ -386,14 +406,15 @@ def openapi_document() -> bytes:
             {"name": "Webhooks", "description": "The webhooks sent, and replaying them."},
             {"name": "Sandbox", "description": "Trying workflows without a provider."},
             {"name": "Providers", "description": "Callbacks from real providers."},
-            {"name": "Server", "description": "Health and documentation."},
+            {"name": "Server", "description": "Health, metrics and documentation."},
         ],
-        "paths": _paths(),
+        "paths": _paths(metrics=metrics),
         "components": {
             "schemas": schemas.get("$defs", {}),
             "securitySchemes": {
                 "basicAuth": {"type": "http", "scheme": "basic"},
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "metricsToken": {"type": "http", "scheme": "bearer"},
             },
         },
     }

@@ -175,6 +175,18 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 )
 @_env_option("--db-pool-min", default=2, type=int, help="PostgreSQL: fewest pooled connections.")
 @_env_option("--db-pool-max", default=10, type=int, help="PostgreSQL: most pooled connections.")
+@click.option(
+    "--metrics/--no-metrics",
+    envvar="OPENDISPATCH_METRICS",
+    show_envvar=True,
+    default=True,
+    help="Serve GET /metrics (Prometheus' text format) on the server's port.",
+)
+@_env_option(
+    "--metrics-token",
+    help="Serve GET /metrics only to `Authorization: Bearer <token>` (16 or more characters; "
+    "prefer the environment variable: a flag shows in the process list).",
+)
 def serve(
     host: str,
     port: int,
@@ -210,6 +222,8 @@ def serve(
     db_pool_min: int,
     db_pool_max: int,
     jwt_replay: str,
+    metrics: bool,
+    metrics_token: str | None,
 ) -> None:
     """Run the server until SIGINT or SIGTERM (in-flight requests finish first).
 
@@ -263,6 +277,8 @@ def serve(
             db_pool_min=db_pool_min,
             db_pool_max=db_pool_max,
             jwt_replay=jwt_replay,
+            metrics=metrics,
+            metrics_token=metrics_token,
         )
         configure_logging(log_level, log_format)
         listener = bind(host, port)  # before the database is touched (see cli/startup.py)

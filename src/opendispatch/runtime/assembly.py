@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from opendispatch.config import Settings
 from opendispatch.errors import ConfigurationError
+from opendispatch.metrics.instruments import Metrics
 from opendispatch.providers.http import ProviderHttp
 from opendispatch.providers.sandbox import SandboxLog, SandboxProvider, SandboxSettings
 from opendispatch.providers.secret_box import SecretBox
@@ -28,7 +29,11 @@ def build_runtime(
     store: DatabaseStore,
     clock: Clock,
     webhook_client: WebhookPoster | None = None,
+    metrics: Metrics | None = None,
 ) -> Runtime:
+    """`metrics`: where the runtime, the providers and the store count what they do."""
+    metrics = metrics or Metrics()
+    store.connector.observe_commit = metrics.observe_commit
     inbox = ProviderInbox(store)
     sandbox_log = SandboxLog(store.connector)
     sandbox = SandboxProvider(
@@ -60,6 +65,7 @@ def build_runtime(
         public_url=settings.public_url,
         clock=clock,
         refresh_s=settings.credentials_cache_s,
+        count_request=metrics.provider_answered,
     )
     runtime = Runtime(
         store=store,
@@ -68,6 +74,7 @@ def build_runtime(
         providers={sandbox.name: sandbox},
         routes=directory,
         expire_also=(sandbox_log.expire,),
+        metrics=metrics,
         webhook_client=webhook_client,
         signer=Signer(issuer=settings.webhook_issuer),
         settings=RuntimeSettings(

@@ -23,7 +23,7 @@ from opendispatch.providers.accounts import account_config, kind_of
 from opendispatch.providers.base import Provider
 from opendispatch.providers.http import ProviderHttp
 from opendispatch.providers.kinds import AccountAdapter, ProviderKind
-from opendispatch.providers.live import LiveProvider
+from opendispatch.providers.live import LiveProvider, RequestCounter
 from opendispatch.providers.registry import rate_of
 from opendispatch.providers.secret_box import SecretBox
 from opendispatch.runtime.clock import Clock
@@ -58,13 +58,16 @@ class ProviderDirectory:
         public_url: str | None,
         clock: Clock,
         refresh_s: float = 5.0,
+        count_request: RequestCounter | None = None,
     ) -> None:
+        """`count_request`: told each provider request's status code (the metrics)."""
         self._store = store
         self._sandbox_route = Route(stops=(RouteStop(sandbox),))
         self._http = http
         self._secret_box = secret_box
         self._public_url = public_url
         self._clock = clock
+        self._count_request = count_request
         self._refresh_ms = int(refresh_s * 1000)
         self._accounts: dict[str, LiveAccount] = {}
         self._routes: dict[tuple[str, str], tuple[str, ...]] = {}
@@ -182,7 +185,12 @@ class ProviderDirectory:
             pacer = self._pacers[record.name] = RatePacer(rate)
         breaker = self._breakers.setdefault(record.name, CircuitBreaker())
         provider = LiveProvider(
-            config, adapter, self._http, public_url=self._public_url, now_ms=self._clock.now_ms
+            config,
+            adapter,
+            self._http,
+            public_url=self._public_url,
+            now_ms=self._clock.now_ms,
+            count_request=self._count_request,
         )
         return LiveAccount(
             record=record,

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from opendispatch import event_log
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported
 from opendispatch.ids import is_uuid
+from opendispatch.metrics.instruments import Metrics
 from opendispatch.providers.base import Provider
 from opendispatch.retry import RetryPolicy
 from opendispatch.runtime.admission import AdmissionControl
@@ -81,13 +82,15 @@ class Runtime:
         settings: RuntimeSettings,
         inbox: ProviderInbox | None = None,
         expire_also: Sequence[Expire] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         """`routes`: which providers carry each application's channels (default: one provider
         per channel, `provider_for_channel`, for every application). `providers`: all of
         them, closed at stop. `inbox`: where the providers' statuses land (the runtime wakes
         its worker when they do). `expire_also`: more retention, of what providers keep (the
-        sandbox's log)."""
+        sandbox's log). `metrics`: what it counts as it goes (default: a registry of its own)."""
         self.store = store
+        self.metrics = metrics or Metrics()
         self.admission = AdmissionControl(
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_webhook_delay_s=settings.max_webhook_delay_ms / 1000,
@@ -111,6 +114,7 @@ class Runtime:
             on_queue_delay=self.admission.observe_queue_delay,
             concurrency=settings.send_concurrency,
             lease_ms=settings.lease_ms,
+            metrics=self.metrics,
         )
         self.timers = TimerWorker(
             clock=clock, store=store, shell=self.shell, after_transition=self.after_transition
@@ -133,6 +137,7 @@ class Runtime:
             lease_ms=settings.lease_ms,
             probe_wait_ms=settings.webhook_timeout_ms + 500,
             on_queue_delay=self.admission.observe_webhook_delay,
+            metrics=self.metrics,
         )
         self.retention = (
             None
@@ -225,6 +230,7 @@ class Runtime:
             now_ms=self.clock.now_ms(),
         )
         await self.store.create_workflow(workflow, transition)
+        self.metrics.accepted()
         self.after_transition(transition)
 
     async def cancel(self, application_id: str, dispatch_uuid: str) -> CancelOutcome:
@@ -273,11 +279,12 @@ class Runtime:
     # -- wake-ups ------------------------------------------------------------------------------
 
     def after_transition(self, transition: Transition | None) -> None:
-        """Every committed transition passes here: its failover or end is logged, and the
-        workers it gave work are woken."""
+        """Every committed transition passes here: its failover or end is logged, what it
+        did is counted (the metrics), and the workers it gave work are woken."""
         if transition is None:
             return
         event_log.transition_committed(transition)
+        self.metrics.transition(transition)
         if transition.sends:
             self.sends.notify()
             self._announce("sends", None)

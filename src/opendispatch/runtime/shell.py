@@ -12,8 +12,8 @@ No failover rule is decided here: only how the engine's decisions are written do
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -29,6 +29,7 @@ from opendispatch.engine.model import (
     EmitStatus,
     Event,
     MessageError,
+    MessageStatus,
     SendMessage,
     StatusReported,
     StepPlan,
@@ -98,6 +99,7 @@ class _Context:
     submitted: list[dict[str, Any]]
     status_url: str
     final_report_url: str
+    created_at_ms: int
 
 
 class Shell:
@@ -147,6 +149,7 @@ class Shell:
             submitted=submitted,
             status_url=status_url,
             final_report_url=final_report_url or status_url,
+            created_at_ms=workflow.created_at_ms,
         )
         return self._transition(context, state, effects, now_ms)
 
@@ -207,8 +210,11 @@ class Shell:
             submitted=self._submitted_messages(record.dispatch_uuid, record.request_json),
             status_url=loaded.status_url,
             final_report_url=loaded.final_report_url or loaded.status_url,
+            created_at_ms=record.created_at_ms,
         )
-        return self._transition(context, decided.state, decided.effects, now_ms, decided.consumed)
+        return self._transition(
+            context, decided.state, decided.effects, now_ms, decided.consumed, decided.called_at
+        )
 
     def start_unstarted(self, now_ms: int) -> TransitionFunction:
         """For workflows stored before the engine existed: accept them now."""
@@ -245,10 +251,14 @@ class Shell:
         effects: tuple[Effect, ...],
         now_ms: int,
         consumed_inbox: tuple[int, ...] = (),
+        called_at: Mapping[int, int] | None = None,
     ) -> Transition:
+        """`called_at`: when the failover to a step was triggered, by step (see `_Decided`)."""
         sends: list[NewSend] = []
         cancels = [effect.message_uuid for effect in effects if isinstance(effect, CancelSend)]
         webhooks: list[NewWebhook] = []
+        statuses: list[tuple[str, MessageStatus]] = []
+        ended_after_ms = None
         for effect in effects:
             if isinstance(effect, SendMessage):
                 if effect.message_uuid in cancels:
@@ -256,11 +266,14 @@ class Shell:
                     # failover): never written, so no worker can claim it in between.
                     cancels.remove(effect.message_uuid)
                 else:
-                    sends.append(self._send(context, effect, now_ms))
+                    created_at = None if called_at is None else called_at.get(effect.step)
+                    sends.append(self._send(context, effect, now_ms, created_at))
             elif isinstance(effect, EmitStatus):
                 webhooks.append(self._status_webhook(context, effect, now_ms))
+                statuses.append((context.submitted[effect.step]["to"]["type"], effect.status))
             elif isinstance(effect, EmitFinalReport):
                 webhooks.append(self._final_report(context, effect, now_ms))
+                ended_after_ms = effect.at_ms - context.created_at_ms
         return Transition(
             state_json=_encode(state).decode(),
             status=state.status,
@@ -273,9 +286,13 @@ class Shell:
             dispatch_uuid=context.dispatch_uuid,
             application_id=context.application_id,
             effects=effects,
+            applied_statuses=tuple(statuses),
+            ended_after_ms=ended_after_ms,
         )
 
-    def _send(self, context: _Context, effect: SendMessage, now_ms: int) -> NewSend:
+    def _send(
+        self, context: _Context, effect: SendMessage, now_ms: int, created_at_ms: int | None
+    ) -> NewSend:
         submitted = context.submitted[effect.step]
         channel = submitted["to"]["type"]
         payload = {
@@ -291,6 +308,7 @@ class Shell:
             provider="",  # chosen when it is sent (see `SendWorker`)
             payload_json=_encode(payload).decode(),
             next_attempt_at_ms=now_ms,
+            created_at_ms=created_at_ms,
         )
 
     def _status_webhook(self, context: _Context, effect: EmitStatus, now_ms: int) -> NewWebhook:
@@ -356,13 +374,15 @@ class Shell:
 
 @dataclass(slots=True)
 class _Decided:
-    """A workflow's state before and after the events of one transaction, their effects, and
-    the inbox rows they consumed."""
+    """A workflow's state before and after the events of one transaction, their effects, the
+    inbox rows they consumed, and when each failover among them was triggered (by the step
+    failed over to: for the metrics, see `NewSend.created_at_ms`)."""
 
     before: WorkflowState
     state: WorkflowState
     effects: tuple[Effect, ...]
     consumed: tuple[int, ...]
+    called_at: dict[int, int] = field(default_factory=dict)
 
     @classmethod
     def after_inbox(cls, loaded: LoadedWorkflow, events: Sequence[Event], now_ms: int) -> _Decided:
@@ -372,10 +392,19 @@ class _Decided:
         arrived = [status for status in loaded.inbox if status.due_at_ms <= now_ms]
         state = before = decode_state(loaded.state_json)
         effects: tuple[Effect, ...] = ()
-        for event in (*map(_reported, arrived), *events):
+        called_at: dict[int, int] = {}
+        for event, arrived_at_ms in (
+            *((_reported(status), status.due_at_ms) for status in arrived),
+            *((event, now_ms) for event in events),
+        ):
+            due, current = state.due_at_ms, state.current
             state, more = decide(state, event, now_ms)
             effects += more
-        return cls(before, state, effects, tuple(status.id for status in arrived))
+            if state.current != current:
+                # A step fails over at the earlier of its deadline and the arrival of what
+                # failed it, which may be a little before this transaction.
+                called_at[state.current] = arrived_at_ms if due is None else min(due, arrived_at_ms)
+        return cls(before, state, effects, tuple(status.id for status in arrived), called_at)
 
     @property
     def unchanged(self) -> bool:

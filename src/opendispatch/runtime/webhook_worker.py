@@ -31,6 +31,7 @@ from typing import Protocol
 
 from opendispatch import __version__, event_log
 from opendispatch.errors import DatabaseUnavailable
+from opendispatch.metrics.instruments import Metrics
 from opendispatch.retry import RetryPolicy, next_attempt_at
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.endpoint_health import Admission, EndpointHealth, Verdict
@@ -57,6 +58,8 @@ _LOOK_AGAIN_MS = 2_000
 # An application at its delivery limit this recently has a backlog of its own: its webhooks'
 # waits say nothing about the server's.
 _HELD_BACK_S = 5.0
+# An attempt's outcome as `opendispatch_webhook_deliveries_total` names it, by its new state.
+_OUTCOMES = {"delivered": "delivered", "pending": "failed", "dead": "dead"}
 
 Endpoint = tuple[str, str]  # (application_id, url)
 
@@ -89,9 +92,11 @@ class WebhookWorker(Worker):
         lease_ms: int = 30_000,
         probe_wait_ms: int = 5_000,
         on_queue_delay: Callable[[float], None] = lambda delay_s: None,
+        metrics: Metrics,
     ) -> None:
         """`probe_wait_ms`: how long to wait for a probe's answer (the client's timeout).
-        `on_queue_delay`: told how long new webhooks waited (see `admission`)."""
+        `on_queue_delay`: told how long new webhooks waited (see `admission`). `metrics`:
+        told each attempt's outcome."""
         super().__init__(clock)
         self._store = store
         self.client = client
@@ -106,6 +111,7 @@ class WebhookWorker(Worker):
             probe_wait_ms=probe_wait_ms,
         )
         self._on_queue_delay = on_queue_delay
+        self._metrics = metrics
         self._saturated_at: dict[str, float] = {}  # monotonic time an app was last at its limit
         self._per_app_in_flight: Counter[str] = Counter()
         # Claimed while their endpoint was at its limit: they start as its deliveries end.
@@ -255,6 +261,9 @@ class WebhookWorker(Worker):
         if retry_at_ms > job.retry_from_ms + self._retry.give_up_after_ms:
             reason = "gave up: the endpoint kept failing for the whole retry period"
             event_log.webhook_dead(job, attempts=job.attempts - 1, reason=reason)  # not tried now
+            self._metrics.webhook_attempt(
+                kind=job.kind, outcome="dead", request_ms=None, delivered_after_ms=None
+            )
             self._record(
                 WebhookAttempt(
                     id=job.id,
@@ -354,7 +363,16 @@ class WebhookWorker(Worker):
             event_log.webhook_endpoint_recovered(
                 application_id=job.application_id, url=job.url, woken=woken
             )
-        await self._record(self._attempt(job, outcome))
+        attempt = self._attempt(job, outcome)
+        self._metrics.webhook_attempt(
+            kind=job.kind,
+            outcome=_OUTCOMES[attempt.state],
+            request_ms=None if credentials is None else outcome.elapsed_ms,
+            delivered_after_ms=(
+                attempt.at_ms - job.retry_from_ms if attempt.state == "delivered" else None
+            ),
+        )
+        await self._record(attempt)
 
     def _record(self, attempt: WebhookAttempt) -> asyncio.Future[None]:
         """Deliveries finishing in the same loop turn share one write."""

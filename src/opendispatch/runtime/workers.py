@@ -20,10 +20,12 @@ import msgspec
 from opendispatch import event_log
 from opendispatch.engine.model import MessageError, MessageStatus, StatusReported, TimerFired
 from opendispatch.errors import DatabaseUnavailable
+from opendispatch.metrics.instruments import Metrics
 from opendispatch.providers.base import (
     Accepted,
     OutboundMessage,
     Rejected,
+    SendResult,
     Unavailable,
     Unknown,
 )
@@ -58,6 +60,14 @@ PROVIDER_UNAVAILABLE: Final = MessageError(
 )
 
 AfterTransition = Callable[[Transition | None], None]
+
+# The `result` label of `opendispatch_sends_total`, by the provider's answer.
+_RESULT_LABELS: Final[dict[type, str]] = {
+    Accepted: "accepted",
+    Rejected: "rejected",
+    Unavailable: "unavailable",
+    Unknown: "unknown",
+}
 
 
 class Worker(ABC):
@@ -166,6 +176,7 @@ class SendWorker(EventWorker):
         on_queue_delay: Callable[[float], None] = lambda delay_s: None,
         concurrency: int = 64,
         lease_ms: int = 30_000,
+        metrics: Metrics,
     ) -> None:
         super().__init__(
             clock=clock,
@@ -178,6 +189,7 @@ class SendWorker(EventWorker):
         self._retry = retry
         self._on_queue_delay = on_queue_delay
         self._concurrency = concurrency
+        self._metrics = metrics
         self._random = random.Random()
 
     async def run_once(self) -> bool:
@@ -211,6 +223,7 @@ class SendWorker(EventWorker):
         return await self._store.next_send_due_ms()
 
     async def _send(self, job: SendJob) -> None:
+        started_ms = self.clock.now_ms()
         payload: dict[str, Any] = _decode(job.payload_json)
         message = OutboundMessage(
             message_uuid=job.message_uuid,
@@ -232,7 +245,14 @@ class SendWorker(EventWorker):
                 provider=job.provider,
                 result=Unavailable(reason=f"provider error: {type(exc).__name__}"),
             )
+        if outcome.result is not None:  # a provider was tried
+            self._count(job, outcome.provider, outcome.result, started_ms)
         await self._record(job, outcome)
+
+    def _count(self, job: SendJob, provider: str, result: SendResult, started_ms: int) -> None:
+        self._metrics.sent(job.channel, provider or "none", _RESULT_LABELS[type(result)])
+        if job.step > 0 and job.attempts == 1:  # the first try of a failover's next step
+            self._metrics.failed_over(started_ms - job.created_at_ms)
 
     async def _record(self, job: SendJob, outcome: RouteOutcome) -> None:
         now = self.clock.now_ms()

@@ -5,7 +5,8 @@ read by column name.
 runs it through a `Connector`; only the SQL text and the write strategy differ per database.
 A new storage operation is then two SQL snippets with one name, and one method.
 
-- `fetch_one` / `fetch_all` read; `execute` writes and says how many rows it changed;
+- `fetch_one` / `fetch_all` read (`fetch_one_aside`: a long read, kept off the event loop);
+  `execute` writes and says how many rows it changed;
   `execute_returning` writes and returns rows (claims: `UPDATE ... RETURNING`).
 - `execute_many` runs one query for many rows: once per row on SQLite (executemany), once for
   all of them on PostgreSQL (each column bound as an array, unnested by the query);
@@ -46,6 +47,8 @@ class Connector(Protocol):
     sole_owner: bool
     # How this process names itself in the leases it takes (PostgreSQL).
     lease_owner: str
+    # Told how long each write transaction took to commit, in seconds (the metrics).
+    observe_commit: Callable[[float], None]
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (safe to run from several processes);
@@ -61,6 +64,12 @@ class Connector(Protocol):
     async def fetch_one(self, query: str, parameters: Parameters = NO_PARAMETERS) -> Row | None: ...
 
     async def fetch_all(self, query: str, parameters: Parameters = NO_PARAMETERS) -> list[Row]: ...
+
+    async def fetch_one_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> Row | None:
+        """`fetch_one` for a read that may walk many rows (counts): it must not hold up
+        the event loop (SQLite reads run on it otherwise)."""
 
     async def execute(self, query: str, parameters: Parameters = NO_PARAMETERS) -> int: ...
 

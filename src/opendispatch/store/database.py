@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from opendispatch.engine.model import WorkflowStatus
+from opendispatch.errors import StoreError
 from opendispatch.ids import uuid7_time_prefix
 from opendispatch.store import mappers
 from opendispatch.store.connector import Connector, Statement
@@ -37,6 +38,7 @@ from opendispatch.store.records import (
     NewWorkflow,
     ProviderAccountRecord,
     ProviderRoute,
+    QueueCounts,
     SendJob,
     SendRecord,
     SideWrites,
@@ -57,6 +59,7 @@ __all__ = ["DatabaseStore", "WriteStrategy"]
 # this stands for "no upper bound" in `list_workflows`.
 _AFTER_EVERY_UUID = "g"
 _AFTER_EVERY_ID = 2**63 - 1  # "no upper bound" for lists that page down by id
+_QUEUE_COUNTS = tuple(QueueCounts.__dataclass_fields__)
 
 # Deleting an application, in one transaction, in this order: its row first (on PostgreSQL a
 # workflow being created for it then waits, and sees it gone), then what it has running.
@@ -608,6 +611,16 @@ class DatabaseStore:
         return await self.connector.execute(
             "forget_expired_tokens", {"now_ms": now_ms, "limit": limit}
         )
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    async def queue_counts(self, now_ms: int) -> QueueCounts:
+        """How much waits in each queue: counts that walk as many index entries as there are
+        rows to count, so they run aside, off the event loop (see `metrics/queues.py`)."""
+        row = await self.connector.fetch_one_aside("queue_counts", {"now_ms": now_ms})
+        if row is None:  # an aggregate always has its row
+            raise StoreError("queue_counts returned nothing")
+        return QueueCounts(**{name: int(row[name]) for name in _QUEUE_COUNTS})
 
     # -- recovery and retention ------------------------------------------------------------
 

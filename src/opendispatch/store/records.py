@@ -25,6 +25,7 @@ __all__ = [
     "NewWorkflow",
     "ProviderAccountRecord",
     "ProviderRoute",
+    "QueueCounts",
     "SendCompletion",
     "SendJob",
     "SendRecord",
@@ -140,6 +141,11 @@ class NewSend:
     provider: str
     payload_json: str
     next_attempt_at_ms: int
+    # When its step was called for (default: the transition's time). A failover's next step
+    # was called for at the earlier of the failed step's deadline and the arrival of the
+    # status that failed it, a little before the transition that applied it:
+    # `opendispatch_failover_seconds` is measured from here to the send starting.
+    created_at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,6 +178,11 @@ class Transition:
     dispatch_uuid: str = ""
     application_id: str = ""
     effects: tuple[Effect, ...] = ()
+    # Not written, for the metrics (read once the transition is committed): the (channel,
+    # status) of each message status it applied, and, if it ended the workflow, the time
+    # from the workflow's creation to its final report.
+    applied_statuses: tuple[tuple[str, MessageStatus], ...] = ()
+    ended_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -378,6 +389,19 @@ class Expired:
 
     webhooks: int = 0
     workflows: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QueueCounts:
+    """What waits in the database's queues (the metrics' queue depths), as of `now_ms`."""
+
+    sends_pending: int  # to hand to a provider, due now or retrying later
+    sends_due: int  # of those, due now
+    sends_in_flight: int  # with a provider now
+    timers_pending: int  # open workflows waiting on a deadline
+    timers_due: int  # of those, past their deadline
+    webhooks_due: int  # due for delivery now, not under way
+    webhooks_dead: int  # given up on, until replayed or expired
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -150,7 +150,7 @@ class TransitionRows:
                     "provider": send.provider,
                     "payload_json": send.payload_json,
                     "next_attempt_at_ms": send.next_attempt_at_ms,
-                    "created_at_ms": at_ms,
+                    "created_at_ms": at_ms if send.created_at_ms is None else send.created_at_ms,
                 }
             )
         for message_uuid in transition.cancel_sends:

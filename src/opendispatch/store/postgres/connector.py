@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,6 +133,10 @@ class PostgresConnector:
         self._listener: Listener | None = None
         self._channel = NOTIFY_CHANNEL
         self._upgrade: Upgrade | None = None
+        # Told how long each write took (the metrics): every write here is its own
+        # transaction (a statement in autocommit, or a `session`), so its round trip is its
+        # commit's latency.
+        self.observe_commit: Callable[[float], None] = _unobserved
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -208,27 +213,40 @@ class PostgresConnector:
             raise store_error(query, exc) from exc
         return rows
 
+    async def fetch_one_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> Row | None:
+        """Any read waits on its connection, never on the event loop: `fetch_one`."""
+        return await self.fetch_one(query, parameters)
+
     async def execute(self, query: str, parameters: Parameters = NO_PARAMETERS) -> int:
         sql = self.queries[query]
+        started = time.perf_counter()
         try:
             tag = await self._require_pool().execute(sql.sql, *_arguments(sql, parameters))
         except DRIVER_ERRORS as exc:
             raise store_error(query, exc) from exc
+        self.observe_commit(time.perf_counter() - started)
         return _changed(tag)
 
     async def execute_returning(
         self, query: str, parameters: Parameters = NO_PARAMETERS
     ) -> list[Row]:
-        return await self.fetch_all(query, parameters)
+        started = time.perf_counter()
+        rows = await self.fetch_all(query, parameters)
+        self.observe_commit(time.perf_counter() - started)
+        return rows
 
     async def execute_many(self, query: str, rows: Sequence[Parameters]) -> None:
         if not rows:
             return
         sql = self.queries[query]
+        started = time.perf_counter()
         try:
             await self._require_pool().execute(sql.sql, *_columns(sql, rows))
         except DRIVER_ERRORS as exc:
             raise store_error(query, exc) from exc
+        self.observe_commit(time.perf_counter() - started)
 
     def add_queries(self, package: str, file_name: str) -> None:
         added = load_queries(package, file_name)
@@ -238,10 +256,12 @@ class PostgresConnector:
         if not rows:
             return []
         sql = self.queries[query]
+        started = time.perf_counter()
         try:
             result: list[Row] = await self._require_pool().fetch(sql.sql, *_columns(sql, rows))
         except DRIVER_ERRORS as exc:
             raise store_error(query, exc) from exc
+        self.observe_commit(time.perf_counter() - started)
         return result
 
     @asynccontextmanager
@@ -249,11 +269,13 @@ class PostgresConnector:
         """One connection in one transaction: COMMIT when the block ends, ROLLBACK if it
         raises. Driver errors from the block are converted here, once."""
         pool = self._require_pool()
+        started = time.perf_counter()
         try:
             async with pool.acquire() as connection, connection.transaction():
                 yield PostgresSession(connection, self.queries)
         except DRIVER_ERRORS as exc:
             raise store_error(what, exc) from exc
+        self.observe_commit(time.perf_counter() - started)
 
     async def transaction(self, statements: Sequence[Statement]) -> list[int]:
         changed = []
@@ -293,6 +315,10 @@ class PostgresConnector:
     async def _connect_one(self) -> Connection:
         name = _application_name("opendispatch-listen", self.lease_owner)
         return await asyncpg.connect(self.dsn, server_settings={"application_name": name})
+
+
+def _unobserved(seconds: float) -> None:
+    pass
 
 
 def _changed(tag: str) -> int:

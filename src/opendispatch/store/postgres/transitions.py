@@ -185,7 +185,9 @@ class PostgresTransitions:
             return
         changed = {
             row["dispatch_uuid"]
-            for row in await self._connector.fetch_all("write_transitions", writes.as_columns())
+            for row in await self._connector.execute_returning(
+                "write_transitions", writes.as_columns()
+            )
         }
         for i, dispatch_uuid, result in written:
             if dispatch_uuid in changed:

@@ -449,6 +449,27 @@ SELECT least(
     (SELECT min(due_at_ms) FROM inbox WHERE lease_until_ms IS NULL),
     (SELECT min(lease_until_ms) FROM inbox WHERE lease_until_ms IS NOT NULL)) AS due_at_ms;
 
+-- Queue depths (GET /metrics) ---------------------------------------------------------------
+
+-- What waits in each queue, as every process on the database sees it. Each count walks only
+-- the partial index of the rows it counts (messages_due, messages_leased, workflows_due,
+-- webhooks_due, webhooks_dead), so it costs what that queue holds, never the whole table:
+-- measured at 1M workflows (100,000 open) and 2M webhooks (857,000 dead), 1-15 ms each, and
+-- 50 ms (SQLite) to 100 ms (PostgreSQL) for the dead ones (see metrics/queues.py).
+-- name: queue_counts
+SELECT
+    (SELECT count(*) FROM messages WHERE send_state = 'pending') AS sends_pending,
+    (SELECT count(*) FROM messages
+     WHERE send_state = 'pending' AND next_attempt_at_ms <= :now_ms) AS sends_due,
+    (SELECT count(*) FROM messages WHERE send_state = 'sending') AS sends_in_flight,
+    (SELECT count(*) FROM workflows WHERE due_at_ms IS NOT NULL) AS timers_pending,
+    (SELECT count(*) FROM workflows
+     WHERE due_at_ms IS NOT NULL AND due_at_ms <= :now_ms) AS timers_due,
+    (SELECT count(*) FROM webhooks
+     WHERE state = 'pending' AND lease_until_ms IS NULL
+       AND next_attempt_at_ms <= :now_ms) AS webhooks_due,
+    (SELECT count(*) FROM webhooks WHERE state = 'dead') AS webhooks_dead;
+
 -- Webhooks -------------------------------------------------------------------------------------
 
 -- Each application's due webhooks come from its own range of webhooks_due (an application at

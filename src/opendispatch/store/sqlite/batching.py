@@ -24,6 +24,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -62,13 +63,16 @@ class GroupCommit:
         window_s: float = 0.001,
         wal_reset_wanted: threading.Event | None = None,
         guard: FileGuard | None = None,
+        observe_commit: Callable[[float], None] | None = None,
     ) -> None:
         """`wal_reset_wanted`: set (by the `Checkpointer`) when the WAL has grown past its
         limit; the next commit is then followed by a checkpoint with writes paused. `guard`:
         checked after each commit, so no caller is told a write is durable once the file has
-        been deleted or replaced."""
+        been deleted or replaced. `observe_commit`: told how long each batch took, from its
+        BEGIN to its callers being answered (seconds)."""
         self._connection = connection
         self._guard = guard
+        self._observe_commit = observe_commit
         self._closing = False
         self._window_s = window_s
         self._wal_reset_wanted = wal_reset_wanted or threading.Event()
@@ -111,6 +115,7 @@ class GroupCommit:
                 future.set_exception(DatabaseUnavailable(self._guard.failure))
             return
         connection = self._connection
+        started = time.perf_counter()
         try:
             connection.execute("BEGIN IMMEDIATE")
             results = [operation(connection) for operation, _ in batch]
@@ -121,7 +126,9 @@ class GroupCommit:
             return
         loop = self._loop or asyncio.get_running_loop()
         self._in_flight = loop.run_in_executor(self._committer, self._commit)
-        self._in_flight.add_done_callback(lambda done: self._finish_batch(done, batch, results))
+        self._in_flight.add_done_callback(
+            lambda done: self._finish_batch(done, batch, results, started)
+        )
 
     def _commit(self) -> None:
         """On the commit thread: COMMIT (the fsync), then make sure it went to the file at
@@ -144,12 +151,15 @@ class GroupCommit:
         done: asyncio.Future[Any],
         batch: list[tuple[WriteOperation[Any], asyncio.Future[Any]]],
         results: list[Any],
+        started: float,
     ) -> None:
         self._in_flight = None
         error = done.exception()
         if error is None:
             self.batches += 1
             self.operations += len(batch)
+            if self._observe_commit is not None:
+                self._observe_commit(time.perf_counter() - started)
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)

@@ -16,6 +16,7 @@ transaction); a parameter that is a list is bound as a JSON array, read with `js
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import logging
@@ -23,6 +24,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -72,6 +74,10 @@ def sqlite_path_from_url(url: str) -> Path:
     if url.startswith("sqlite://"):
         raise StoreError(f"unsupported SQLite URL {url!r}: use sqlite:///relative/path.db")
     return Path(url)
+
+
+def _unobserved(seconds: float) -> None:
+    pass
 
 
 def _scripts(queries: dict[str, str]) -> dict[str, tuple[str, ...]]:
@@ -204,6 +210,10 @@ class SqliteConnector:
         self._group_commit: GroupCommit | None = None
         self._checkpointer: Checkpointer | None = None
         self._upgrade: Upgrade | None = None
+        self.observe_commit: Callable[[float], None] = _unobserved
+        # Long reads (`fetch_one_aside`): their own connection, on their own thread.
+        self._aside: ThreadPoolExecutor | None = None
+        self._aside_reader: sqlite3.Connection | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -233,7 +243,10 @@ class SqliteConnector:
             idle_s=self._idle_checkpoint_s,
         )
         self._group_commit = GroupCommit(
-            self._writer, wal_reset_wanted=self._checkpointer.wal_reset_wanted, guard=self._guard
+            self._writer,
+            wal_reset_wanted=self._checkpointer.wal_reset_wanted,
+            guard=self._guard,
+            observe_commit=lambda seconds: self.observe_commit(seconds),
         )
         self._checkpointer.watch_writes(
             lambda: self._group_commit.batches if self._group_commit else 0,
@@ -242,6 +255,9 @@ class SqliteConnector:
         self._checkpointer.start()
 
     async def close(self) -> None:
+        if self._aside is not None:
+            await asyncio.to_thread(self._aside.shutdown)  # a long read under way finishes
+            self._aside = None
         if self._group_commit is not None:
             await self._group_commit.drain()
         if self._checkpointer is not None:
@@ -254,10 +270,10 @@ class SqliteConnector:
                 self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
                 log.warning("could not checkpoint the WAL at stop: %s", exc)
-        for connection in (self._reader, self._writer):
+        for connection in (self._aside_reader, self._reader, self._writer):
             if connection is not None:
                 connection.close()
-        self._writer = self._reader = None
+        self._writer = self._reader = self._aside_reader = None
         self._group_commit = None
         if self._owner_lock is not None:
             os.close(self._owner_lock)  # releases the lock
@@ -302,14 +318,18 @@ class SqliteConnector:
 
     # -- reads: their own connection, never waiting for the writer -------------------------
 
-    def _read(self, query: str, parameters: Parameters) -> list[Row]:
+    def _read(
+        self, query: str, parameters: Parameters, reader: sqlite3.Connection | None = None
+    ) -> list[Row]:
         if self._reader is None:
             raise StoreError("the store is not open")
         if self._guard.failure is not None:
             raise DatabaseUnavailable(self._guard.failure)
         try:
             (statement,) = self._scripts[query]
-            cursor = self._reader.execute(statement, _as_json(parameters, self._json[query]))
+            cursor = (reader or self._reader).execute(
+                statement, _as_json(parameters, self._json[query])
+            )
             return list(named_rows(cursor))
         except sqlite3.Error as exc:
             if is_damage(exc):
@@ -322,6 +342,27 @@ class SqliteConnector:
 
     async def fetch_all(self, query: str, parameters: Parameters = NO_PARAMETERS) -> list[Row]:
         return self._read(query, parameters)
+
+    async def fetch_one_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> Row | None:
+        """A read that may walk many rows (the metrics' counts), kept off the event loop:
+        reads run on the loop, and counting a million index entries takes ~50 ms, which
+        every request would wait for. Here it runs on a thread of its own with a connection
+        of its own (SQLite lets go of the GIL while it steps)."""
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        if self._aside is None:
+            self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-aside")
+        loop = asyncio.get_running_loop()
+        rows = await loop.run_in_executor(self._aside, self._read_aside, query, parameters)
+        return rows[0] if rows else None
+
+    def _read_aside(self, query: str, parameters: Parameters) -> list[Row]:
+        """On the aside thread, the only one to use its connection."""
+        if self._aside_reader is None:
+            self._aside_reader = self._connect()
+        return self._read(query, parameters, self._aside_reader)
 
     # -- writes: group committed -----------------------------------------------------------
 
