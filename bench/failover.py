@@ -48,6 +48,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (
+    MetricsPoller,
     Server,
     cpu_seconds,
     create_app,
@@ -152,9 +153,12 @@ class E2eResult:
     rss_kib: int
     peak_kib: int
     cpu_ms_per_workflow: float  # the server processes' CPU, per final report
+    metrics_polls: str | None = None  # with --poll-metrics
 
 
-def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> E2eResult:
+def e2e_run(
+    rate: int, seconds: float, database: str | None, processes: int, poll_metrics: bool = False
+) -> E2eResult:
     """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema)."""
     workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
     receiver, receiver_url = start_receiver()
@@ -171,15 +175,16 @@ def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> 
         request = post_request(server, [first, step("sms", "447700900009")])
         cpu_before = sum(cpu_seconds(p.pid) for p in server.processes)
         started_ms = time.time_ns() // 1_000_000
-        result = asyncio.run(
-            run_fixed_rate(
-                f"offered {rate:,}/s", "127.0.0.1", server.ports, lambda _, r=request: r,
-                rate=rate, connections=64, seconds=seconds,
-            )
-        )  # fmt: skip
-        ended_ms = time.time_ns() // 1_000_000
-        accepted = result.statuses[202]
-        stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
+        with MetricsPoller(server.ports if poll_metrics else []) as poller:
+            result = asyncio.run(
+                run_fixed_rate(
+                    f"offered {rate:,}/s", "127.0.0.1", server.ports, lambda _, r=request: r,
+                    rate=rate, connections=64, seconds=seconds,
+                )
+            )  # fmt: skip
+            ended_ms = time.time_ns() // 1_000_000
+            accepted = result.statuses[202]
+            stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
         finals: dict[str, int] = stats["finals"]
         within = [t for t in finals.values() if t <= ended_ms]
         last = max(finals.values()) if finals else ended_ms
@@ -203,6 +208,7 @@ def e2e_run(rate: int, seconds: float, database: str | None, processes: int) -> 
             rss_kib=rss,
             peak_kib=peak,
             cpu_ms_per_workflow=cpu * 1000 / max(1, len(finals)),
+            metrics_polls=poller.summary() if poll_metrics else None,
         )
     finally:
         server.stop()
@@ -215,7 +221,7 @@ def e2e(args: argparse.Namespace) -> None:
     print("e2e: two-step workflows, WhatsApp rejected -> SMS delivered;", end=" ")
     print(f"{backend}, {args.processes} server process(es), {args.seconds:.0f} s per rate")
     for rate in args.rates:
-        r = e2e_run(rate, args.seconds, args.database, args.processes)
+        r = e2e_run(rate, args.seconds, args.database, args.processes, args.poll_metrics)
         print(
             f"  offered {rate:>6,}/s  accepted {r.accepted_per_s:>7,.0f}/s  "
             f"completed {r.completed_per_s:>7,.0f}/s during the run, {r.finals:,}/{r.accepted:,} "
@@ -227,6 +233,8 @@ def e2e(args: argparse.Namespace) -> None:
         print(f"    rejection -> next send started: {percentiles(r.failover_latencies)}")
         print(f"    server RSS {r.rss_kib / 1024:.0f} MiB (peak {r.peak_kib / 1024:.0f} MiB)")
         print(f"    server CPU per workflow: {r.cpu_ms_per_workflow:.2f} ms")
+        if r.metrics_polls is not None:
+            print(f"    {r.metrics_polls}")
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -576,6 +584,9 @@ def main() -> None:
     e2e_parser.add_argument("--seconds", type=float, default=20)
     e2e_parser.add_argument("--database", help="postgresql://... (default: an SQLite file)")
     e2e_parser.add_argument("--processes", type=int, default=1, help="servers on one database")
+    e2e_parser.add_argument(
+        "--poll-metrics", action="store_true", help="GET /metrics once a second during the run"
+    )
     timers_parser = modes.add_parser("timers")
     timers_parser.add_argument("--pending", type=int, default=100_000)
     timers_parser.add_argument("--probe-rate", type=int, default=100)

@@ -7,9 +7,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import httpx
 
@@ -88,6 +90,50 @@ class Server:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+class MetricsPoller:
+    """`GET /metrics` on each server once a second, from a thread, while a benchmark runs
+    (issue 13: scraping must not slow the hot path). `with MetricsPoller(ports) as poller:`;
+    then `poller.summary()`."""
+
+    def __init__(self, ports: list[int], every_s: float = 1.0) -> None:
+        self._ports = ports
+        self._every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="metrics-poller", daemon=True)
+        self.answers: dict[int, int] = {}
+        self.slowest_ms = 0.0
+
+    def __enter__(self) -> MetricsPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=10) as client:
+            while not self._stop.wait(self._every_s):
+                for port in self._ports:
+                    started = time.perf_counter()
+                    try:
+                        status = client.get(f"http://127.0.0.1:{port}/metrics").status_code
+                    except httpx.TransportError:
+                        status = 0
+                    self.slowest_ms = max(self.slowest_ms, (time.perf_counter() - started) * 1000)
+                    self.answers[status] = self.answers.get(status, 0) + 1
+
+    def summary(self) -> str:
+        return (
+            f"GET /metrics polled once a second: {self.answers}, slowest {self.slowest_ms:.1f} ms"
+        )
 
 
 def _private_webhooks_flag() -> list[str]:
