@@ -5,7 +5,8 @@ read by column name.
 runs it through a `Connector`; only the SQL text and the write strategy differ per database.
 A new storage operation is then two SQL snippets with one name, and one method.
 
-- `fetch_one` / `fetch_all` read (`fetch_one_aside`: a long read, kept off the event loop);
+- `fetch_one` / `fetch_all` read (`fetch_one_aside`, `fetch_all_aside`: a long read, such
+  as the metrics' counts and the dashboard's lists, kept off the event loop);
   `execute` writes and says how many rows it changed;
   `execute_returning` writes and returns rows (claims: `UPDATE ... RETURNING`).
 - `execute_many` runs one query for many rows: once per row on SQLite (executemany), once for
@@ -70,6 +71,11 @@ class Connector(Protocol):
     ) -> Row | None:
         """`fetch_one` for a read that may walk many rows (counts): it must not hold up
         the event loop (SQLite reads run on it otherwise)."""
+
+    async def fetch_all_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> list[Row]:
+        """`fetch_all` for a read that may walk many rows (the dashboard's lists), likewise."""
 
     async def execute(self, query: str, parameters: Parameters = NO_PARAMETERS) -> int: ...
 

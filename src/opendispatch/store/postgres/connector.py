@@ -219,6 +219,12 @@ class PostgresConnector:
         """Any read waits on its connection, never on the event loop: `fetch_one`."""
         return await self.fetch_one(query, parameters)
 
+    async def fetch_all_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> list[Row]:
+        """Likewise `fetch_all` (the caller bounds how many such reads hold a connection)."""
+        return await self.fetch_all(query, parameters)
+
     async def execute(self, query: str, parameters: Parameters = NO_PARAMETERS) -> int:
         sql = self.queries[query]
         started = time.perf_counter()

@@ -621,3 +621,208 @@ DELETE FROM seen_tokens WHERE (application_id, jti) IN (
     WHERE expires_at_ms < :now_ms
     ORDER BY expires_at_ms
     LIMIT :limit);
+
+-- Operators and their sessions (the dashboard) -----------------------------------------------
+
+-- name: insert_operator
+INSERT INTO operators (name, token_hash, created_at_ms)
+VALUES (:name, :token_hash, :now_ms)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: list_operators
+SELECT o.name, o.created_at_ms,
+       (SELECT count(*) FROM operator_sessions s
+        WHERE s.operator = o.name AND s.expires_at_ms > :now_ms) AS sessions
+FROM operators o
+ORDER BY o.name;
+
+-- name: operator_token_hash
+SELECT token_hash FROM operators WHERE name = :name;
+
+-- Its sessions go with it (ON DELETE CASCADE).
+-- name: delete_operator
+DELETE FROM operators WHERE name = :name;
+
+-- name: insert_operator_session
+INSERT INTO operator_sessions (id_hash, operator, created_at_ms, expires_at_ms)
+VALUES (:id_hash, :operator, :now_ms, :expires_at_ms);
+
+-- name: operator_session
+SELECT operator, expires_at_ms FROM operator_sessions
+WHERE id_hash = :id_hash AND expires_at_ms > :now_ms;
+
+-- name: delete_operator_session
+DELETE FROM operator_sessions WHERE id_hash = :id_hash;
+
+-- name: forget_expired_operator_sessions
+DELETE FROM operator_sessions WHERE expires_at_ms <= :now_ms;
+
+-- The dashboard's reads, across applications ---------------------------------------------------
+--
+-- A page of workflows is a walk down one index, newest first, between :after and :before
+-- (dispatch_uuid bounds: a UUIDv7 begins with its creation time), that keeps the rows every
+-- filter given accepts (NULL: any). Which index: the most selective filter's (see
+-- store/browse.py); the others are checked on the rows walked, and a walk is bounded by
+-- :after, which browse.py raises to the floor a `*_walk` query finds :budget rows down.
+-- :channel and :recipient are terms of workflow_terms (migration 0013).
+
+-- name: dashboard_workflows
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms
+FROM workflows w
+WHERE w.dispatch_uuid < :before AND w.dispatch_uuid >= :after
+  AND (:application_id IS NULL OR w.application_id = :application_id)
+  AND (:status IS NULL OR w.status = :status)
+  AND (:channel IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                   WHERE t.term = :channel AND t.dispatch_uuid = w.dispatch_uuid))
+  AND (:recipient IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                     WHERE t.term = :recipient
+                                       AND t.dispatch_uuid = w.dispatch_uuid))
+ORDER BY w.dispatch_uuid DESC
+LIMIT :limit;
+
+-- name: dashboard_workflows_walk
+SELECT min(dispatch_uuid) AS floor, count(*) AS walked FROM (
+    SELECT dispatch_uuid FROM workflows
+    WHERE dispatch_uuid < :before AND dispatch_uuid >= :after
+    ORDER BY dispatch_uuid DESC
+    LIMIT :budget);
+
+-- name: dashboard_workflows_of_application
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms
+FROM workflows w
+WHERE w.application_id = :application_id
+  AND w.dispatch_uuid < :before AND w.dispatch_uuid >= :after
+  AND (:status IS NULL OR w.status = :status)
+  AND (:channel IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                   WHERE t.term = :channel AND t.dispatch_uuid = w.dispatch_uuid))
+  AND (:recipient IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                     WHERE t.term = :recipient
+                                       AND t.dispatch_uuid = w.dispatch_uuid))
+ORDER BY w.dispatch_uuid DESC
+LIMIT :limit;
+
+-- name: dashboard_workflows_of_application_walk
+SELECT min(dispatch_uuid) AS floor, count(*) AS walked FROM (
+    SELECT dispatch_uuid FROM workflows
+    WHERE application_id = :application_id
+      AND dispatch_uuid < :before AND dispatch_uuid >= :after
+    ORDER BY dispatch_uuid DESC
+    LIMIT :budget);
+
+-- A status other than `completed`, down workflows_not_completed (its condition is repeated
+-- so that the planner may use that partial index).
+-- name: dashboard_workflows_of_status
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms
+FROM workflows w
+WHERE w.status = :status AND w.status <> 'completed'
+  AND w.dispatch_uuid < :before AND w.dispatch_uuid >= :after
+  AND (:application_id IS NULL OR w.application_id = :application_id)
+  AND (:channel IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                   WHERE t.term = :channel AND t.dispatch_uuid = w.dispatch_uuid))
+  AND (:recipient IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                     WHERE t.term = :recipient
+                                       AND t.dispatch_uuid = w.dispatch_uuid))
+ORDER BY w.dispatch_uuid DESC
+LIMIT :limit;
+
+-- name: dashboard_workflows_of_status_walk
+SELECT min(dispatch_uuid) AS floor, count(*) AS walked FROM (
+    SELECT dispatch_uuid FROM workflows
+    WHERE status = :status AND status <> 'completed'
+      AND dispatch_uuid < :before AND dispatch_uuid >= :after
+    ORDER BY dispatch_uuid DESC
+    LIMIT :budget);
+
+-- One term's workflows (a recipient, a channel), down its range of workflow_terms.
+-- name: dashboard_workflows_of_term
+SELECT w.dispatch_uuid, w.application_id, w.template, w.status, w.request_json,
+       w.created_at_ms, w.updated_at_ms
+FROM workflow_terms d JOIN workflows w ON w.dispatch_uuid = d.dispatch_uuid
+WHERE d.term = :term AND d.dispatch_uuid < :before AND d.dispatch_uuid >= :after
+  AND (:application_id IS NULL OR d.application_id = :application_id)
+  AND (:status IS NULL OR w.status = :status)
+  AND (:channel IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                   WHERE t.term = :channel AND t.dispatch_uuid = d.dispatch_uuid))
+  AND (:recipient IS NULL OR EXISTS (SELECT 1 FROM workflow_terms t
+                                     WHERE t.term = :recipient
+                                       AND t.dispatch_uuid = d.dispatch_uuid))
+ORDER BY d.dispatch_uuid DESC
+LIMIT :limit;
+
+-- name: dashboard_workflows_of_term_walk
+SELECT min(dispatch_uuid) AS floor, count(*) AS walked FROM (
+    SELECT dispatch_uuid FROM workflow_terms
+    WHERE term = :term AND dispatch_uuid < :before AND dispatch_uuid >= :after
+    ORDER BY dispatch_uuid DESC
+    LIMIT :budget);
+
+-- Dead webhooks across applications, newest first (webhooks_dead_everywhere).
+-- name: dashboard_dead_webhooks
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, NULL AS next_attempt_at_ms, last_status_code, last_error,
+       created_at_ms, delivered_at_ms
+FROM webhooks
+WHERE state = 'dead' AND id < :before_id
+  AND (:application_id IS NULL OR application_id = :application_id)
+ORDER BY id DESC LIMIT :limit;
+
+-- Webhooks still being retried after a failed attempt (webhooks_failing).
+-- name: dashboard_failing_webhooks
+SELECT id, event_id, dispatch_uuid, application_id, kind, message_uuid, status, url, state,
+       attempts, replays, next_attempt_at_ms, last_status_code, last_error, created_at_ms,
+       delivered_at_ms
+FROM webhooks
+WHERE state = 'pending' AND last_error IS NOT NULL AND id < :before_id
+  AND (:application_id IS NULL OR application_id = :application_id)
+ORDER BY id DESC LIMIT :limit;
+
+-- Workflows accepted in each period between consecutive :bounds (dispatch_uuid prefixes),
+-- and how many of them are in each status but `completed` (the rest): each a range count on
+-- an index, never a read of the rows.
+-- name: dashboard_outcomes
+SELECT lo.value AS since,
+       (SELECT count(*) FROM workflows
+        WHERE dispatch_uuid >= lo.value AND dispatch_uuid < hi.value) AS accepted,
+       (SELECT count(*) FROM workflows
+        WHERE status = 'in_progress' AND status <> 'completed'
+          AND dispatch_uuid >= lo.value AND dispatch_uuid < hi.value) AS in_progress,
+       (SELECT count(*) FROM workflows
+        WHERE status = 'error' AND status <> 'completed'
+          AND dispatch_uuid >= lo.value AND dispatch_uuid < hi.value) AS error,
+       (SELECT count(*) FROM workflows
+        WHERE status = 'cancelled' AND status <> 'completed'
+          AND dispatch_uuid >= lo.value AND dispatch_uuid < hi.value) AS cancelled
+FROM json_each(:bounds) AS lo JOIN json_each(:bounds) AS hi ON hi.key = lo.key + 1
+ORDER BY lo.value;
+
+-- Per channel, the messages of workflows accepted since :since (message ids are UUIDv7s
+-- chosen at accept time) and how many of them were followed by the workflow's next message.
+-- name: dashboard_failover_by_channel
+SELECT m.channel, count(*) AS sent,
+       sum(CASE WHEN EXISTS (SELECT 1 FROM messages n
+                             WHERE n.dispatch_uuid = m.dispatch_uuid AND n.step = m.step + 1)
+           THEN 1 ELSE 0 END) AS failed_over
+FROM messages m
+WHERE m.message_uuid >= :since
+GROUP BY m.channel
+ORDER BY m.channel;
+
+-- What is waiting, each count from a partial index (named where the planner, without
+-- statistics, would rather scan a covering index of every webhook).
+-- name: dashboard_queues
+SELECT (SELECT count(*) FROM messages WHERE send_state = 'pending') AS sends_pending,
+       (SELECT count(*) FROM messages WHERE send_state = 'sending') AS sends_in_flight,
+       (SELECT count(*) FROM workflows WHERE due_at_ms IS NOT NULL) AS timers,
+       (SELECT count(*) FROM webhooks
+        WHERE state = 'pending' AND lease_until_ms IS NULL) AS webhooks_waiting,
+       (SELECT count(*) FROM webhooks WHERE lease_until_ms IS NOT NULL) AS webhooks_in_flight,
+       (SELECT count(*) FROM webhooks INDEXED BY webhooks_held
+        WHERE state = 'held') AS webhooks_held,
+       (SELECT count(*) FROM webhooks
+        WHERE state = 'pending' AND last_error IS NOT NULL) AS webhooks_failing,
+       (SELECT count(*) FROM webhooks INDEXED BY webhooks_dead_everywhere
+        WHERE state = 'dead') AS webhooks_dead,
+       (SELECT count(*) FROM inbox) AS statuses_waiting;

@@ -358,6 +358,18 @@ class SqliteConnector:
         rows = await loop.run_in_executor(self._aside, self._read_aside, query, parameters)
         return rows[0] if rows else None
 
+    async def fetch_all_aside(
+        self, query: str, parameters: Parameters = NO_PARAMETERS
+    ) -> list[Row]:
+        """`fetch_one_aside` for reads that return rows (the dashboard's lists and counts),
+        on the same thread and connection, one at a time."""
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        if self._aside is None:
+            self._aside = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-aside")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._aside, self._read_aside, query, parameters)
+
     def _read_aside(self, query: str, parameters: Parameters) -> list[Row]:
         """On the aside thread, the only one to use its connection."""
         if self._aside_reader is None:
