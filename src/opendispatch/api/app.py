@@ -19,6 +19,7 @@ from opendispatch.api.webhook_routes import WebhookRoutes
 from opendispatch.auth.authenticator import Authenticator
 from opendispatch.auth.replay import JwtReplay
 from opendispatch.config import Settings
+from opendispatch.dashboard import Dashboard
 from opendispatch.errors import (
     ApiError,
     DatabaseUnavailable,
@@ -116,6 +117,9 @@ class DispatchApp:
         callbacks = CallbackRoutes(
             intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock
         )
+        dashboard = Dashboard(
+            settings=settings, store=self.store, runtime=self.runtime, clock=self.clock
+        )
         self._openapi = openapi_document(metrics=settings.metrics)
         docs = DocsRoutes()
         collection = {"GET": dispatch.list, "POST": dispatch.create}
@@ -164,6 +168,7 @@ class DispatchApp:
                     "/v0.1/providers/{name}/callbacks",
                     {"POST": callbacks.receive, "GET": callbacks.handshake},
                 ),
+                *dashboard.routes(),
             ]
         )
 

@@ -1,5 +1,5 @@
 """`opendispatch serve | apps create|list|route | providers add|list|remove|kinds|rotate-secrets
-| secret-key | webhooks list|replay | db upgrade`.
+| secret-key | webhooks list|replay | operators create|list|delete | db upgrade`.
 
 Every option has an `OPENDISPATCH_*` environment equivalent, named in `--help`. One module per
 group of commands; this one only assembles them.
@@ -11,6 +11,7 @@ import click
 
 from opendispatch.cli.apps import apps
 from opendispatch.cli.db import db
+from opendispatch.cli.operators import operators
 from opendispatch.cli.providers import providers, secret_key
 from opendispatch.cli.serve import serve
 from opendispatch.cli.webhooks import webhooks
@@ -29,4 +30,5 @@ main.add_command(apps)
 main.add_command(providers)
 main.add_command(secret_key)
 main.add_command(webhooks)
+main.add_command(operators)
 main.add_command(db)
