@@ -12,7 +12,8 @@ e2e       two-step workflows whose first message is rejected (WhatsApp to ...01,
           completed/s (final report received by the receiver), accept-to-final-report latency,
           webhooks/s, and the time from the WhatsApp's rejection to the SMS's send starting
           (read from the database afterwards: rejection time in the workflow's state, send start
-          in the sandbox's own log).
+          in the sandbox's own log). --poll-dashboard /dashboard: an operator asks for that
+          page once a second meanwhile (its latency is printed too).
 timers    fills the server with workflows waiting on a timer (silent WhatsApp, expiry 1 day),
           measures its memory at 1,000 and at --pending, then offers probe workflows with a 15 s
           expiry and prints timer lateness: how long after the step's deadline the next
@@ -47,6 +48,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dashboard_poll import DashboardPoller
 from harness import (
     MetricsPoller,
     Server,
@@ -154,12 +156,20 @@ class E2eResult:
     peak_kib: int
     cpu_ms_per_workflow: float  # the server processes' CPU, per final report
     metrics_polls: str | None = None  # with --poll-metrics
+    dashboard_polls: list[float] | None = None  # with --poll-dashboard: each one's latency
+    dashboard_failures: int = 0
 
 
 def e2e_run(
-    rate: int, seconds: float, database: str | None, processes: int, poll_metrics: bool = False
+    rate: int,
+    seconds: float,
+    database: str | None,
+    processes: int,
+    poll_metrics: bool = False,
+    poll_dashboard: str | None = None,
 ) -> E2eResult:
-    """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema)."""
+    """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema);
+    `poll_dashboard`: a dashboard page a signed-in operator asks for once a second."""
     workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
     receiver, receiver_url = start_receiver()
     server = start_server(
@@ -173,7 +183,14 @@ def e2e_run(
     try:
         first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
         request = post_request(server, [first, step("sms", "447700900009")])
+        dashboard = (
+            None
+            if poll_dashboard is None
+            else DashboardPoller(server.url, server.database, poll_dashboard)
+        )
         cpu_before = sum(cpu_seconds(p.pid) for p in server.processes)
+        if dashboard is not None:
+            dashboard.start()
         started_ms = time.time_ns() // 1_000_000
         with MetricsPoller(server.ports if poll_metrics else []) as poller:
             result = asyncio.run(
@@ -185,6 +202,8 @@ def e2e_run(
             ended_ms = time.time_ns() // 1_000_000
             accepted = result.statuses[202]
             stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
+        if dashboard is not None:
+            dashboard.stop()
         finals: dict[str, int] = stats["finals"]
         within = [t for t in finals.values() if t <= ended_ms]
         last = max(finals.values()) if finals else ended_ms
@@ -209,6 +228,8 @@ def e2e_run(
             peak_kib=peak,
             cpu_ms_per_workflow=cpu * 1000 / max(1, len(finals)),
             metrics_polls=poller.summary() if poll_metrics else None,
+            dashboard_polls=None if dashboard is None else dashboard.latencies_ms,
+            dashboard_failures=0 if dashboard is None else dashboard.failures,
         )
     finally:
         server.stop()
@@ -220,8 +241,13 @@ def e2e(args: argparse.Namespace) -> None:
     backend = "PostgreSQL" if args.database else "SQLite"
     print("e2e: two-step workflows, WhatsApp rejected -> SMS delivered;", end=" ")
     print(f"{backend}, {args.processes} server process(es), {args.seconds:.0f} s per rate")
+    if args.poll_dashboard:
+        print(f"  with {args.poll_dashboard} asked for once a second by a signed-in operator")
     for rate in args.rates:
-        r = e2e_run(rate, args.seconds, args.database, args.processes, args.poll_metrics)
+        r = e2e_run(
+            rate, args.seconds, args.database, args.processes, args.poll_metrics,
+            args.poll_dashboard,
+        )  # fmt: skip
         print(
             f"  offered {rate:>6,}/s  accepted {r.accepted_per_s:>7,.0f}/s  "
             f"completed {r.completed_per_s:>7,.0f}/s during the run, {r.finals:,}/{r.accepted:,} "
@@ -235,6 +261,11 @@ def e2e(args: argparse.Namespace) -> None:
         print(f"    server CPU per workflow: {r.cpu_ms_per_workflow:.2f} ms")
         if r.metrics_polls is not None:
             print(f"    {r.metrics_polls}")
+        if r.dashboard_polls:
+            print(
+                f"    dashboard page ({len(r.dashboard_polls)} polls, "
+                f"{r.dashboard_failures} failed): {percentiles(r.dashboard_polls)}"
+            )
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -586,6 +617,11 @@ def main() -> None:
     e2e_parser.add_argument("--processes", type=int, default=1, help="servers on one database")
     e2e_parser.add_argument(
         "--poll-metrics", action="store_true", help="GET /metrics once a second during the run"
+    )
+    e2e_parser.add_argument(
+        "--poll-dashboard",
+        metavar="PATH",
+        help="a dashboard page (e.g. /dashboard) asked for once a second during the run",
     )
     timers_parser = modes.add_parser("timers")
     timers_parser.add_argument("--pending", type=int, default=100_000)

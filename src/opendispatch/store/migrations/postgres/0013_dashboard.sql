@@ -70,7 +70,7 @@ FROM workflows AS w, workflow_terms_of(w.request_json) AS found (term)
 ON CONFLICT DO NOTHING;
 
 -- The statuses that are few, across applications (see SQLite's 0013).
-CREATE INDEX workflows_not_completed ON workflows (status, dispatch_uuid)
+CREATE INDEX workflows_not_completed ON workflows (status, dispatch_uuid, application_id)
     WHERE status <> 'completed';
 
 -- Dead and failing webhooks across applications, newest first.

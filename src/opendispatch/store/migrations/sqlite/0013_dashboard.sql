@@ -76,7 +76,9 @@ WHERE step.type = 'object' AND field.key IN ('type', 'number', 'id') AND field.t
 -- A status across applications, for the statuses that are few (`error` among a million
 -- `completed`): their own range. `completed` stays out (a workflow leaves this index as it
 -- completes), so the index stays small; a list of completed workflows walks them all anyway.
-CREATE INDEX workflows_not_completed ON workflows (status, dispatch_uuid)
+-- The application is in it so that a walk checks it without reading the row (measured on a
+-- million workflows: `error` of a 1 % application, 10,000 rows walked, 11.5 ms -> 0.4 ms).
+CREATE INDEX workflows_not_completed ON workflows (status, dispatch_uuid, application_id)
     WHERE status <> 'completed';
 
 -- Dead and failing webhooks across applications, newest first. Both are few among many
