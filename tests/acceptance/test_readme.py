@@ -69,6 +69,10 @@ COVERED_ELSEWHERE: dict[str, str] = {
     # Webhooks: Changing an application (update, rotate-secret, list: the same file's others)
     "opendispatch apps rotate-secret ID": "tests/acceptance/test_changing_applications.py"
     "::test_deleting_an_application_ends_its_running_workflows_on_a_running_server",
+    # Dashboard
+    "opendispatch operators create alice": "tests/acceptance/test_dashboard_http.py"
+    "::test_operators_cli_lists_and_deletes_and_a_deleted_operator_is_signed_out (create: its"
+    " fixture, tests/dashboard.py)",
     # Scale out on PostgreSQL
     "opendispatch db upgrade --database postgresql": "tests/acceptance/test_scale_out.py"
     "::test_three_processes_share_the_work_and_send_every_step_exactly_once",
