@@ -4,6 +4,7 @@ serves the dashboard at a sub-path (`--public-url https://.../od`)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ from tests.dashboard import (
     rejected_sms,
     serve_dashboard,
 )
-from tests.support import run_cli
+from tests.databases import TestDatabase, new_database
+from tests.support import ServerProcess, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -239,3 +241,36 @@ def test_behind_a_proxy_at_a_sub_path_every_link_form_and_cookie_carries_it(
     login = client.get("/od/dashboard/login")
     assert all(link.startswith("/od/dashboard") for link in links_of(login.text))
     assert inputs_of(login.text)["login_token"]
+
+
+@pytest.fixture
+def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
+    """A fresh PostgreSQL schema (skipped, with the reason, when there is no PostgreSQL)."""
+    generator = new_database("postgres", tmp_path)
+    database = asyncio.run(anext(generator))
+    yield database
+    asyncio.run(anext(generator, None))
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_session_is_known_to_every_server_process(
+    postgres_database: TestDatabase, tmp_path: Path
+) -> None:
+    token = run_cli("operators", "create", "alice", "--database", postgres_database.url).strip()
+    first = ServerProcess(postgres_database.url, cwd=tmp_path).start()
+    second = ServerProcess(postgres_database.url, cwd=tmp_path).start()
+    try:
+        on_first = DashboardClient(first.url)
+        assert on_first.sign_in("alice", token).status_code == 303
+        # The same browser, sent to the other process by a load balancer: still signed in.
+        on_second = DashboardClient(second.url, cookies=dict(on_first.cookies))
+        page = on_second.get("/dashboard")
+        assert page.status_code == 200
+        assert "alice" in page.text
+        # Its CSRF token is the session's, whichever process checks it; signing out on one
+        # process ends the session on the other.
+        assert on_second.post("/dashboard/logout", {"csrf": on_first.csrf()}).status_code == 303
+        assert on_first.get("/dashboard").status_code == 303
+    finally:
+        first.stop()
+        second.stop()
