@@ -1,7 +1,7 @@
 """The dashboard in a real browser: Debian's headless Chromium driven by Playwright, against a
-real server process. An operator signs in, filters the workflows, opens a timeline, and
-replays dead webhooks once their receiver accepts again; each step asserts what the page
-shows, and a screenshot of each page is kept (the directory is printed).
+real server process. An operator signs in, filters the workflows, opens a timeline, cancels
+the running workflow, and replays dead webhooks once their receiver accepts again; each step
+asserts what the page shows, and a screenshot of each page is kept (the directory is printed).
 
 Skipped, saying why, where the `playwright` package or Chromium is missing (`.ci/run`
 installs Debian's `chromium`; Playwright's own browser download is never used).
@@ -61,7 +61,7 @@ class Screenshots:
         page.screenshot(path=self.directory / f"{self.taken:02d}-{name}.png", full_page=True)
 
 
-def test_an_operator_signs_in_filters_opens_a_timeline_and_replays_dead_webhooks(
+def test_an_operator_signs_in_filters_cancels_a_workflow_and_replays_dead_webhooks(
     browser_page: Any,
     served: Served,
     capsys: pytest.CaptureFixture[str],
@@ -80,7 +80,7 @@ def test_an_operator_signs_in_filters_opens_a_timeline_and_replays_dead_webhooks
     failed = served.dispatch(rejected_sms())
     # The receiver refused every webhook: the running one's `submitted`, the other's
     # `rejected` and its final report are dead.
-    dead = served.wait_for_dead(3)
+    served.wait_for_dead(3)
     base = served.server.url
 
     # Signing in: a page asked for without a session leads there, and back after it.
@@ -130,6 +130,21 @@ def test_an_operator_signs_in_filters_opens_a_timeline_and_replays_dead_webhooks
     assert page.locator("table.webhooks tbody tr.dead").count() >= 1
     shots.take(page, "timeline")
 
+    # Cancelling it: confirmed in the dialog; the SMS is never sent.
+    page.click("text=Cancel workflow")
+    page.wait_for_url(f"{base}/dashboard/workflows/{running}?notice=cancelled")
+    assert page.get_by_role("status").inner_text() == (
+        "The workflow was cancelled: no further step will be sent."
+    )
+    assert page.locator("#workflow-status").inner_text() == "cancelled"
+    assert "cancelled at" in first_step.inner_text()
+    assert "no further step is sent" in first_step.inner_text()
+    assert "not sent: the workflow ended first" in page.locator("li.step").nth(1).inner_text()
+    assert page.locator("text=Cancel workflow").count() == 0
+    assert served.workflow(running)["status"] == "cancelled"
+    shots.take(page, "timeline-cancelled")
+    dead = served.wait_for_dead(4)  # and its final report, `cancelled`, refused too
+
     # Webhooks: dead ones, replayed once the receiver accepts again.
     page.click("nav >> text=Webhooks")
     page.wait_for_url(f"{base}/dashboard/webhooks")
@@ -158,11 +173,14 @@ def test_an_operator_signs_in_filters_opens_a_timeline_and_replays_dead_webhooks
     # The overview, then signing out.
     page.click("nav >> text=Overview")
     page.wait_for_url(f"{base}/dashboard")
-    assert "2 accepted" in page.locator("p.totals").inner_text()
-    assert page.locator("svg.chart rect").count() == 2  # one error, one in progress
+    totals = page.locator("p.totals").inner_text()
+    assert "2 accepted" in totals
+    assert "1 error" in totals
+    assert "1 cancelled" in totals
+    assert page.locator("svg.chart rect").count() == 2  # one error, one cancelled
     shots.take(page, "overview")
     page.click("text=Sign out")
     page.wait_for_url(f"{base}/dashboard/login")
     page.goto(f"{base}/dashboard")
     assert page.url == f"{base}/dashboard/login"
-    assert shots.taken == 7
+    assert shots.taken == 8

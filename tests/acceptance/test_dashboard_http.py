@@ -21,7 +21,7 @@ from tests.dashboard import (
     serve_dashboard,
 )
 from tests.databases import TestDatabase, new_database
-from tests.support import ServerProcess, run_cli
+from tests.support import ServerProcess, run_cli, step
 
 pytestmark = pytest.mark.slow
 
@@ -178,6 +178,37 @@ def test_operator_actions_are_logged_with_the_name_and_never_the_token(
     assert "operator alice signed out" in log
     for secret in (served.token, "wrong-token", session):
         assert secret not in log
+
+
+def test_cancel_needs_the_csrf_token_and_says_when_the_workflow_had_ended(served: Served) -> None:
+    silent = "447700900004"  # submitted, then nothing: runs until its hour is up
+    running = served.dispatch(
+        [step("whatsapp", silent, {"expiry_time": 3600, "condition_status": "read"}),
+         step("sms", silent)]
+    )  # fmt: skip
+    client = served.client()
+    client.sign_in("alice", served.token)
+    cancel = f"/dashboard/workflows/{running}/cancel"
+    for form in ({}, {"csrf": "0" * 64}):
+        assert client.post(cancel, form).status_code == 403
+    assert served.workflow(running)["status"] == "in_progress"
+    done = client.post(cancel, {"csrf": client.csrf()})
+    assert done.status_code == 303
+    assert done.headers["location"] == f"/dashboard/workflows/{running}?notice=cancelled"
+    assert served.workflow(running)["status"] == "cancelled"
+    again = client.post(cancel, {"csrf": client.csrf()})
+    assert again.headers["location"] == f"/dashboard/workflows/{running}?notice=ended"
+    page = client.get(again.headers["location"])
+    assert "The workflow had already ended: nothing was cancelled." in page.text
+    unknown = client.post(
+        "/dashboard/workflows/01a22dc2-e1a7-7a8b-bdc6-608bfc491bbf/cancel", {"csrf": client.csrf()}
+    )
+    assert unknown.status_code == 404
+    served.server.stop()
+    log = served.server.log()
+    app = served.app.application_id
+    assert f"operator alice cancelled workflow {running} of application {app}: cancelled" in log
+    assert f"operator alice cancelled workflow {running} of application {app}: ended" in log
 
 
 def test_operators_cli_lists_and_deletes_and_a_deleted_operator_is_signed_out(

@@ -183,3 +183,24 @@ async def test_the_overview_draws_each_period_and_counts_the_queues(env: Env) ->
     assert "3 accepted 1 completed 1 error 0 cancelled 1 in progress" in page
     assert "Timers (running workflows' deadlines) 1" in page
     assert "whatsapp 1 0" in page  # one message, not failed over (yet)
+
+
+async def test_a_cancelled_workflow_says_when_and_that_no_further_step_is_sent(env: Env) -> None:
+    sent = env.clock.now_ms()
+    dispatch_uuid = await env.workflow(
+        [step("whatsapp", "447700900004", READ_IN_15), step("sms", "447700900004")]
+    )
+    page = await env.client.get(f"/dashboard/workflows/{dispatch_uuid}")
+    assert "Cancel workflow" in page.text
+    await env.advance(5_000)
+    cancelled = await env.client.post(
+        f"/dashboard/workflows/{dispatch_uuid}/cancel", data={"csrf": inputs_of(page.text)["csrf"]}
+    )
+    assert cancelled.status_code == 303
+    await env.advance(20_000)  # past the first step's deadline: still no SMS
+    text = await env.text(f"/dashboard/workflows/{dispatch_uuid}?notice=cancelled")
+    assert "The workflow was cancelled: no further step will be sent." in text
+    assert f"cancelled at {shown(sent + 5_000)}: no further step is sent" in text
+    assert "not sent: the workflow ended first" in text
+    assert "final report: cancelled" in text
+    assert "Cancel workflow" not in text

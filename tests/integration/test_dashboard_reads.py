@@ -229,19 +229,22 @@ async def test_the_overview_counts_outcomes_failovers_and_queues(env: Env) -> No
     await env.workflow([step("whatsapp", REJECTED, READ_IN_600), step("sms", DELIVERED)])
     await env.workflow([step("whatsapp", SILENT, READ_IN_600), step("sms", SILENT)])
     await env.workflow([step("sms", REJECTED)], by=env.other)
+    stopped = await env.workflow([step("sms", SILENT)])
+    assert await env.app.runtime.cancel(env.shop.application_id, stopped) == "cancelled"
     await env.clock.advance(60_000)
     await env.workflow([step("sms", DELIVERED)])
     end = env.clock.now_ms() + 1
     periods = await env.browse.outcomes([start, start + 30_000, end])
-    assert [(p.accepted, p.completed, p.error, p.in_progress) for p in periods] == [
-        (3, 1, 1, 1),
-        (1, 1, 0, 0),
+    assert [(p.accepted, p.completed, p.error, p.cancelled, p.in_progress) for p in periods] == [
+        (4, 1, 1, 1, 1),
+        (1, 1, 0, 0, 0),
     ]
+    assert await env.listed(WorkflowFilter(status="cancelled")) == [stopped]
     rates = {
         c.channel: (c.sent, c.failed_over)
         for c in await env.browse.failover_by_channel(since_ms=start)
     }
-    assert rates == {"whatsapp": (2, 1), "sms": (3, 0)}
+    assert rates == {"whatsapp": (2, 1), "sms": (4, 0)}
     queues = await env.browse.queues()
     assert queues.timers == 1  # the silent one waits for its deadline
     assert queues.webhooks_dead == 0

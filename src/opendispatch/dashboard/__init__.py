@@ -1,5 +1,5 @@
 """The operators' dashboard, served by `opendispatch serve` under `/dashboard`: workflows and
-webhooks across applications, an overview, and replay, for signed-in operators.
+webhooks across applications, an overview, cancel and replay, for signed-in operators.
 
 Pages are rendered on the server (Jinja2 templates, autoescaped), with one small script for
 confirmations; the stylesheet and script come from this package, so nothing is fetched from

@@ -5,8 +5,8 @@ page (and back where it was once signed in), a POST changes nothing and does the
 POST carries the session's CSRF token in a hidden field, checked in constant time: a form
 posted from another site, or without the token, is refused (403) before anything changes.
 The login form has its own token, paired with a short-lived cookie (a site cannot sign a
-browser in as someone else). Signing in, signing out and replaying are logged with the
-operator's name (never a token).
+browser in as someone else). Signing in, signing out, cancelling and replaying are logged with
+the operator's name (never a token).
 """
 
 from __future__ import annotations
@@ -71,6 +71,10 @@ class Dashboard:
             Route("/dashboard/logout", {"POST": action(self._logout)}),
             Route("/dashboard/workflows", {"GET": page(self._workflows.list)}),
             Route("/dashboard/workflows/{dispatch_uuid}", {"GET": page(self._workflows.timeline)}),
+            Route(
+                "/dashboard/workflows/{dispatch_uuid}/cancel",
+                {"POST": action(self._workflows.cancel)},
+            ),
             Route("/dashboard/webhooks", {"GET": page(self._webhooks.list)}),
             Route("/dashboard/webhooks/replay", {"POST": action(self._webhooks.replay_many)}),
             Route(

@@ -1,5 +1,6 @@
-"""Workflows: the list across applications (filtered, newest first, a page at a time), and
-one workflow's timeline."""
+"""Workflows: the list across applications (filtered, newest first, a page at a time), one
+workflow's timeline, and cancelling one that is still running (the API's cancel: no further
+step is sent, its deadline is cleared, its final report says `cancelled`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from opendispatch.dashboard.timeline import timeline
 from opendispatch.dashboard.web import DashboardError, Pages, query, uuid7_ms
 from opendispatch.ids import is_uuid
 from opendispatch.runtime.clock import Clock
-from opendispatch.runtime.service import Runtime
+from opendispatch.runtime.service import CancelOutcome, Runtime
 from opendispatch.store.browse import Browse, WorkflowFilter
 from opendispatch.store.database import DatabaseStore
 from opendispatch.store.records import WorkflowRecord
@@ -30,6 +31,8 @@ PAGE_SIZE = 50
 STATUSES = ("in_progress", "completed", "error", "cancelled")
 CHANNELS = tuple(channel.value for channel in Channel)
 _NOTICES = {
+    "cancelled": "The workflow was cancelled: no further step will be sent.",
+    "ended": "The workflow had already ended: nothing was cancelled.",
     "replayed": "The webhook was queued for delivery again.",
     "not_replayed": "That webhook is still on its way: only a delivered or dead one can be "
     "replayed.",
@@ -171,6 +174,26 @@ class WorkflowPages:
             application=names.get(view.application_id, view.application_id),
             notice=_NOTICES.get(query(request, "notice") or ""),
             now_ms=self._clock.now_ms(),
+        )
+
+    async def cancel(self, request: Request, session: Session, form: dict[str, str]) -> Response:
+        dispatch_uuid = request.path_params["dispatch_uuid"].lower()
+        loaded = await self._store.load_workflow(dispatch_uuid) if is_uuid(dispatch_uuid) else None
+        if loaded is None:
+            raise DashboardError(404, "No such workflow", f"There is no workflow {dispatch_uuid}.")
+        application_id = loaded.record.application_id
+        outcome = await self._runtime.cancel(application_id, dispatch_uuid)
+        log.info(
+            "operator %s cancelled workflow %s of application %s: %s",
+            session.operator,
+            dispatch_uuid,
+            application_id,
+            outcome,
+        )
+        if outcome == CancelOutcome.NOT_FOUND:
+            raise DashboardError(404, "No such workflow", f"There is no workflow {dispatch_uuid}.")
+        return self._pages.redirect(
+            self._pages.url(f"/workflows/{dispatch_uuid}", notice=str(outcome))
         )
 
 
