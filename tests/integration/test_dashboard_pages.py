@@ -143,7 +143,10 @@ async def test_a_read_condition_on_sms_is_flagged_as_never_met(env: Env) -> None
         [step("sms", "447700900004", READ_IN_15), step("whatsapp", "447700900004")]
     )
     page = await env.text(f"/dashboard/workflows/{dispatch_uuid}")
-    assert "sms never reports read: this condition can never be met" in page
+    assert (
+        "sms never reports read, so this condition can never be met: this message always "
+        "fails over to the next once its expiry_time passes"
+    ) in page
     assert page.count("can never be met") == 1  # not said of the whatsapp step
 
 

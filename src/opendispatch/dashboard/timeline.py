@@ -10,12 +10,14 @@ lasts its `failover.expiry_time` (a last message without one: the final-status t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
+from opendispatch.api.validation import condition_warnings
 from opendispatch.engine.model import MessageState, MessageStatus, StatusRecord, WorkflowState
 from opendispatch.runtime.shell import decode_state
 from opendispatch.store.records import LoadedWorkflow, SendRecord, WebhookRecord
@@ -23,7 +25,6 @@ from opendispatch.webhooks.destinations import redact_url
 from opendispatch.webhooks.payloads import total_price
 
 __all__ = [
-    "READ_CHANNELS",
     "Outcome",
     "StepView",
     "TimelineView",
@@ -31,8 +32,7 @@ __all__ = [
     "timeline",
 ]
 
-# The channels whose messages report `read` (sms and mms stop at `delivered`).
-READ_CHANNELS = frozenset({"whatsapp", "messenger", "viber_service_msg"})
+_STEP_INDEX = re.compile(r"^workflow\[(\d+)\]")
 _MEETS = {
     "delivered": frozenset({MessageStatus.DELIVERED, MessageStatus.READ}),
     "read": frozenset({MessageStatus.READ}),
@@ -154,11 +154,16 @@ def timeline(
     record = loaded.record
     state = None if loaded.state_json is None else decode_state(loaded.state_json)
     requested = _request_steps(record.request_json)
+    # The API's own words for a condition that can never be met (the 202 says the same).
+    never_met = {
+        int(found[1]): warning.reason
+        for warning in condition_warnings(requested)
+        if (found := _STEP_INDEX.match(warning.name))
+    }
     by_step = {} if state is None else {m.step: m for m in state.messages}
     send_of = {send.message_uuid: send for send in sends}
     steps = []
     for index, step in enumerate(requested):
-        failover = step.get("failover") if isinstance(step.get("failover"), dict) else None
         channel = str((step.get("to") or {}).get("type", ""))
         plan = state.steps[index] if state is not None and index < len(state.steps) else None
         condition = str(plan.condition if plan and plan.condition else "delivered")
@@ -173,9 +178,6 @@ def timeline(
             kind = "not_sent"
         else:
             outcome, kind = _outcome(state, message, condition, deadline)
-        warning = None
-        if failover and failover.get("condition_status") == "read" and channel not in READ_CHANNELS:
-            warning = f"{channel} never reports read: this condition can never be met"
         steps.append(
             StepView(
                 number=index + 1,
@@ -202,7 +204,7 @@ def timeline(
                     else None
                 ),
                 send=None if message is None else send_of.get(message.message_uuid),
-                warning=warning,
+                warning=never_met.get(index),
             )
         )
     step_of = {} if state is None else {m.message_uuid: m.step for m in state.messages}
