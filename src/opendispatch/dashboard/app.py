@@ -16,7 +16,13 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from opendispatch.api.http import Request, Response, Route
-from opendispatch.auth.operators import OperatorAuth, Session, csrf_token_matches, new_secret
+from opendispatch.auth.operators import (
+    SESSION_LIFETIME_MS,
+    OperatorAuth,
+    Session,
+    csrf_token_matches,
+    new_secret,
+)
 from opendispatch.config import Settings
 from opendispatch.dashboard.overview import OverviewPage
 from opendispatch.dashboard.web import (
@@ -43,7 +49,7 @@ log = logging.getLogger("opendispatch.dashboard")
 SESSION_COOKIE = "od_session"
 LOGIN_COOKIE = "od_login"
 _LOGIN_FORM_S = 3600  # how long a login form stays good
-_SESSION_COOKIE_S = 12 * 3600
+_SESSION_COOKIE_S = SESSION_LIFETIME_MS // 1000  # the browser drops it when the server does
 
 PageHandler = Callable[[Request, Session], Awaitable[Response]]
 ActionHandler = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]

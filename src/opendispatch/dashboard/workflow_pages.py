@@ -15,6 +15,7 @@ from opendispatch.api.request_models import Channel
 from opendispatch.auth.operators import Session
 from opendispatch.dashboard.timeline import timeline
 from opendispatch.dashboard.web import DashboardError, Pages, query, uuid7_ms
+from opendispatch.engine.model import WorkflowStatus
 from opendispatch.ids import is_uuid
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.service import CancelOutcome, Runtime
@@ -28,7 +29,7 @@ __all__ = ["PAGE_SIZE", "STATUSES", "WorkflowPages", "WorkflowRow"]
 log = logging.getLogger("opendispatch.dashboard")
 
 PAGE_SIZE = 50
-STATUSES = ("in_progress", "completed", "error", "cancelled")
+STATUSES = tuple(status.value for status in WorkflowStatus)
 CHANNELS = tuple(channel.value for channel in Channel)
 _NOTICES = {
     "cancelled": "The workflow was cancelled: no further step will be sent.",
@@ -133,7 +134,7 @@ class WorkflowPages:
             "rows": [],
             "next_url": None,
             "searched_only_to_ms": None,
-            "first_page_url": self._pages.url("/workflows", **_without(given, "before")),
+            "first_page_url": self._pages.url("/workflows", **given),
             "paged": before is not None,
         }
         if problems:
@@ -195,7 +196,3 @@ class WorkflowPages:
         return self._pages.redirect(
             self._pages.url(f"/workflows/{dispatch_uuid}", notice=str(outcome))
         )
-
-
-def _without(given: dict[str, str], *names: str) -> dict[str, str]:
-    return {name: value for name, value in given.items() if name not in names}
