@@ -9,7 +9,7 @@ provider statuses that end it) and turned into its row by `TransitionRows`, the 
 own row builder; each seeded row is that row with new ids (dispatch and message uuids, UUIDv7s
 of its creation time), its own application, recipient and times. They are inserted with the
 write strategy's own `insert_workflow` statement, in big transactions, so the triggers of
-migration 0013 fill `workflow_terms` as they would under load. Only workflows are seeded
+migration 0011 fill `workflow_terms` as they would under load. Only workflows are seeded
 (the list reads nothing else).
 
 The mix, spread over the last 7 days: five applications of 50, 25, 15, 9 and 1 %; WhatsApp
