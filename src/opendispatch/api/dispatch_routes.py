@@ -18,7 +18,6 @@ import msgspec
 
 from opendispatch import event_log
 from opendispatch.api.http import Request, Response, json_response
-from opendispatch.api.request_models import WorkflowMessage
 from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
 from opendispatch.api.validation import condition_warnings, validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
@@ -36,6 +35,7 @@ from opendispatch.errors import (
 from opendispatch.ids import is_uuid, uuid7
 from opendispatch.runtime.admission import AdmissionControl
 from opendispatch.runtime.shell import CancelOutcome
+from opendispatch.runtime.submission import require_routes
 from opendispatch.store.records import LoadedWorkflow, NewWorkflow
 
 __all__ = ["DispatchRoutes"]
@@ -63,7 +63,7 @@ class DispatchRoutes(AuthenticatedRoutes):
             raise UnsupportedMediaType("Send the workflow as application/json.")
         valid = validate_create_workflow_json(body, max_messages=self._settings.max_messages)
         if principal.credentials.application.live:
-            await self._check_routes(principal.application_id, valid.messages)
+            await require_routes(self._runtime.routes, principal.application_id, valid.messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
         try:
@@ -97,24 +97,6 @@ class DispatchRoutes(AuthenticatedRoutes):
                 }
             )
         return json_response(202, body, (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()))
-
-    async def _check_routes(
-        self, application_id: str, messages: tuple[WorkflowMessage, ...]
-    ) -> None:
-        """A live application never falls back to the sandbox: every channel it uses must
-        have a provider route, or nothing is stored."""
-        problems = []
-        for index, message in enumerate(messages):
-            route = await self._runtime.routes.route(application_id, message.to.type)
-            if not route.stops:
-                problems.append(
-                    InvalidParameter(f"workflow[{index}].to.type", route.missing or "no route")
-                )
-        if problems:
-            raise InvalidRequest(
-                "This live application has no provider for a channel of the workflow.",
-                invalid_parameters=tuple(problems),
-            )
 
     async def get(self, request: Request) -> Response:
         principal = await self._principal(request)

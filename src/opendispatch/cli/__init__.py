@@ -1,5 +1,6 @@
-"""`opendispatch serve | apps create|list|route | providers add|list|remove|kinds|rotate-secrets
-| secret-key | webhooks list|replay | operators create|list|delete | db upgrade`.
+"""`opendispatch serve | send | status | apps create|list|update|rotate-secret|delete|route
+| providers add|list|remove|kinds|rotate-secrets | secret-key | webhooks list|replay
+| operators create|list|delete | db upgrade|init`.
 
 Every option has an `OPENDISPATCH_*` environment equivalent, named in `--help`. One module per
 group of commands; this one only assembles them.
@@ -13,7 +14,9 @@ from opendispatch.cli.apps import apps
 from opendispatch.cli.db import db
 from opendispatch.cli.operators import operators
 from opendispatch.cli.providers import providers, secret_key
+from opendispatch.cli.send import send
 from opendispatch.cli.serve import serve
+from opendispatch.cli.status import status
 from opendispatch.cli.webhooks import webhooks
 
 __all__ = ["main"]
@@ -26,6 +29,8 @@ def main() -> None:
 
 
 main.add_command(serve)
+main.add_command(send)
+main.add_command(status)
 main.add_command(apps)
 main.add_command(providers)
 main.add_command(secret_key)

@@ -177,8 +177,11 @@ class Runtime:
     async def start(self) -> None:
         await self.routes.start()
         await self.store.release_leases()  # only where this process owns the database
-        if self._shared:
-            await self.store.listen(self._heard)
+        # Other processes announce work: servers on PostgreSQL, commands beside the server
+        # (`opendispatch send`) on either database. Where they cannot be heard, the send
+        # worker looks for what they create every second.
+        if not await self.store.listen(self._heard):
+            self.sends.look_again_ms = 1_000
         await self._start_unstarted()
         self.admission.start()
         self._tasks = [

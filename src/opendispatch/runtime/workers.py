@@ -78,6 +78,9 @@ class Worker(ABC):
     # Set by the runtime where each claim is a database round trip (PostgreSQL): after being
     # woken for new work, wait this long for more of it, so one claim takes a batch.
     batch_window_s: float = 0.0
+    # Set by the runtime where another process may create work without being able to say
+    # so (see `Runtime.start`): look for it at least this often.
+    look_again_ms: int | None = None
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
@@ -104,6 +107,9 @@ class Worker(ABC):
             except Exception:
                 log.exception("%s failed; retrying in 1 s", self.name)
                 deadline = self.clock.now_ms() + 1000
+            if self.look_again_ms is not None:
+                look_again = self.clock.now_ms() + self.look_again_ms
+                deadline = look_again if deadline is None else min(deadline, look_again)
             self.sleeping_until = deadline
             if deadline is None or deadline > self.clock.now_ms():
                 self.idle.set()

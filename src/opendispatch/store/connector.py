@@ -44,7 +44,7 @@ class Statement:
 class Connector(Protocol):
     dialect: str
     # True where one process owns the database (SQLite): leases left at start are a dead
-    # predecessor's, and nobody else needs waking.
+    # predecessor's.
     sole_owner: bool
     # How this process names itself in the leases it takes (PostgreSQL).
     lease_owner: str
@@ -96,5 +96,6 @@ class Connector(Protocol):
     async def notify(self, payloads: Iterable[str]) -> None:
         """Tell the other processes on this database that work is due."""
 
-    async def listen(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all)."""
+    async def listen(self, callback: Callable[[str], None]) -> bool:
+        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all);
+        False if other processes cannot be heard (then whoever waits must look by itself)."""

@@ -641,8 +641,8 @@ class DatabaseStore:
     async def notify(self, payloads: Iterable[str]) -> None:
         await self.connector.notify(payloads)
 
-    async def listen(self, callback: Callable[[str], None]) -> None:
-        await self.connector.listen(callback)
+    async def listen(self, callback: Callable[[str], None]) -> bool:
+        return await self.connector.listen(callback)
 
     # -- helpers ---------------------------------------------------------------------------
 

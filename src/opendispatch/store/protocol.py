@@ -231,8 +231,9 @@ class Store(Protocol):
     # -- waking the other processes that serve the same database ----------------------------
 
     async def notify(self, payloads: Iterable[str]) -> None:
-        """Tell the other processes that work is due (nothing to do where one process owns
-        the database)."""
+        """Tell the other processes that work is due (on SQLite: a command such as
+        `opendispatch send` tells the serving process)."""
 
-    async def listen(self, callback: Callable[[str], None]) -> None:
-        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all)."""
+    async def listen(self, callback: Callable[[str], None]) -> bool:
+        """Call `callback(payload)` for every other process's `notify` (`"*"`: re-check all);
+        False if other processes cannot be heard (then whoever waits must look by itself)."""

@@ -305,7 +305,7 @@ class PostgresConnector:
             except DRIVER_ERRORS as exc:
                 raise store_error("notify", exc) from exc
 
-    async def listen(self, callback: Callable[[str], None]) -> None:
+    async def listen(self, callback: Callable[[str], None]) -> bool:
         """Call `callback(payload)` for each announcement, from now until `close()`; after a
         dropped connection is re-established, `callback("*")`. One listener per store."""
         self._require_pool()
@@ -317,6 +317,7 @@ class PostgresConnector:
         except DRIVER_ERRORS as exc:
             raise store_error("listening for notifications", exc) from exc
         self._listener = listener
+        return True
 
     async def _connect_one(self) -> Connection:
         name = _application_name("opendispatch-listen", self.lease_owner)

@@ -43,6 +43,7 @@ from opendispatch.store.sqlite.guard import (
     unwritable_directory,
 )
 from opendispatch.store.sqlite.migrate import migrate
+from opendispatch.store.sqlite.wake import WakeSocket, wake
 
 __all__ = ["SqliteConnector", "SqliteSession", "sqlite_path_from_url"]
 
@@ -214,6 +215,7 @@ class SqliteConnector:
         # Long reads (`fetch_one_aside`): their own connection, on their own thread.
         self._aside: ThreadPoolExecutor | None = None
         self._aside_reader: sqlite3.Connection | None = None
+        self._wake: WakeSocket | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -258,6 +260,9 @@ class SqliteConnector:
         if self._aside is not None:
             await asyncio.to_thread(self._aside.shutdown)  # a long read under way finishes
             self._aside = None
+        if self._wake is not None:
+            self._wake.close()
+            self._wake = None
         if self._group_commit is not None:
             await self._group_commit.drain()
         if self._checkpointer is not None:
@@ -428,13 +433,23 @@ class SqliteConnector:
 
         return await self.write(operation)
 
-    # -- one process owns the file: nobody to wake -----------------------------------------
+    # -- one process serves the file; the commands beside it wake it (see `wake`) ----------
 
     async def notify(self, payloads: Iterable[str]) -> None:
-        return None
+        """From a command (`opendispatch send`...): wake the serving process. The serving
+        process itself has nobody else to tell."""
+        if not self._serving:
+            wake(self.path, payloads)
 
-    async def listen(self, callback: Callable[[str], None]) -> None:
-        return None
+    async def listen(self, callback: Callable[[str], None]) -> bool:
+        """The serving process hears the commands' `notify`; False if it cannot (and a
+        process that does not serve the file hears nothing)."""
+        if not self._serving:
+            return False
+        if self._wake is not None:
+            raise StoreError("this store is already listening")
+        self._wake = WakeSocket(self.path, callback)
+        return self._wake.open()
 
     # -- introspection (benchmarks, tests) -------------------------------------------------
 
