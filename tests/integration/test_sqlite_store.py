@@ -304,3 +304,32 @@ def test_a_filtered_list_walks_an_index_and_never_sorts(tmp_path: Path):
             )
             assert f"USING INDEX {index} (" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
+
+
+def test_tails_reads_walk_an_index_from_their_position(tmp_path: Path):
+    """`opendispatch tail` reads a few times a second, beside the server: each read walks
+    one index from where the last one stopped (the workflows' and the webhooks' primary keys,
+    webhooks_failed), with every application or one, and never sorts or scans a table."""
+    path = tmp_path / "plans.db"
+    with sqlite3.connect(path) as connection:
+        migrate(connection)
+    queries = load_queries("opendispatch.store.sql", "sqlite.sql")
+    expected = {
+        "activity_workflows": "USING INDEX sqlite_autoindex_workflows_1 (dispatch_uuid>?)",
+        "activity_webhooks": "USING INTEGER PRIMARY KEY (rowid>?)",
+        "activity_failed_webhooks": "USING INDEX webhooks_failed (failed_at_ms>?)",
+    }
+    with sqlite3.connect(path) as connection:
+        for name, walk in expected.items():
+            for application_id in ("x", None):
+                parameters = dict.fromkeys(parameter_names(queries[name]), "x")
+                parameters["application_id"] = application_id
+                plan = " | ".join(
+                    row[3]
+                    for row in connection.execute(f"EXPLAIN QUERY PLAN {queries[name]}", parameters)
+                )
+                assert plan.startswith(
+                    f"SEARCH {'workflows' if 'workflows' in name else 'h'} {walk}"
+                ), plan
+                assert "SCAN" not in plan, plan
+                assert "TEMP B-TREE" not in plan, plan

@@ -1,6 +1,6 @@
-"""`opendispatch serve | send | status | apps create|list|update|rotate-secret|delete|route
-| providers add|list|remove|kinds|rotate-secrets | secret-key | webhooks list|replay
-| operators create|list|delete | db upgrade|init`.
+"""`opendispatch serve | send | status | tail | apps create|list|update|rotate-secret|delete
+| apps route | providers add|list|remove|kinds|rotate-secrets | secret-key | webhooks
+list|replay | operators create|list|delete | db upgrade|init|purge-expired`.
 
 Every option has an `OPENDISPATCH_*` environment equivalent, named in `--help`. One module per
 group of commands; this one only assembles them.
@@ -17,6 +17,7 @@ from opendispatch.cli.providers import providers, secret_key
 from opendispatch.cli.send import send
 from opendispatch.cli.serve import serve
 from opendispatch.cli.status import status
+from opendispatch.cli.tail import tail
 from opendispatch.cli.webhooks import webhooks
 
 __all__ = ["main"]
@@ -31,6 +32,7 @@ def main() -> None:
 main.add_command(serve)
 main.add_command(send)
 main.add_command(status)
+main.add_command(tail)
 main.add_command(apps)
 main.add_command(providers)
 main.add_command(secret_key)

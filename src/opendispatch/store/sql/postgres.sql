@@ -669,6 +669,40 @@ WHERE id IN (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED);
 
+-- Activity (`opendispatch tail`) ----------------------------------------------------------------
+
+-- Each reads rows at or after a position, oldest first: the workflows' ids (UUIDv7, so new
+-- ones sort last: the primary key), the webhooks' ids (status and final report webhooks, one
+-- per event: the primary key), and when a delivery failed (webhooks_failed, migration 0015).
+-- :application_id NULL means every application. A webhook's `attempts` counts one being
+-- made (its lease): a failure's is the attempts made before.
+-- name: activity_workflows
+SELECT dispatch_uuid, application_id, channels, created_at_ms FROM workflows
+WHERE dispatch_uuid >= :position::text
+  AND (:application_id::text IS NULL OR application_id = :application_id)
+ORDER BY dispatch_uuid LIMIT :limit;
+
+-- name: activity_webhooks
+SELECT h.id, h.dispatch_uuid, h.application_id, h.kind, h.message_uuid, h.status,
+       h.payload, h.created_at_ms, m.step, m.channel, m.provider
+FROM webhooks h LEFT JOIN messages m ON m.message_uuid = h.message_uuid
+WHERE h.id >= :position::bigint
+  AND (:application_id::text IS NULL OR h.application_id = :application_id)
+ORDER BY h.id LIMIT :limit;
+
+-- name: activity_failed_webhooks
+SELECT h.id, h.dispatch_uuid, h.application_id, h.kind, h.message_uuid, h.status, h.state,
+       h.attempts - CASE WHEN h.lease_until_ms IS NULL THEN 0 ELSE 1 END AS attempts,
+       h.last_status_code, h.last_error, h.next_attempt_at_ms, h.failed_at_ms, m.step
+FROM webhooks h LEFT JOIN messages m ON m.message_uuid = h.message_uuid
+WHERE h.failed_at_ms >= :position::bigint
+  AND (:application_id::text IS NULL OR h.application_id = :application_id)
+ORDER BY h.failed_at_ms, h.id LIMIT :limit;
+
+-- Where following starts: after every webhook there is.
+-- name: activity_webhooks_end
+SELECT coalesce(max(id), 0) + 1 AS position FROM webhooks;
+
 -- Recovery and retention -------------------------------------------------------------------------
 
 -- Claims this process holds (by its lease owner name) go back: the others need not wait for

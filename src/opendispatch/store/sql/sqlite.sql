@@ -441,7 +441,8 @@ UPDATE webhooks
 SET state = :state, next_attempt_at_ms = coalesce(:next_attempt_at_ms, next_attempt_at_ms),
     lease_until_ms = NULL, last_status_code = :status_code, last_error = :error,
     delivered_at_ms = :delivered_at_ms,
-    settled_at_ms = CASE WHEN :state IN ('delivered', 'dead') THEN :at_ms END
+    settled_at_ms = CASE WHEN :state IN ('delivered', 'dead') THEN :at_ms END,
+    failed_at_ms = CASE WHEN :state <> 'delivered' THEN :at_ms ELSE failed_at_ms END
 WHERE id = :id;
 
 -- A claimed webhook handed back unattempted (its endpoint is backing off): the claim's
@@ -562,6 +563,40 @@ WHERE id IN (
       AND (:application_id IS NULL OR application_id = :application_id)
       AND (:dispatch_uuid IS NULL OR dispatch_uuid = :dispatch_uuid)
     LIMIT :limit);
+
+-- Activity (`opendispatch tail`) ----------------------------------------------------------------
+
+-- Each reads rows at or after a position, oldest first: the workflows' ids (UUIDv7, so new
+-- ones sort last: the primary key), the webhooks' ids (status and final report webhooks, one
+-- per event: the primary key), and when a delivery failed (webhooks_failed, migration 0015).
+-- :application_id NULL means every application. A webhook's `attempts` counts one being
+-- made (its lease): a failure's is the attempts made before.
+-- name: activity_workflows
+SELECT dispatch_uuid, application_id, channels, created_at_ms FROM workflows
+WHERE dispatch_uuid >= :position
+  AND (:application_id IS NULL OR application_id = :application_id)
+ORDER BY dispatch_uuid LIMIT :limit;
+
+-- name: activity_webhooks
+SELECT h.id, h.dispatch_uuid, h.application_id, h.kind, h.message_uuid, h.status,
+       h.payload, h.created_at_ms, m.step, m.channel, m.provider
+FROM webhooks h LEFT JOIN messages m ON m.message_uuid = h.message_uuid
+WHERE h.id >= :position
+  AND (:application_id IS NULL OR h.application_id = :application_id)
+ORDER BY h.id LIMIT :limit;
+
+-- name: activity_failed_webhooks
+SELECT h.id, h.dispatch_uuid, h.application_id, h.kind, h.message_uuid, h.status, h.state,
+       h.attempts - CASE WHEN h.lease_until_ms IS NULL THEN 0 ELSE 1 END AS attempts,
+       h.last_status_code, h.last_error, h.next_attempt_at_ms, h.failed_at_ms, m.step
+FROM webhooks h LEFT JOIN messages m ON m.message_uuid = h.message_uuid
+WHERE h.failed_at_ms >= :position
+  AND (:application_id IS NULL OR h.application_id = :application_id)
+ORDER BY h.failed_at_ms, h.id LIMIT :limit;
+
+-- Where following starts: after every webhook there is.
+-- name: activity_webhooks_end
+SELECT coalesce(max(id), 0) + 1 AS position FROM webhooks;
 
 -- Recovery and retention -------------------------------------------------------------------------
 

@@ -1,0 +1,246 @@
+"""`opendispatch tail`: new events, one line each, as they happen, until Ctrl-C.
+
+    2026-11-30T18:13:57.950Z accepted  01a22da9-...  application 5f0c...  whatsapp -> sms
+    2026-11-30T18:13:57.969Z status    01a22da9-...  step 0 whatsapp submitted  via sandbox
+    2026-11-30T18:14:12.957Z failover  01a22da9-...  step 0 whatsapp -> step 1 sms  (deadline)
+    2026-11-30T18:14:13.962Z ended     01a22da9-...  completed  usage 0.0210 EUR
+    2026-11-30T18:14:14.100Z webhook   01a22da9-...  final report completed: attempt 1 failed ...
+
+Read from the database (`store.activity`), so it follows every server on it, on SQLite as
+on PostgreSQL, without a server's help: a few indexed reads per `--interval`. Each line
+carries the time the event happened; lines come in the order they are found, which for
+events a poll apart is the order they happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from opendispatch.cli.common import database_option, store_for
+from opendispatch.cli.following import SettlingCursor, read_new
+from opendispatch.errors import OpenDispatchError
+
+__all__ = ["tail"]
+
+
+@click.command()
+@click.option("--application", "application_id", help="Only this application's events.")
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.05, 60),
+    metavar="SECONDS",
+    help="How often to look for new events.",
+)
+@database_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def tail(application_id: str | None, interval: float, database: str, as_json: bool) -> None:
+    """Follow new events live: workflows accepted, statuses, failovers, final reports and
+    failed webhook deliveries, one line each, until interrupted (Ctrl-C)."""
+    store = store_for(database)
+    try:
+        asyncio.run(_follow(store, application_id, interval, as_json))
+    except (KeyboardInterrupt, BrokenPipeError):
+        pass  # how it is meant to end (Ctrl-C, or `| head` has read enough): quietly
+    except OpenDispatchError as exc:  # the store's errors, said in one line
+        raise click.ClickException(str(exc)) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    at_ms: int  # when it happened
+    kind: str  # accepted | status | failover | ended | webhook
+    dispatch_uuid: str
+    text: str
+    fields: dict[str, Any]
+
+
+async def _follow(store: Any, application_id: str | None, interval: float, as_json: bool) -> None:
+    from opendispatch.ids import uuid7_time_prefix
+    from opendispatch.store.activity import ActivityReader
+    from opendispatch.timefmt import now_ms
+
+    await store.open()
+    try:
+        reader = ActivityReader(store.connector)
+        started = now_ms()
+        workflows: SettlingCursor[str] = SettlingCursor(uuid7_time_prefix(started))
+        webhooks: SettlingCursor[int] = SettlingCursor(await reader.webhooks_end())
+        failures: SettlingCursor[int] = SettlingCursor(started)
+        click.echo("following new events (Ctrl-C to stop)", err=True)
+        while True:
+            found = await _poll(store, reader, application_id, workflows, webhooks, failures)
+            for event in sorted(found, key=lambda event: event.at_ms):  # stable: ties as found
+                _print(event, as_json)
+            await asyncio.sleep(interval)
+    finally:
+        with contextlib.suppress(Exception):
+            await store.close()
+
+
+async def _poll(
+    store: Any,
+    reader: Any,
+    application_id: str | None,
+    workflows: SettlingCursor[str],
+    webhooks: SettlingCursor[int],
+    failures: SettlingCursor[int],
+) -> list[_Event]:
+    from opendispatch.timefmt import now_ms
+
+    now = now_ms()
+    lines: list[_Event] = []
+    accepted = await read_new(
+        workflows,
+        lambda position, limit: reader.workflows(
+            position, application_id=application_id, limit=limit
+        ),
+        position_of=lambda row: row.dispatch_uuid,
+        key_of=lambda row: row.dispatch_uuid,
+        now_ms=now,
+    )
+    for row in accepted:
+        steps = " -> ".join(row.channels) or "?"
+        lines.append(
+            _Event(
+                row.created_at_ms,
+                "accepted",
+                row.dispatch_uuid,
+                f"application {row.application_id}  {steps}",
+                {"application_id": row.application_id, "channels": list(row.channels)},
+            )
+        )
+    events = await read_new(
+        webhooks,
+        lambda position, limit: reader.webhooks(
+            position, application_id=application_id, limit=limit
+        ),
+        position_of=lambda row: row.id,
+        key_of=lambda row: row.id,
+        now_ms=now,
+    )
+    for event in events:
+        lines += await _webhook_events(store, event)
+    failed = await read_new(
+        failures,
+        lambda position, limit: reader.failed_webhooks(
+            position, application_id=application_id, limit=limit
+        ),
+        position_of=lambda row: row.failed_at_ms,
+        key_of=lambda row: (row.id, row.failed_at_ms, row.state),
+        now_ms=now,
+    )
+    for row in failed:
+        lines.append(_failure(row))
+    return lines
+
+
+async def _webhook_events(store: Any, event: Any) -> list[_Event]:
+    """A status (after the failover it shows, if it is a later step's first) or an end."""
+    from opendispatch.timefmt import parse_iso_ms
+
+    body = json.loads(event.payload)
+    at_ms = parse_iso_ms(body["timestamp"])
+    if event.kind == "final_report":
+        usage = body.get("usage") or {}
+        text = f"{event.status}  usage {usage.get('price')} {usage.get('currency')}"
+        ended = {"status": event.status, "usage": usage}
+        return [_Event(at_ms, "ended", event.dispatch_uuid, text, ended)]
+    lines = []
+    if event.step and event.status in ("submitted", "rejected"):
+        failover = await _failover(store, event)
+        if failover is not None:
+            lines.append(failover)
+    text = f"step {event.step} {event.channel} {event.status}"
+    fields: dict[str, Any] = {
+        "step": event.step,
+        "channel": event.channel,
+        "status": event.status,
+        "message_uuid": event.message_uuid,
+    }
+    if event.provider:
+        text += f"  via {event.provider}"
+        fields["provider"] = event.provider
+    error = body.get("error")
+    if error:
+        text += f"  error {error['code']}: {error['reason']}"
+        fields["error"] = error
+    lines.append(_Event(at_ms, "status", event.dispatch_uuid, text, fields))
+    return lines
+
+
+async def _failover(store: Any, event: Any) -> _Event | None:
+    """The failover that sent this later step's message, if this is its first status: its
+    time is when the message was sent; why, the step before says (its rejection, its
+    undeliverable, or else its deadline)."""
+    from opendispatch.engine.model import MessageStatus
+    from opendispatch.runtime.shell import decode_state
+
+    loaded = await store.load_workflow(event.dispatch_uuid)
+    if loaded is None or loaded.state_json is None:
+        return None
+    state = decode_state(loaded.state_json)
+    message = state.message(event.message_uuid)
+    if message is None or not message.history or message.history[0].status != event.status:
+        return None  # a later status (a rejection after `submitted`), not its first
+    before = next((m for m in state.messages if m.step == message.step - 1), None)
+    reason = "deadline"
+    if before is not None and before.status in (
+        MessageStatus.REJECTED,
+        MessageStatus.UNDELIVERABLE,
+    ):
+        reason = before.status.value
+    frm, to = message.step - 1, message.step
+    text = (
+        f"step {frm} {state.steps[frm].channel} -> step {to} {state.steps[to].channel}  ({reason})"
+    )
+    fields = {"from_step": frm, "to_step": to, "reason": reason}
+    return _Event(message.sent_at_ms, "failover", event.dispatch_uuid, text, fields)
+
+
+def _failure(row: Any) -> _Event:
+    from opendispatch.timefmt import iso_ms
+
+    about = (
+        f"step {row.step} {row.status}"
+        if row.kind == "message_status"
+        else f"final report {row.status}"
+    )
+    answer = (
+        f"answered {row.last_status_code}" if row.last_status_code else (row.last_error or "failed")
+    )
+    if row.last_status_code and row.last_error and row.last_error != f"HTTP {row.last_status_code}":
+        answer += f" ({row.last_error})"
+    if row.state == "dead":
+        outcome = f"dead after {row.attempts} attempt{'s' if row.attempts != 1 else ''}: {answer}"
+    else:
+        outcome = (
+            f"attempt {row.attempts} failed: {answer}; next try {iso_ms(row.next_attempt_at_ms)}"
+        )
+    fields = {
+        "kind": row.kind,
+        "status": row.status,
+        "state": row.state,
+        "attempts": row.attempts,
+        "last_status_code": row.last_status_code,
+        "last_error": row.last_error,
+    }
+    return _Event(row.failed_at_ms, "webhook", row.dispatch_uuid, f"{about}: {outcome}", fields)
+
+
+def _print(event: _Event, as_json: bool) -> None:
+    from opendispatch.timefmt import iso_ms
+
+    at = iso_ms(event.at_ms)
+    if as_json:
+        head = {"time": at, "event": event.kind, "dispatch_uuid": event.dispatch_uuid}
+        click.echo(json.dumps({**head, **event.fields}))
+    else:
+        click.echo(f"{at} {event.kind:<9} {event.dispatch_uuid}  {event.text}")
