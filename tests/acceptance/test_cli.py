@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -117,11 +118,22 @@ def test_database_comes_from_the_environment(tmp_path: Path):
     assert len(json.loads(run_cli("apps", "list", "--json", env=env))) == 1
 
 
+DURATION = re.compile(r" in (\d+\.\d{3}|[\d,]+\.\d) s")
+
+
 @pytest.mark.anyio
-async def test_db_upgrade_says_what_it_applied_then_that_nothing_was_due(database: TestDatabase):
+async def test_db_upgrade_says_each_migration_as_it_starts_and_its_duration_as_it_ends(
+    database: TestDatabase,
+):
     migrations = load_migrations(database.kind)
     newest = migrations[-1]
-    first = run_cli("db", "upgrade", "--database", database.url).splitlines()
+    upgrade = _cli("db", "upgrade", "--database", database.url)
+    # As each starts (stderr, so it shows while a long one runs) ...
+    assert upgrade.stderr.splitlines() == [f"applying {m.label} ..." for m in migrations]
+    # ... and as each ends, with how long it took; the last with the version reached.
+    first = upgrade.stdout.splitlines()
+    assert all(DURATION.search(line) for line in first), first
+    first = [DURATION.sub("", line) for line in first]
     assert first[0] == "applied 0001_initial"
     assert first[1:-1] == [f"applied {m.label}" for m in migrations[1:-1]]
     assert first[-1] == f"applied {newest.label}, now at {newest.version}"
@@ -132,6 +144,13 @@ async def test_db_upgrade_says_what_it_applied_then_that_nothing_was_due(databas
     # `db init` on an existing database only upgrades, and says so the same way.
     init = run_cli("db", "init", "--database", database.url).splitlines()
     assert init[-1] == f"nothing to apply: database at version {newest.version}"
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """`opendispatch ARGS...`, its stdout and stderr apart; fails the test on error."""
+    return subprocess.run(
+        [sys.executable, "-m", "opendispatch", *args], capture_output=True, text=True, check=True
+    )
 
 
 def _create(database: str, *args: str, env: dict[str, str] | None = None) -> Any:

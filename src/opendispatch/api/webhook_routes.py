@@ -9,6 +9,7 @@ replayed: one still pending is already on its way (409).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 from urllib.parse import urlencode
 
@@ -126,11 +127,20 @@ class WebhookRoutes(AuthenticatedRoutes):
         return json_response(202, msgspec.json.encode({"replayed": replayed}))
 
 
-async def replay_all(store: Store, which: WebhookFilter, *, now_ms: int) -> int:
-    """Replay every webhook `which` names, a batch per statement; how many."""
+async def replay_all(
+    store: Store,
+    which: WebhookFilter,
+    *,
+    now_ms: int,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Replay every webhook `which` names, a batch per statement; how many. `progress` is
+    told the count so far after each batch (`opendispatch webhooks replay` shows it)."""
     total = 0
     while True:
         replayed = await store.replay_webhooks(which, now_ms=now_ms, limit=REPLAY_BATCH)
         total += replayed
+        if progress is not None:
+            progress(total)
         if replayed < REPLAY_BATCH:
             return total

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from opendispatch.cli.common import database_option, run, with_store
+from opendispatch.cli.progress import Progress, progress_option
 
 __all__ = ["webhooks"]
 
@@ -83,6 +84,7 @@ def webhooks_list(
 @click.option("--application", "application_id", help="Only this application's webhooks.")
 @click.option("--dispatch-uuid", help="Only this workflow's webhooks.")
 @database_option
+@progress_option
 def webhooks_replay(
     webhook_ids: tuple[str, ...],
     replay_all_matching: bool,
@@ -90,9 +92,11 @@ def webhooks_replay(
     application_id: str | None,
     dispatch_uuid: str | None,
     database: str,
+    show_progress: bool,
 ) -> None:
     """Deliver webhooks again: the same body and webhook-id, newly signed, with a new retry
-    period. Name them (WEBHOOK_ID ...) or replay all matching with --all."""
+    period. Name them (WEBHOOK_ID ...) or replay all matching with --all. Many are replayed
+    in batches of 500, with progress on stderr (on a terminal, or with --progress)."""
     from opendispatch.api.webhook_routes import replay_all
     from opendispatch.store.records import WebhookFilter
     from opendispatch.timefmt import now_ms
@@ -103,12 +107,16 @@ def webhooks_replay(
     async def replay(store: Any) -> tuple[int, list[str]]:
         refused = []
         count = 0
+        which = WebhookFilter(
+            application_id=application_id, state=state, dispatch_uuid=dispatch_uuid
+        )
+        total = len(webhook_ids)
+        if replay_all_matching and (show_progress or sys.stderr.isatty()):
+            total = await store.count_replayable_webhooks(which)
+        progress = Progress("replayed", total=total, forced=show_progress)
         if replay_all_matching:
-            which = WebhookFilter(
-                application_id=application_id, state=state, dispatch_uuid=dispatch_uuid
-            )
-            count = await replay_all(store, which, now_ms=now_ms())
-        for webhook_id in webhook_ids:
+            count = await replay_all(store, which, now_ms=now_ms(), progress=progress.update)
+        for done, webhook_id in enumerate(webhook_ids, 1):
             found = await store.find_webhook(webhook_id)
             if found is None:
                 refused.append(f"{webhook_id}: no such webhook")
@@ -116,8 +124,10 @@ def webhooks_replay(
                 count += 1
             else:
                 refused.append(f"{webhook_id}: it is {found.state}, already on its way")
+            progress.update(done)
+        progress.close()
         if count:
-            await store.notify(["webhooks"])  # servers on PostgreSQL deliver them at once
+            await store.notify(["webhooks"])  # running servers deliver them at once
         return count, refused
 
     count, refused = run(with_store(database, replay))

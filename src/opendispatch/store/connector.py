@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from opendispatch.store.migrations import Upgrade
+from opendispatch.store.migrations import MigrationObserver, Upgrade
 
 __all__ = ["NO_PARAMETERS", "Connector", "Parameters", "Row", "Statement"]
 
@@ -50,6 +50,8 @@ class Connector(Protocol):
     lease_owner: str
     # Told how long each write transaction took to commit, in seconds (the metrics).
     observe_commit: Callable[[float], None]
+    # Told as each migration of `open` starts and ends (`opendispatch db upgrade`).
+    observe_migrations: MigrationObserver | None
 
     async def open(self) -> None:
         """Connect and bring the schema up to date (safe to run from several processes);

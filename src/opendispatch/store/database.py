@@ -591,6 +591,15 @@ class DatabaseStore:
             },
         )
 
+    async def count_replayable_webhooks(self, which: WebhookFilter) -> int:
+        """How many webhooks `replay_webhooks` would replay in all (a progress total)."""
+        query = {"dead": "count_dead_webhooks", "delivered": "count_delivered_webhooks"}
+        row = await self.connector.fetch_one(
+            query[which.state or "dead"],
+            {"application_id": which.application_id, "dispatch_uuid": which.dispatch_uuid},
+        )
+        return 0 if row is None else int(row["count"])
+
     # -- JWTs seen -------------------------------------------------------------------------
 
     async def remember_token(
@@ -635,6 +644,11 @@ class DatabaseStore:
             [Statement("expire_webhooks", parameters), Statement("expire_workflows", parameters)]
         )
         return Expired(webhooks=webhooks, workflows=workflows)
+
+    async def count_expired_webhooks(self, *, before_ms: int) -> int:
+        """How many webhooks `delete_expired` has to delete (a progress total)."""
+        row = await self.connector.fetch_one("count_expired_webhooks", {"before_ms": before_ms})
+        return 0 if row is None else int(row["count"])
 
     # -- waking the other processes that serve the same database ----------------------------
 

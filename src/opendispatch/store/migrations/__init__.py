@@ -9,8 +9,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
-__all__ = ["Migration", "Upgrade", "load_migrations"]
+__all__ = ["Migration", "MigrationObserver", "Upgrade", "load_migrations"]
 
 _FILE_NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
@@ -25,6 +26,15 @@ class Migration:
     def label(self) -> str:
         """As its file is named, without `.sql`: `0003_webhook_queue_per_application`."""
         return f"{self.version:04d}_{self.name}"
+
+
+class MigrationObserver(Protocol):
+    """Told as each migration starts and ends (`opendispatch db upgrade` prints both: a
+    migration of a large database can take minutes)."""
+
+    def started(self, migration: Migration) -> None: ...
+
+    def finished(self, migration: Migration, seconds: float) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ import asyncpg
 
 from opendispatch.errors import StoreError
 from opendispatch.store.connector import NO_PARAMETERS, Parameters, Row, Statement
-from opendispatch.store.migrations import Upgrade
+from opendispatch.store.migrations import MigrationObserver, Upgrade
 from opendispatch.store.named_queries import PositionalQuery, load_queries, positional
 from opendispatch.store.postgres.driver import (
     DRIVER_ERRORS,
@@ -137,6 +137,8 @@ class PostgresConnector:
         # transaction (a statement in autocommit, or a `session`), so its round trip is its
         # commit's latency.
         self.observe_commit: Callable[[float], None] = _unobserved
+        # Told as each migration of `open` starts and ends (`opendispatch db upgrade`).
+        self.observe_migrations: MigrationObserver | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -162,7 +164,7 @@ class PostgresConnector:
                 retryable=store_error("connecting", exc).retryable,
             ) from exc
         try:
-            self._upgrade = await migrate(pool, self._admin, self.schema)
+            self._upgrade = await migrate(pool, self._admin, self.schema, self.observe_migrations)
             schema = await pool.fetchval("SELECT current_schema()")
         except BaseException:
             pool.terminate()

@@ -10,9 +10,10 @@ version is never recorded. DDL is transactional in PostgreSQL, which makes this 
 from __future__ import annotations
 
 import logging
+import time
 
 from opendispatch.errors import MigrationError
-from opendispatch.store.migrations import Migration, Upgrade, load_migrations
+from opendispatch.store.migrations import Migration, MigrationObserver, Upgrade, load_migrations
 from opendispatch.store.postgres.driver import DRIVER_ERRORS, Pool, quote_identifier, store_error
 from opendispatch.timefmt import now_ms
 
@@ -26,9 +27,15 @@ log = logging.getLogger(__name__)
 MIGRATION_LOCK_KEY = 0x6F70656E64697370
 
 
-async def migrate(pool: Pool, queries: dict[str, str], schema: str | None) -> Upgrade:
+async def migrate(
+    pool: Pool,
+    queries: dict[str, str],
+    schema: str | None,
+    observer: MigrationObserver | None = None,
+) -> Upgrade:
     """Apply the missing migrations; returns what was applied. `schema` is created first
-    if it is missing (the pool's connections already have it as their `search_path`)."""
+    if it is missing (the pool's connections already have it as their `search_path`).
+    `observer` is told as each starts and ends (all commit together, at the end)."""
     migrations = load_migrations("postgres")
     newest_known = migrations[-1].version if migrations else 0
     done: list[Migration] = []
@@ -48,11 +55,16 @@ async def migrate(pool: Pool, queries: dict[str, str], schema: str | None) -> Up
             for migration in migrations:
                 if migration.version in applied:
                     continue
+                if observer is not None:
+                    observer.started(migration)
+                began = time.perf_counter()
                 await connection.execute(migration.sql)  # a script: the simple query protocol
                 await connection.execute(
                     queries["record_migration"], migration.version, migration.name, now_ms()
                 )
                 done.append(migration)
+                if observer is not None:
+                    observer.finished(migration, time.perf_counter() - began)
     except DRIVER_ERRORS as exc:
         raise store_error("migrating the PostgreSQL schema", exc, cls=MigrationError) from exc
     upgrade = Upgrade(applied=tuple(done), version=max([*applied, *(m.version for m in done), 0]))

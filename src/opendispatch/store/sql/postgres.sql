@@ -669,6 +669,20 @@ WHERE id IN (
     LIMIT :limit
     FOR UPDATE SKIP LOCKED);
 
+-- How many a replay would take (its progress's total): the same selections, counted. The
+-- dead are few among many delivered: their partial index counts them.
+-- name: count_dead_webhooks
+SELECT count(*) AS count FROM webhooks
+WHERE state = 'dead'
+  AND (:application_id::text IS NULL OR application_id = :application_id)
+  AND (:dispatch_uuid::text IS NULL OR dispatch_uuid = :dispatch_uuid);
+
+-- name: count_delivered_webhooks
+SELECT count(*) AS count FROM webhooks
+WHERE state = 'delivered'
+  AND (:application_id::text IS NULL OR application_id = :application_id)
+  AND (:dispatch_uuid::text IS NULL OR dispatch_uuid = :dispatch_uuid);
+
 -- Activity (`opendispatch tail`) ----------------------------------------------------------------
 
 -- Each reads rows at or after a position, oldest first: the workflows' ids (UUIDv7, so new
@@ -734,6 +748,10 @@ DELETE FROM webhooks WHERE id IN (
     ORDER BY settled_at_ms
     LIMIT :limit
     FOR UPDATE SKIP LOCKED);
+
+-- name: count_expired_webhooks
+SELECT count(*) AS count FROM webhooks
+WHERE settled_at_ms IS NOT NULL AND settled_at_ms < :before_ms;
 
 -- Ended workflows older than the retention with no webhook left (those go by their own
 -- rule), deleted with their messages and the statuses waiting for them.

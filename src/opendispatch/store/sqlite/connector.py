@@ -31,7 +31,7 @@ from urllib.parse import quote
 
 from opendispatch.errors import DatabaseUnavailable, MigrationError, StoreError
 from opendispatch.store.connector import NO_PARAMETERS, Parameters, Row, Statement
-from opendispatch.store.migrations import Upgrade
+from opendispatch.store.migrations import MigrationObserver, Upgrade
 from opendispatch.store.named_queries import load_queries
 from opendispatch.store.sqlite.batching import GroupCommit
 from opendispatch.store.sqlite.checkpoint import Checkpointer
@@ -216,6 +216,8 @@ class SqliteConnector:
         self._aside: ThreadPoolExecutor | None = None
         self._aside_reader: sqlite3.Connection | None = None
         self._wake: WakeSocket | None = None
+        # Told as each migration of `open` starts and ends (`opendispatch db upgrade`).
+        self.observe_migrations: MigrationObserver | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -228,7 +230,7 @@ class SqliteConnector:
         self._writer = self._connect(may_create=creating)
         self._guard.remember()
         try:
-            self._upgrade = migrate(self._writer)
+            self._upgrade = migrate(self._writer, self.observe_migrations)
         except MigrationError as exc:
             if is_damage(exc.__cause__ or exc):
                 raise self._damaged_at_start(exc.__cause__ or exc) from exc

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 
 from opendispatch.errors import MigrationError
-from opendispatch.store.migrations import Migration, Upgrade, load_migrations
+from opendispatch.store.migrations import Migration, MigrationObserver, Upgrade, load_migrations
 from opendispatch.timefmt import now_ms
 
 __all__ = ["migrate"]
@@ -14,8 +15,9 @@ __all__ = ["migrate"]
 log = logging.getLogger(__name__)
 
 
-def migrate(connection: sqlite3.Connection) -> Upgrade:
-    """Apply the missing migrations; returns what was applied. Safe across processes."""
+def migrate(connection: sqlite3.Connection, observer: MigrationObserver | None = None) -> Upgrade:
+    """Apply the missing migrations; returns what was applied. Safe across processes.
+    `observer` is told as each starts and ends (all commit together, at the end)."""
     migrations = load_migrations("sqlite")
     try:
         connection.execute("BEGIN IMMEDIATE")  # the write lock serialises concurrent starts
@@ -34,6 +36,9 @@ def migrate(connection: sqlite3.Connection) -> Upgrade:
         for migration in migrations:
             if migration.version in applied:
                 continue
+            if observer is not None:
+                observer.started(migration)
+            began = time.perf_counter()
             for statement in _statements(migration.sql):
                 connection.execute(statement)
             connection.execute(
@@ -41,6 +46,8 @@ def migrate(connection: sqlite3.Connection) -> Upgrade:
                 (migration.version, migration.name, now_ms()),
             )
             done.append(migration)
+            if observer is not None:
+                observer.finished(migration, time.perf_counter() - began)
         connection.execute("COMMIT")
     except BaseException as exc:
         if connection.in_transaction:
