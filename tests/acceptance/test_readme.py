@@ -55,6 +55,15 @@ COVERED_ELSEWHERE: dict[str, str] = {
     " install is what ./scripts/test does)",
     "./scripts/test": "not run: the test run itself (.ci/run runs exactly it, with"
     " OPENDISPATCH_TEST_POSTGRES set)",
+    # Command line
+    "opendispatch send --application": "tests/acceptance/test_cli_send.py"
+    "::test_a_workflow_sent_from_the_cli_runs_at_once_on_the_running_server_with_its_failover"
+    " (send and status; tail: tests/acceptance/test_cli_tail.py"
+    "::test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly)",
+    "opendispatch db purge-expired": "tests/acceptance/test_cli_progress.py"
+    "::test_purge_expired_runs_retention_to_its_end_with_progress (db upgrade's lines:"
+    " tests/acceptance/test_cli.py"
+    "::test_db_upgrade_says_each_migration_as_it_starts_and_its_duration_as_it_ends)",
     # The developer sandbox
     "/v0.1/sandbox/messages/": "tests/integration/test_runtime.py"
     "::test_injected_statuses_move_a_silent_message",
