@@ -142,7 +142,7 @@ def _plus_seconds(iso: str, seconds: int) -> str:
     return iso_ms(parse_iso_ms(iso) + seconds * 1000)
 
 
-def test_send_refuses_what_the_api_refuses_in_its_words_and_stores_nothing(
+def test_send_refuses_and_warns_as_the_api_does_in_its_words(
     database: TestDatabase, server_factory: Any
 ):
     app = create_app(database.url, "http://127.0.0.1:9")
@@ -171,10 +171,27 @@ def test_send_refuses_what_the_api_refuses_in_its_words_and_stores_nothing(
     assert "  workflow[0].failover.expiry_time: must be between 15 and 86400" in expected
     assert count(database, "workflows") == 0
 
+    # Valid but never met: accepted, with the API's warnings.
+    warned = cli("send", "--application", app.application_id, "--to", "sms:447700900003",
+                 "--text", "hi", "--expiry", "60", "--condition", "read", "--json",
+                 "--database", database.url)  # fmt: skip
+    assert warned.returncode == 0, warned.stderr
+    body = {"template": "failover", "workflow": [step("sms", "447700900003")]}
+    body["workflow"][0]["failover"] = {"expiry_time": 60, "condition_status": "read"}
+    with httpx.Client(base_url=server.url) as client:
+        accepted = client.post("/v0.1/dispatch", json=body, headers=app.basic()).json()
+    assert accepted["warnings"]
+    printed = json.loads(warned.stdout)
+    assert printed["warnings"] == accepted["warnings"]
+    assert warned.stderr.splitlines() == [
+        f"warning: {w['name']}: {w['reason']}" for w in accepted["warnings"]
+    ]
+    assert count(database, "workflows") == 2  # the command's and the API's
+
     unknown = cli("send", "--application", "nope", "--to", "sms:447700900001", "--text", "x",
                   "--database", database.url)  # fmt: skip
     assert (unknown.returncode, unknown.stderr) == (1, "Error: no application nope\n")
-    assert count(database, "workflows") == 0
+    assert count(database, "workflows") == 2
 
 
 def test_a_live_application_needs_a_sender_and_a_route_as_the_api_does(tmp_path: Path):

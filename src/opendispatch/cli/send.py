@@ -208,7 +208,9 @@ def _content(
     help="Seconds a last message without a failover may wait for its final status (as `serve`'s).",
 )
 @database_option
-@click.option("--json", "as_json", is_flag=True, help='Print {"dispatch_uuid": ...}.')
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the API's 202 body: dispatch_uuid, warnings."
+)
 def send(
     application_id: str,
     first: str,
@@ -294,8 +296,14 @@ def send(
         if isinstance(cause, NotFound):
             raise click.ClickException(cause.detail) from None
         raise
+    warnings = [{"name": w.name, "reason": w.reason} for w in done.warnings]
+    for warning in warnings:  # as the API's 202 lists them
+        click.echo(f"warning: {warning['name']}: {warning['reason']}", err=True)
     if as_json:
-        click.echo(json.dumps({"dispatch_uuid": done.dispatch_uuid}))
+        body: dict[str, Any] = {"dispatch_uuid": done.dispatch_uuid}
+        if warnings:
+            body["warnings"] = warnings
+        click.echo(json.dumps(body))
     else:
         click.echo(done.dispatch_uuid)
 

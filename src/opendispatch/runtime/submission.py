@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from opendispatch.api.request_models import WorkflowMessage
-from opendispatch.api.validation import validate_create_workflow_json
+from opendispatch.api.validation import condition_warnings, validate_create_workflow_json
 from opendispatch.errors import InvalidParameter, InvalidRequest, NotFound
 from opendispatch.ids import uuid7
 from opendispatch.runtime.routing import Routes
@@ -64,6 +64,8 @@ def announcements(transition: Transition) -> list[str]:
 class Submitted:
     dispatch_uuid: str
     steps: int
+    # What is valid but can never take effect, as the API's 202 lists it in `warnings`.
+    warnings: tuple[InvalidParameter, ...] = ()
 
 
 async def submit(
@@ -102,4 +104,8 @@ async def submit(
     )
     await store.create_workflow(workflow, transition)
     await store.notify(announcements(transition))
-    return Submitted(dispatch_uuid=workflow.dispatch_uuid, steps=len(valid.messages))
+    return Submitted(
+        dispatch_uuid=workflow.dispatch_uuid,
+        steps=len(valid.messages),
+        warnings=tuple(condition_warnings(valid.messages)),
+    )
