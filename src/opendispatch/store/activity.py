@@ -4,7 +4,7 @@ No log of events is written for this: every event a person follows already leave
 the hot path writes anyway. A workflow accepted is its row (its id a UUIDv7: new ones sort
 last); a status and a final report are each a webhook row (one per event, ids in insert
 order); a failover shows as the first status of a later step's message; a failed delivery
-stamps its webhook's `failed_at_ms` (migration 0015, a partial index of webhooks that ever
+stamps its webhook's `failed_at_ms` (migration 0012, a partial index of webhooks that ever
 failed). Each read here is a range walk of one index from a position, so following costs
 a few small reads per poll however large the tables are.
 
