@@ -20,6 +20,8 @@
         ├── Conflict (409)             the resource is not in a state that allows this
         ├── PayloadTooLarge (413)
         ├── UnsupportedMediaType (415)
+        ├── UnprocessableEntity (422)  well-formed, and not processable as asked (an
+        │                              Idempotency-Key used with another body)
         ├── TooManyRequests (429)      the application's --rate-limit; with Retry-After
         ├── HeaderFieldsTooLarge (431)  a request head too large or with too many fields,
         │                              refused by the transport (`api/transport.py`)
@@ -52,6 +54,7 @@ __all__ = [
     "StoreError",
     "TooManyRequests",
     "Unauthorized",
+    "UnprocessableEntity",
     "UnsupportedMediaType",
 ]
 
@@ -164,6 +167,12 @@ class UnsupportedMediaType(ApiError):
     status = 415
     type_fragment = "UnsupportedMediaType"
     title = "Unsupported Media Type"
+
+
+class UnprocessableEntity(ApiError):
+    status = 422
+    type_fragment = "Unprocessable"
+    title = "Unprocessable Entity"
 
 
 class TooManyRequests(ApiError):

@@ -134,3 +134,20 @@ async def test_expired_rows_go_in_batches_of_the_given_size(env: Env) -> None:
     assert sum(n for _, n in batches) == 5
     assert await env.count("workflows") == 0
     assert await env.count("messages") == 0
+
+
+async def test_idempotency_keys_are_deleted_a_day_after_their_first_use(env: Env) -> None:
+    body = {"template": "failover", "workflow": [step("sms", "447700900001")]}
+    headers = {**env.shop.basic(), "Idempotency-Key": "order-1"}
+    first = await env.client.post("/v0.1/dispatch", json=body, headers=headers)
+    assert first.status_code == 202
+    await env.app.runtime.settled()
+    await env.advance(DAY_MS - 120_000)
+    assert await env.count("idempotency_keys") == 1  # still within its day
+    await env.advance(240_000)
+    assert await env.count("idempotency_keys") == 0
+    # The key is free again: the same request makes a new workflow.
+    again = await env.client.post("/v0.1/dispatch", json=body, headers=headers)
+    assert again.status_code == 202
+    assert "idempotent-replayed" not in again.headers
+    assert again.json()["dispatch_uuid"] != first.json()["dispatch_uuid"]

@@ -5,6 +5,8 @@ else, credentials are checked before the body is read (401), then the body's siz
 presence (400) and media type (415), its JSON (400) and every validation rule (400). Only a
 request that passed all of them is stored, and the 202 is sent only once it is durable. A
 field that is valid but can never take effect is accepted, and the 202 says so in `warnings`.
+An `Idempotency-Key` is checked with the credentials (400), and claimed only with the
+workflow it stores (see `idempotency`): a request refused before that leaves the key unused.
 
 Cancel is OpenDispatch's extension (Vonage's Dispatch API has none): `POST .../cancel` stops
 a running workflow and answers 200 once that is durable; 409 if it has already ended.
@@ -18,6 +20,7 @@ import msgspec
 
 from opendispatch import event_log
 from opendispatch.api.http import Request, Response, json_response
+from opendispatch.api.idempotency import REPLAYED, idempotency_key, same_request, with_body
 from opendispatch.api.routes import AuthenticatedRoutes, is_json_media_type
 from opendispatch.api.validation import condition_warnings, validate_create_workflow_json
 from opendispatch.api.views import message_view, workflow_page, workflow_view
@@ -53,6 +56,7 @@ class DispatchRoutes(AuthenticatedRoutes):
                 headers=((b"retry-after", b"1"),),
             )
         principal = await self._principal(request)
+        key = idempotency_key(request)
         body = await request.body(self._settings.max_body_bytes)
         if not body.strip():
             raise InvalidRequest(
@@ -66,8 +70,9 @@ class DispatchRoutes(AuthenticatedRoutes):
             await require_routes(self._runtime.routes, principal.application_id, valid.messages)
         created_at_ms = self._clock_ms()
         dispatch_uuid = uuid7(created_at_ms)
+        keyed = None if key is None else with_body(key, body)
         try:
-            await self._runtime.accept(
+            earlier = await self._runtime.accept(
                 NewWorkflow(
                     dispatch_uuid=dispatch_uuid,
                     application_id=principal.application_id,
@@ -75,11 +80,16 @@ class DispatchRoutes(AuthenticatedRoutes):
                     request_json=body.decode(),  # as submitted, byte for byte
                     created_at_ms=created_at_ms,
                     channels=tuple(message.to.type.value for message in valid.messages),
+                    idempotency_key=keyed,
                 ),
                 principal.credentials,
             )
         except ApplicationDeleted:  # `apps delete` ran while this request was under way
             raise self._authenticator.refuse_deleted(principal.application_id) from None
+        warnings = condition_warnings(valid.messages)
+        if earlier is not None and keyed is not None:  # nothing stored: nothing to log
+            same_request(earlier, keyed)
+            return _accepted(earlier.dispatch_uuid, warnings, REPLAYED)  # the first answer
         if event_log.enabled():  # the request id may cost a uuid4: only when it is written
             event_log.workflow_accepted(
                 dispatch_uuid=dispatch_uuid,
@@ -87,16 +97,7 @@ class DispatchRoutes(AuthenticatedRoutes):
                 request_id=request.request_id,
                 steps=len(valid.messages),
             )
-        body = b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}'
-        warnings = condition_warnings(valid.messages)
-        if warnings:  # rare: the usual body stays exactly as it was
-            body = msgspec.json.encode(
-                {
-                    "dispatch_uuid": dispatch_uuid,
-                    "warnings": [{"name": w.name, "reason": w.reason} for w in warnings],
-                }
-            )
-        return json_response(202, body, (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode()))
+        return _accepted(dispatch_uuid, warnings)
 
     async def get(self, request: Request) -> Response:
         principal = await self._principal(request)
@@ -160,3 +161,20 @@ class DispatchRoutes(AuthenticatedRoutes):
             next_href=query.href(records[-1].dispatch_uuid) if has_next else None,
         )
         return json_response(200, body)
+
+
+def _accepted(
+    dispatch_uuid: str, warnings: list[InvalidParameter], *headers: tuple[bytes, bytes]
+) -> Response:
+    """The 202 of a stored workflow: the first answer, and a repeat's (the same body, so the
+    same warnings)."""
+    body = b'{"dispatch_uuid":"' + dispatch_uuid.encode() + b'"}'
+    if warnings:  # rare: the usual body stays exactly as it was
+        body = msgspec.json.encode(
+            {
+                "dispatch_uuid": dispatch_uuid,
+                "warnings": [{"name": w.name, "reason": w.reason} for w in warnings],
+            }
+        )
+    location = (b"location", f"/v0.1/dispatch/{dispatch_uuid}".encode())
+    return json_response(202, body, location, *headers)

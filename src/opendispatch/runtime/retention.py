@@ -5,7 +5,8 @@ webhooks delivered or given up (dead) longer ago than the retention, then workfl
 longer ago than that and have no webhook left, with their messages and statuses. A dead
 webhook is kept until it is replayed or expires by the same rule, and its workflow with it;
 nothing pending or running is ever touched. The `jti`s of JWTs seen (auth/replay.py) go
-once their token has expired, by the same batches.
+once their token has expired, and idempotency keys 24 hours after their first use, by the
+same batches.
 
 Deletes go in batches of `batch_size` rows, each its own short transaction, with a pause
 between full batches: on SQLite they share the one writer with the hot path (a batch of 500
@@ -23,6 +24,7 @@ from typing import Protocol
 from opendispatch.runtime.clock import Clock
 from opendispatch.runtime.workers import Worker
 from opendispatch.store.protocol import Store
+from opendispatch.store.records import IDEMPOTENCY_WINDOW_MS
 
 __all__ = ["Expire", "RetentionWorker"]
 
@@ -76,6 +78,11 @@ class RetentionWorker(Worker):
         ]
         # The jti of a JWT is kept only until the token expires, whatever the retention.
         others.append(await self._store.forget_expired_tokens(now_ms=now, limit=self._batch_size))
+        others.append(
+            await self._store.forget_idempotency_keys(
+                before_ms=now - IDEMPOTENCY_WINDOW_MS, limit=self._batch_size
+            )
+        )
         if max(expired.webhooks, expired.workflows, *others) >= self._batch_size:
             await asyncio.sleep(self._pause_s)  # more to delete: let the hot path go first
             return True

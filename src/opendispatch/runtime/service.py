@@ -30,7 +30,12 @@ from opendispatch.runtime.shell import CancelOutcome, Shell
 from opendispatch.runtime.webhook_worker import WebhookPoster, WebhookWorker
 from opendispatch.runtime.workers import InboxWorker, SendWorker, TimerWorker, Worker
 from opendispatch.store.protocol import Store
-from opendispatch.store.records import ApplicationCredentials, NewWorkflow, Transition
+from opendispatch.store.records import (
+    ApplicationCredentials,
+    EarlierRequest,
+    NewWorkflow,
+    Transition,
+)
 from opendispatch.webhooks.signing import Signer
 
 if TYPE_CHECKING:
@@ -223,8 +228,11 @@ class Runtime:
 
     # -- the API's door ----------------------------------------------------------------------
 
-    async def accept(self, workflow: NewWorkflow, credentials: ApplicationCredentials) -> None:
-        """Store the workflow with its first step; returns once both are durable."""
+    async def accept(
+        self, workflow: NewWorkflow, credentials: ApplicationCredentials
+    ) -> EarlierRequest | None:
+        """Store the workflow with its first step; returns once both are durable. Or, if its
+        idempotency key was used already, store nothing and return that earlier request."""
         app = credentials.application
         transition = self.shell.accept(
             workflow,
@@ -232,9 +240,11 @@ class Runtime:
             final_report_url=app.final_report_url,
             now_ms=self.clock.now_ms(),
         )
-        await self.store.create_workflow(workflow, transition)
-        self.metrics.accepted()
-        self.after_transition(transition)
+        earlier = await self.store.create_workflow(workflow, transition)
+        if earlier is None:  # else a repeat of an earlier request: nothing was accepted
+            self.metrics.accepted()
+            self.after_transition(transition)
+        return earlier
 
     async def cancel(self, application_id: str, dispatch_uuid: str) -> CancelOutcome:
         """Stop one of the application's workflows if it is running (the rule is the engine's:

@@ -29,6 +29,7 @@ from opendispatch.store.records import (
     ApplicationChange,
     ApplicationCredentials,
     DeletedApplication,
+    EarlierRequest,
     Expired,
     InboxEvent,
     LoadedWorkflow,
@@ -86,7 +87,9 @@ _PURGING = (
 class WriteStrategy(Protocol):
     """How a database writes the engine's transactions (see the module docstring)."""
 
-    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None: ...
+    async def create_workflow(
+        self, workflow: NewWorkflow, transition: Transition
+    ) -> EarlierRequest | None: ...
 
     async def apply(
         self,
@@ -322,8 +325,10 @@ class DatabaseStore:
 
     # -- workflows -------------------------------------------------------------------------
 
-    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
-        await self._writes.create_workflow(workflow, transition)
+    async def create_workflow(
+        self, workflow: NewWorkflow, transition: Transition
+    ) -> EarlierRequest | None:
+        return await self._writes.create_workflow(workflow, transition)
 
     async def apply(
         self,
@@ -619,6 +624,13 @@ class DatabaseStore:
     async def forget_expired_tokens(self, *, now_ms: int, limit: int) -> int:
         return await self.connector.execute(
             "forget_expired_tokens", {"now_ms": now_ms, "limit": limit}
+        )
+
+    # -- idempotency keys ------------------------------------------------------------------
+
+    async def forget_idempotency_keys(self, *, before_ms: int, limit: int) -> int:
+        return await self.connector.execute(
+            "forget_idempotency_keys", {"before_ms": before_ms, "limit": limit}
         )
 
     # -- metrics -----------------------------------------------------------------------------

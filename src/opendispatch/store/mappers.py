@@ -10,6 +10,7 @@ from opendispatch.store.connector import Row
 from opendispatch.store.records import (
     Application,
     ApplicationCredentials,
+    EarlierRequest,
     InboxEvent,
     LoadedWorkflow,
     MessageForCallback,
@@ -27,6 +28,7 @@ __all__ = [
     "channel_token",
     "channels_column",
     "credentials",
+    "earlier_request",
     "inbox_event",
     "loaded_workflow",
     "message_for_callback",
@@ -94,6 +96,10 @@ def loaded_workflow(row: Row, inbox: tuple[InboxEvent, ...] = ()) -> LoadedWorkf
         final_report_url=row["final_report_url"],
         inbox=inbox,
     )
+
+
+def earlier_request(row: Row) -> EarlierRequest:
+    return EarlierRequest(dispatch_uuid=row["dispatch_uuid"], request_hash=row["request_hash"])
 
 
 def message_owner(row: Row) -> MessageOwner:

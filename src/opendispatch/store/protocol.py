@@ -26,6 +26,7 @@ from opendispatch.store.records import (
     ApplicationChange,
     ApplicationCredentials,
     DeletedApplication,
+    EarlierRequest,
     Expired,
     InboxEvent,
     LoadedWorkflow,
@@ -93,8 +94,13 @@ class Store(Protocol):
 
     # -- workflows -------------------------------------------------------------------------
 
-    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
-        """Store a workflow with its first transition; returns only once it is durable."""
+    async def create_workflow(
+        self, workflow: NewWorkflow, transition: Transition
+    ) -> EarlierRequest | None:
+        """Store a workflow with its first transition; returns only once it is durable. With
+        an idempotency key that a request of the application used within the window: store
+        nothing, and return that request (in one transaction with the key's claim, so two
+        requests with one key never both store a workflow, whichever processes they reach)."""
 
     async def apply(
         self,
@@ -216,6 +222,11 @@ class Store(Protocol):
 
     async def forget_expired_tokens(self, *, now_ms: int, limit: int) -> int:
         """Delete one batch of noted `jti`s whose token expired before `now_ms`; how many."""
+
+    # -- idempotency keys ------------------------------------------------------------------
+
+    async def forget_idempotency_keys(self, *, before_ms: int, limit: int) -> int:
+        """Delete one batch of idempotency keys first used before `before_ms`; how many."""
 
     # -- retention -------------------------------------------------------------------------
 

@@ -9,12 +9,15 @@ from opendispatch.engine.model import Effect, MessageStatus, WorkflowStatus
 
 __all__ = [
     "EVERY_WORKFLOW",
+    "IDEMPOTENCY_WINDOW_MS",
     "NO_SIDE_WRITES",
     "Application",
     "ApplicationChange",
     "ApplicationCredentials",
     "DeletedApplication",
+    "EarlierRequest",
     "Expired",
+    "IdempotencyKey",
     "InboxEvent",
     "LoadedWorkflow",
     "MessageForCallback",
@@ -103,9 +106,33 @@ class DeletedApplication:
     webhooks_dropped: int
 
 
+# How long an `Idempotency-Key` is remembered, from the request that first used it.
+IDEMPOTENCY_WINDOW_MS = 24 * 3_600_000
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IdempotencyKey:
+    """A client's `Idempotency-Key` (per application) and the SHA-256, in hex, of the exact
+    body it came with: a later request with the key is the same request only if its body
+    has the same bytes."""
+
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EarlierRequest:
+    """What an idempotency key was first used for, within `IDEMPOTENCY_WINDOW_MS`: the
+    workflow it created and the hash of that request's body."""
+
+    dispatch_uuid: str
+    request_hash: str
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewWorkflow:
-    """`request_json` is the request body exactly as the client sent it."""
+    """`request_json` is the request body exactly as the client sent it. `idempotency_key`:
+    store it with the workflow, unless a request with the same key came first."""
 
     dispatch_uuid: str
     application_id: str
@@ -114,6 +141,7 @@ class NewWorkflow:
     created_at_ms: int
     # The channels of its steps, reached or not (for the list's `channel` filter).
     channels: tuple[str, ...]
+    idempotency_key: IdempotencyKey | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -12,23 +12,30 @@ left; after `_OPTIMISTIC_TRIES` lost races it takes the row lock in a transactio
 and cannot lose again. Nothing is locked while Python decides.
 
 Two events of one workflow never share a batch: the later one waits for the next, so it sees
-what the earlier one wrote. New workflows are created in batches the same way.
+what the earlier one wrote. New workflows are created in batches the same way. A batch with
+`Idempotency-Key`s claims them first, in the transaction that writes its workflows, and
+writes only the workflows whose keys it claimed (see `claim_idempotency_keys`); a key that
+appears twice in one batch waits for the next, where it finds the first one's row.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from opendispatch.errors import ApplicationDeleted, StoreError
-from opendispatch.store.coalesce import AGAIN, Coalescer
+from opendispatch.store.coalesce import AGAIN, Again, Coalescer
 from opendispatch.store.connector import Row
-from opendispatch.store.mappers import inbox_event, loaded_workflow
+from opendispatch.store.mappers import earlier_request, inbox_event, loaded_workflow
 from opendispatch.store.postgres.connector import PostgresConnector
 from opendispatch.store.protocol import TransitionFunction
 from opendispatch.store.records import (
+    IDEMPOTENCY_WINDOW_MS,
     NO_SIDE_WRITES,
+    EarlierRequest,
+    IdempotencyKey,
     InboxEvent,
     LoadedWorkflow,
     NewWorkflow,
@@ -62,6 +69,11 @@ class _NewWorkflow:
     transition: Transition
 
 
+# A new workflow's outcome: None when stored, the earlier request when its key was used
+# already, AGAIN when it must wait for the next batch.
+_Created = EarlierRequest | None | Again
+
+
 class PostgresTransitions:
     """`apply` and `create_workflow`, each sending concurrent calls together."""
 
@@ -70,7 +82,9 @@ class PostgresTransitions:
         self._events: Coalescer[_Event, Transition | None] = Coalescer(
             self._apply_batch, in_flight=2
         )
-        self._creations: Coalescer[_NewWorkflow, None] = Coalescer(self._create_batch, in_flight=2)
+        self._creations: Coalescer[_NewWorkflow, EarlierRequest | None] = Coalescer(
+            self._create_batch, in_flight=2
+        )
 
     async def stop(self) -> None:
         """Let the batches on their way finish."""
@@ -79,37 +93,92 @@ class PostgresTransitions:
 
     # -- new workflows ---------------------------------------------------------------------
 
-    async def create_workflow(self, workflow: NewWorkflow, transition: Transition) -> None:
-        await self._creations.submit(_NewWorkflow(workflow, transition))
+    async def create_workflow(
+        self, workflow: NewWorkflow, transition: Transition
+    ) -> EarlierRequest | None:
+        return await self._creations.submit(_NewWorkflow(workflow, transition))
 
-    async def _create_batch(self, batch: list[_NewWorkflow]) -> list[Exception | None]:
+    async def _create_batch(self, batch: list[_NewWorkflow]) -> Sequence[_Created | Exception]:
         try:
-            created = await self._create(batch)
+            return await self._create(batch)
         except StoreError:
             if len(batch) == 1:
                 raise
-            # Nothing of the batch was written (one statement): one refused workflow must not
-            # fail the others' requests.
+            # Nothing of the batch was written (one transaction): one refused workflow must
+            # not fail the others' requests.
             return [await self._create_alone(item) for item in batch]
-        return [
-            None if item.workflow.dispatch_uuid in created else _application_gone(item)
-            for item in batch
-        ]
 
-    async def _create_alone(self, item: _NewWorkflow) -> Exception | None:
+    async def _create_alone(self, item: _NewWorkflow) -> _Created | Exception:
         try:
-            created = await self._create([item])
+            (result,) = await self._create([item])
         except StoreError as exc:
             return exc
-        return None if item.workflow.dispatch_uuid in created else _application_gone(item)
+        return result
 
-    async def _create(self, items: list[_NewWorkflow]) -> set[str]:
-        """Write them; the ids of those created (the others' application was deleted)."""
-        rows = TransitionRows()
-        for item in items:
-            rows.add_new(item.workflow, item.transition)
-        written = await self._connector.execute_returning("create_workflows", rows.as_columns())
-        return {row["dispatch_uuid"] for row in written}
+    async def _create(self, items: list[_NewWorkflow]) -> Sequence[_Created | Exception]:
+        """Write them; None for each created, `ApplicationDeleted` for those whose
+        application was deleted meanwhile."""
+        if all(item.workflow.idempotency_key is None for item in items):  # the usual case
+            rows = TransitionRows()
+            for item in items:
+                rows.add_new(item.workflow, item.transition)
+            written = await self._connector.execute_returning("create_workflows", rows.as_columns())
+            created = {row["dispatch_uuid"] for row in written}
+            return [
+                None if item.workflow.dispatch_uuid in created else _application_gone(item)
+                for item in items
+            ]
+        return await self._create_keyed(items)
+
+    async def _create_keyed(self, items: list[_NewWorkflow]) -> list[_Created | Exception]:
+        """Claim the batch's keys, then write the workflows whose keys it claimed (and those
+        without a key), in one transaction: a workflow is never stored without its key, nor
+        a key without its workflow."""
+        results: list[_Created | Exception] = [None] * len(items)
+        claims: dict[tuple[str, str], tuple[int, IdempotencyKey]] = {}
+        for i, item in enumerate(items):
+            key = item.workflow.idempotency_key
+            if key is not None:
+                if (item.workflow.application_id, key.key) in claims:
+                    results[i] = AGAIN  # after the first one's commit: it finds its row
+                else:
+                    claims[(item.workflow.application_id, key.key)] = (i, key)
+        claim = {
+            "application_id": [application_id for application_id, _ in claims],
+            "idempotency_key": [key for _, key in claims],
+            "request_hash": [key.request_hash for _, key in claims.values()],
+            "dispatch_uuid": [items[i].workflow.dispatch_uuid for i, _ in claims.values()],
+            "created_at_ms": [items[i].workflow.created_at_ms for i, _ in claims.values()],
+            "window_ms": IDEMPOTENCY_WINDOW_MS,
+        }
+        gone: set[int] = set()
+        try:
+            async with self._connector.session("create_workflows") as session:
+                found = await session.fetch_all("claim_idempotency_keys", claim)
+                for row in found:
+                    i, _ = claims.pop((row["application_id"], row["idempotency_key"]))
+                    if row["dispatch_uuid"] != items[i].workflow.dispatch_uuid:
+                        results[i] = earlier_request(row)
+                if claims:
+                    raise StoreError("idempotency keys were neither stored nor found")
+                rows = TransitionRows()
+                for item, result in zip(items, results, strict=True):
+                    if result is None:
+                        rows.add_new(item.workflow, item.transition)
+                if rows.empty:
+                    return results
+                written = await session.fetch_all("create_workflows", rows.as_columns())
+                created = {row["dispatch_uuid"] for row in written}
+                gone = {
+                    i
+                    for i, item in enumerate(items)
+                    if results[i] is None and item.workflow.dispatch_uuid not in created
+                }
+                if gone:  # undo their keys' claims with the rest; the others try again
+                    raise _Undo
+        except _Undo:
+            return [_application_gone(items[i]) if i in gone else AGAIN for i in range(len(items))]
+        return results
 
     # -- events ----------------------------------------------------------------------------
 
@@ -214,6 +283,10 @@ class PostgresTransitions:
                 if result is not None and not changed:
                     raise StoreError("a locked workflow's transition was not written")
             return result
+
+
+class _Undo(Exception):
+    """Rolls a batch's transaction back (its keys' claims with it)."""
 
 
 def _application_gone(item: _NewWorkflow) -> ApplicationDeleted:

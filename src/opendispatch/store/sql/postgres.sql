@@ -999,3 +999,40 @@ SELECT (SELECT count(*) FROM messages WHERE send_state = 'pending') AS sends_pen
         WHERE state = 'pending' AND last_error IS NOT NULL) AS webhooks_failing,
        (SELECT count(*) FROM webhooks WHERE state = 'dead') AS webhooks_dead,
        (SELECT count(*) FROM inbox) AS statuses_waiting;
+
+-- Idempotency keys -------------------------------------------------------------------------------
+
+-- A batch of requests' keys, each row's first request inserting it with the workflow it
+-- creates, in the transaction that writes those workflows; a later request finds the row and
+-- gets it back unchanged, unless the row is older than :window_ms (24 hours) before the new
+-- request: then the key counts as forgotten and the new request takes it over. Each row comes
+-- back as it is now: the caller's own dispatch_uuid means its request claimed the key.
+-- A key another transaction has just inserted makes this one wait until that commits (then
+-- it finds its row) or rolls back (then it inserts); keys go in sorted order, so two batches
+-- of several keys cannot deadlock. A key appears at most once per batch (the caller sees to
+-- it: DO UPDATE cannot touch one row twice in a statement).
+-- name: claim_idempotency_keys
+INSERT INTO idempotency_keys AS k
+    (application_id, idempotency_key, request_hash, dispatch_uuid, created_at_ms)
+SELECT n.application_id, n.idempotency_key, n.request_hash, n.dispatch_uuid, n.created_at_ms
+FROM unnest(:application_id::text[], :idempotency_key::text[], :request_hash::text[],
+            :dispatch_uuid::text[], :created_at_ms::bigint[])
+     AS n (application_id, idempotency_key, request_hash, dispatch_uuid, created_at_ms)
+ORDER BY n.application_id, n.idempotency_key
+ON CONFLICT (application_id, idempotency_key) DO UPDATE
+SET request_hash = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms::bigint
+                        THEN excluded.request_hash ELSE k.request_hash END,
+    dispatch_uuid = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms::bigint
+                         THEN excluded.dispatch_uuid ELSE k.dispatch_uuid END,
+    created_at_ms = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms::bigint
+                         THEN excluded.created_at_ms ELSE k.created_at_ms END
+RETURNING k.application_id, k.idempotency_key, k.request_hash, k.dispatch_uuid;
+
+-- Keys older than the window, oldest first.
+-- name: forget_idempotency_keys
+DELETE FROM idempotency_keys WHERE (application_id, idempotency_key) IN (
+    SELECT application_id, idempotency_key FROM idempotency_keys
+    WHERE created_at_ms < :before_ms
+    ORDER BY created_at_ms
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED);

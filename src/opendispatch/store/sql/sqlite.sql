@@ -879,3 +879,32 @@ SELECT (SELECT count(*) FROM messages WHERE send_state = 'pending') AS sends_pen
        (SELECT count(*) FROM webhooks INDEXED BY webhooks_dead_everywhere
         WHERE state = 'dead') AS webhooks_dead,
        (SELECT count(*) FROM inbox) AS statuses_waiting;
+
+-- Idempotency keys -------------------------------------------------------------------------------
+
+-- A key's first request inserts its row with the workflow it creates; a later one finds the
+-- row and gets it back unchanged, unless the row is older than :window_ms (24 hours) before
+-- the new request: then the key counts as forgotten and the new request takes it over. Each
+-- row comes back as it is now: the caller's own dispatch_uuid means its request claimed the
+-- key. Runs inside the group commit's transaction, before the workflow is written, so two
+-- requests with one key in one batch see each other in order.
+-- name: claim_idempotency_keys
+INSERT INTO idempotency_keys AS k
+    (application_id, idempotency_key, request_hash, dispatch_uuid, created_at_ms)
+VALUES (:application_id, :idempotency_key, :request_hash, :dispatch_uuid, :created_at_ms)
+ON CONFLICT (application_id, idempotency_key) DO UPDATE
+SET request_hash = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms
+                        THEN excluded.request_hash ELSE k.request_hash END,
+    dispatch_uuid = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms
+                         THEN excluded.dispatch_uuid ELSE k.dispatch_uuid END,
+    created_at_ms = CASE WHEN k.created_at_ms < excluded.created_at_ms - :window_ms
+                         THEN excluded.created_at_ms ELSE k.created_at_ms END
+RETURNING application_id, idempotency_key, request_hash, dispatch_uuid;
+
+-- Keys older than the window, oldest first.
+-- name: forget_idempotency_keys
+DELETE FROM idempotency_keys WHERE (application_id, idempotency_key) IN (
+    SELECT application_id, idempotency_key FROM idempotency_keys
+    WHERE created_at_ms < :before_ms
+    ORDER BY created_at_ms
+    LIMIT :limit);
