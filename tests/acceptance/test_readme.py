@@ -64,6 +64,10 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "::test_purge_expired_runs_retention_to_its_end_with_progress (db upgrade's lines:"
     " tests/acceptance/test_cli.py"
     "::test_db_upgrade_says_each_migration_as_it_starts_and_its_duration_as_it_ends)",
+    # The API: Idempotency
+    "Idempotency-Key: order-1042-code": "tests/integration/test_idempotency.py"
+    "::test_the_same_key_and_body_again_get_the_first_answer_and_no_second_workflow (the"
+    " header and a body of fixed bytes, as curl -d @file sends them)",
     # The developer sandbox
     "/v0.1/sandbox/messages/": "tests/integration/test_runtime.py"
     "::test_injected_statuses_move_a_silent_message",

@@ -349,3 +349,13 @@ async def test_a_keyed_workflow_of_an_application_deleted_meanwhile_stores_no_ke
     assert await env.database.rows("SELECT dispatch_uuid FROM workflows") == [
         (workflows[1].dispatch_uuid,)
     ]
+
+
+async def test_openapi_documents_the_header_the_replay_and_the_422(env: Env):
+    document = (await env.client.get("/openapi.json")).json()
+    create = document["paths"]["/v0.1/dispatch"]["post"]
+    (parameter,) = [p for p in create["parameters"] if p["in"] == "header"]
+    assert parameter["name"] == "Idempotency-Key"
+    assert parameter["schema"]["maxLength"] == 255
+    assert "Idempotent-Replayed" in create["responses"]["202"]["headers"]
+    assert "different body" in create["responses"]["422"]["description"]

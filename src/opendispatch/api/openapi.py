@@ -73,6 +73,8 @@ def _errors(*statuses: int) -> dict[str, Any]:
         409: "The webhook is pending: it is already on its way.",
         413: "The body is larger than the server accepts.",
         415: "The body is not JSON.",
+        422: "The `Idempotency-Key` was used within the last 24 hours with a different body: "
+        "nothing is stored.",
         503: "The database is busy (retry after the `Retry-After` header), or lost or "
         "damaged (no `Retry-After`).",
     }
@@ -120,6 +122,20 @@ _LIST_FILTERS: list[dict[str, Any]] = [
 ]
 
 
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": (
+        "Makes a retry safe: another request of this application with the same key and the "
+        "same body (byte for byte) within 24 hours stores nothing and gets the first "
+        "request's 202 (with `Idempotent-Replayed: true`); with a different body it is 422. "
+        "A request refused otherwise (400, 401, 413, 415, 503) leaves the key unused."
+    ),
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+
+
 def _paths(*, metrics: bool) -> dict[str, Any]:
     create = {
         "operationId": "createWorkflow",
@@ -131,17 +147,29 @@ def _paths(*, metrics: bool) -> dict[str, Any]:
             "`expiry_time` for the workflow to complete. Also served at `/v0.1/dispatch/`."
         ),
         "security": [{"bearerAuth": []}, {"basicAuth": []}],
+        "parameters": [_IDEMPOTENCY_KEY],
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": _ref(CreateWorkflowRequest)}},
         },
         "responses": {
-            "202": _json(
-                DispatchAccepted,
-                "Accepted: the workflow is stored. `warnings` (an extension) appears only when "
-                "a field is valid but can never take effect.",
-            ),
-            **_errors(400, 401, 413, 415, 503),
+            "202": {
+                **_json(
+                    DispatchAccepted,
+                    "Accepted: the workflow is stored; or, for a repeat of a request with the "
+                    "same `Idempotency-Key` and body, the first request's answer. `warnings` "
+                    "(an extension) appears only when a field is valid but can never take "
+                    "effect.",
+                ),
+                "headers": {
+                    "Idempotent-Replayed": {
+                        "description": "`true` when this is the answer to an earlier request "
+                        "with the same `Idempotency-Key` (no new workflow was stored).",
+                        "schema": {"type": "string", "enum": ["true"]},
+                    }
+                },
+            },
+            **_errors(400, 401, 413, 415, 422, 503),
         },
     }
     listing = {
