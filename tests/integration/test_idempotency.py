@@ -351,6 +351,18 @@ async def test_a_keyed_workflow_of_an_application_deleted_meanwhile_stores_no_ke
     ]
 
 
+async def test_purging_an_application_deletes_its_keys(env: Env):
+    for who in (env.alice, env.bob):
+        accepted_uuid(await env.post(body_bytes(), key="order-1", who=who), replayed=False)
+    store = env.app.store
+    now_ms = env.clock.now_ms()
+    assert await store.delete_application(env.alice.application_id, purge=False, now_ms=now_ms)
+    assert await env.count("idempotency_keys") == 2  # kept with its data, like its workflows
+    assert await store.delete_application(env.alice.application_id, purge=True, now_ms=now_ms)
+    rows = await env.database.rows("SELECT application_id FROM idempotency_keys")
+    assert rows == [(env.bob.application_id,)]
+
+
 async def test_openapi_documents_the_header_the_replay_and_the_422(env: Env):
     document = (await env.client.get("/openapi.json")).json()
     create = document["paths"]["/v0.1/dispatch"]["post"]

@@ -80,6 +80,7 @@ _PURGING = (
     "purge_application_webhooks",
     "purge_application_workflows",
     "purge_application_tokens",
+    "purge_application_idempotency_keys",
     "purge_application",
 )
 

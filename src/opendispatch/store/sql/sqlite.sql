@@ -167,6 +167,9 @@ DELETE FROM workflows WHERE application_id = :application_id;
 -- name: purge_application_tokens
 DELETE FROM seen_tokens WHERE application_id = :application_id;
 
+-- name: purge_application_idempotency_keys
+DELETE FROM idempotency_keys WHERE application_id = :application_id;
+
 -- The application, then its account (which the application refers to).
 -- name: purge_application
 DELETE FROM applications WHERE application_id = :application_id;
