@@ -84,12 +84,14 @@ def test_image_serves_on_every_interface_as_its_user_with_the_database_in_the_vo
     # Everything the database writes is in the volume, and the image's user owns it.
     files = {path.name: path.stat() for path in container.data.iterdir()}
     database = "opendispatch.db"
-    assert set(files) == {database, f"{database}-wal", f"{database}-shm", f"{database}.lock"}
+    assert set(files) == {database, f"{database}-wal", f"{database}-shm", f"{database}.lock",
+                          f"{database}.wake"}  # fmt: skip
     if container.as_image_user:
         assert {(s.st_uid, s.st_gid) for s in files.values()} == {(container.image.uid,) * 2}
 
     # docker stop: SIGTERM, and a clean stop within Docker's grace period (uvicorn re-raises
-    # the signal once it has shut down): the database closed, its -wal and -shm gone.
+    # the signal once it has shut down): the database closed, its -wal, -shm and wake socket
+    # gone.
     assert container.stop() in (0, -signal.SIGTERM), container.log()
     assert {path.name for path in container.data.iterdir()} == {database, f"{database}.lock"}
     assert container.healthcheck().returncode != 0  # and the check says so once it is down

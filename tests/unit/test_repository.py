@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 )
 def test_the_database_and_its_companion_files_are_ignored():
     files = ["opendispatch.db", "opendispatch.db-wal", "opendispatch.db-shm",
-             "opendispatch.db.lock", "opendispatch.db-wal.orphaned", "server.log"]  # fmt: skip
+             "opendispatch.db.lock", "opendispatch.db.wake", "opendispatch.db-wal.orphaned",
+             "server.log"]  # fmt: skip
     ignored = subprocess.run(
         ["git", "check-ignore", "--no-index", *files],
         cwd=ROOT, capture_output=True, text=True, check=False,

@@ -118,6 +118,9 @@ class WakeSocket:
         if self._loop is not None:
             self._loop.remove_reader(receiver.fileno())
         receiver.close()
+        # Nobody reads it any more; the next server would unlink it anyway.
+        with contextlib.suppress(OSError):
+            os.unlink(self._path)
         with contextlib.suppress(OSError):
             os.unlink(self._path)
 
