@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import dockerfile
-import httpx
 import yaml
 
-from tests.support import REPO, free_port
+from tests.support import REPO, free_port, wait_until_healthy
 
 __all__ = [
     "COMPOSE",
@@ -343,18 +342,8 @@ class LocalContainer:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.server is not None
-            if self.server.poll() is not None:
-                raise AssertionError(f"the container's command exited:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after {timeout}s:\n{self.log()}")
+        assert self.server is not None
+        wait_until_healthy(self.server, self.url, self.log, timeout)
 
     def healthcheck(self) -> subprocess.CompletedProcess[str]:
         """The image's HEALTHCHECK command, run in the container as Docker runs it."""

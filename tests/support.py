@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,23 @@ def create_app_with_cli(database_url: str, name: str = "cli-app") -> AppCredenti
     return AppCredentials.from_json(json.loads(output))
 
 
+def wait_until_healthy(
+    process: subprocess.Popen[Any], url: str, log: Callable[[], str], timeout: float = 30.0
+) -> None:
+    """Until `GET /health` answers 200; fails with the server's log if it exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited early:\n{log()}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready after {timeout}s:\n{log()}")
+
+
 class ServerProcess:
     """`opendispatch serve` in its own process on 127.0.0.1, as an operator would run it."""
 
@@ -189,18 +207,8 @@ class ServerProcess:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited early:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+        assert self.process is not None
+        wait_until_healthy(self.process, self.url, self.log, timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers, no flush: what a crash looks like."""
