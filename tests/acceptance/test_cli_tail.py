@@ -39,6 +39,10 @@ def create_app(database: str, name: str, url: str) -> AppCredentials:
     return AppCredentials.from_json(json.loads(created))
 
 
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Tail:
     """`opendispatch tail ARGS...` in its own process, its output in files."""
 
@@ -51,6 +55,10 @@ class Tail:
                 stdout=out,
                 stderr=err,
                 env=dict(os.environ),
+                # As at a terminal: a shell running this suite in the background (`.ci/run &`)
+                # makes its children ignore SIGINT, and Python then never turns Ctrl-C into
+                # KeyboardInterrupt; CI failed on that, not on `tail`.
+                preexec_fn=_interruptible,
             )
         assert _wait(lambda: "following new events" in self.err.read_text(), 30), self.report()
 
