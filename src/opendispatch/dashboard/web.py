@@ -16,13 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jinja2
 
 from opendispatch.api.http import Request, Response
 from opendispatch.timefmt import iso_ms
+
+if TYPE_CHECKING:
+    from opendispatch.runtime.clock import Clock
+    from opendispatch.runtime.service import Runtime
+    from opendispatch.store.browse import Browse
+    from opendispatch.store.database import DatabaseStore
 
 __all__ = [
     "FORM_LIMIT_BYTES",
@@ -189,3 +195,22 @@ class Pages:
         if self.secure_cookies:
             parts.append("Secure")
         return "; ".join(parts).encode()
+
+
+class PageGroup:
+    """What every group of pages works with: rendering, the cross-application reads, the
+    store and the runtime (for what operators change), and the clock."""
+
+    def __init__(
+        self,
+        pages: Pages,
+        browse: Browse,
+        store: DatabaseStore,
+        runtime: Runtime,
+        clock: Clock,
+    ) -> None:
+        self._pages = pages
+        self._browse = browse
+        self._store = store
+        self._runtime = runtime
+        self._clock = clock

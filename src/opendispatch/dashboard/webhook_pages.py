@@ -12,12 +12,8 @@ import logging
 from opendispatch.api.http import Request, Response
 from opendispatch.api.webhook_routes import replay_all
 from opendispatch.auth.operators import Session
-from opendispatch.dashboard.web import DashboardError, Pages, query
+from opendispatch.dashboard.web import DashboardError, PageGroup, query
 from opendispatch.ids import is_uuid
-from opendispatch.runtime.clock import Clock
-from opendispatch.runtime.service import Runtime
-from opendispatch.store.browse import Browse
-from opendispatch.store.database import DatabaseStore
 from opendispatch.store.records import WebhookFilter
 from opendispatch.webhooks.destinations import redact_url
 
@@ -29,21 +25,7 @@ PAGE_SIZE = 50
 _STATES = ("dead", "failing")
 
 
-class WebhookPages:
-    def __init__(
-        self,
-        pages: Pages,
-        browse: Browse,
-        store: DatabaseStore,
-        runtime: Runtime,
-        clock: Clock,
-    ) -> None:
-        self._pages = pages
-        self._browse = browse
-        self._store = store
-        self._runtime = runtime
-        self._clock = clock
-
+class WebhookPages(PageGroup):
     async def list(self, request: Request, session: Session) -> Response:
         applications = await self._store.list_applications()
         names = {app.application_id: app.name for app in applications}

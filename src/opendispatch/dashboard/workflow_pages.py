@@ -14,13 +14,11 @@ from opendispatch.api.http import Request, Response
 from opendispatch.api.request_models import Channel
 from opendispatch.auth.operators import Session
 from opendispatch.dashboard.timeline import timeline
-from opendispatch.dashboard.web import DashboardError, Pages, query, uuid7_ms
+from opendispatch.dashboard.web import DashboardError, PageGroup, query, uuid7_ms
 from opendispatch.engine.model import WorkflowStatus
 from opendispatch.ids import is_uuid
-from opendispatch.runtime.clock import Clock
-from opendispatch.runtime.service import CancelOutcome, Runtime
-from opendispatch.store.browse import Browse, WorkflowFilter
-from opendispatch.store.database import DatabaseStore
+from opendispatch.runtime.service import CancelOutcome
+from opendispatch.store.browse import WorkflowFilter
 from opendispatch.store.records import WorkflowRecord
 from opendispatch.timefmt import parse_iso_ms
 
@@ -86,21 +84,7 @@ def _time_ms(given: str, name: str, problems: dict[str, str]) -> int | None:
         return None
 
 
-class WorkflowPages:
-    def __init__(
-        self,
-        pages: Pages,
-        browse: Browse,
-        store: DatabaseStore,
-        runtime: Runtime,
-        clock: Clock,
-    ) -> None:
-        self._pages = pages
-        self._browse = browse
-        self._store = store
-        self._runtime = runtime
-        self._clock = clock
-
+class WorkflowPages(PageGroup):
     async def list(self, request: Request, session: Session) -> Response:
         applications = await self._store.list_applications()
         names = {app.application_id: app.name for app in applications}
