@@ -18,7 +18,14 @@ from typing import Any
 import msgspec
 
 from opendispatch.api.validation import condition_warnings
-from opendispatch.engine.model import MessageState, MessageStatus, StatusRecord, WorkflowState
+from opendispatch.engine.failover import Signal, signal_for
+from opendispatch.engine.model import (
+    Condition,
+    MessageState,
+    StatusRecord,
+    StepPlan,
+    WorkflowState,
+)
 from opendispatch.runtime.shell import decode_state
 from opendispatch.store.records import LoadedWorkflow, SendRecord, WebhookRecord
 from opendispatch.webhooks.destinations import redact_url
@@ -33,11 +40,6 @@ __all__ = [
 ]
 
 _STEP_INDEX = re.compile(r"^workflow\[(\d+)\]")
-_MEETS = {
-    "delivered": frozenset({MessageStatus.DELIVERED, MessageStatus.READ}),
-    "read": frozenset({MessageStatus.READ}),
-}
-_FAILURES = frozenset({MessageStatus.REJECTED, MessageStatus.UNDELIVERABLE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,18 +111,18 @@ def _recipient(step: dict[str, Any]) -> str:
     return found if isinstance(found, str) else ""
 
 
-def _first(
-    history: Sequence[StatusRecord], wanted: frozenset[MessageStatus]
-) -> StatusRecord | None:
-    return next((record for record in history if record.status in wanted), None)
+def _first(history: Sequence[StatusRecord], plan: StepPlan, wanted: Signal) -> StatusRecord | None:
+    """The first status that meant `wanted` for this step, by the engine's own reading."""
+    return next((record for record in history if signal_for(plan, record.status) is wanted), None)
 
 
 def _outcome(
-    state: WorkflowState, message: MessageState, condition: str, deadline_ms: int
+    state: WorkflowState, message: MessageState, plan: StepPlan, deadline_ms: int
 ) -> tuple[Outcome, str]:
+    condition = str(plan.condition or Condition.DELIVERED)
     following = next((m for m in state.messages if m.step == message.step + 1), None)
-    failure = _first(message.history, _FAILURES)
-    met = _first(message.history, _MEETS[condition])
+    failure = _first(message.history, plan, Signal.FAILED)
+    met = _first(message.history, plan, Signal.MET)
     if met is not None and met.at_ms >= deadline_ms:
         met = None  # a status that happened after the deadline does not meet it
     if following is not None:
@@ -172,12 +174,12 @@ def timeline(
         timeout_s = expiry if expiry is not None else (state.final_status_timeout_s if state else 0)
         message = by_step.get(index)
         deadline = None if message is None else message.sent_at_ms + timeout_s * 1000
-        if state is None or message is None or deadline is None:
+        if state is None or plan is None or message is None or deadline is None:
             waiting = state is not None and state.is_open
             outcome = Outcome("not sent yet" if waiting else "not sent: the workflow ended first")
             kind = "not_sent"
         else:
-            outcome, kind = _outcome(state, message, condition, deadline)
+            outcome, kind = _outcome(state, message, plan, deadline)
         steps.append(
             StepView(
                 number=index + 1,
