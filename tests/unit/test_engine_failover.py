@@ -17,6 +17,7 @@ from opendispatch.engine.failover import (
     TRANSITIONS,
     InvalidTransition,
     Move,
+    Place,
     Signal,
     decide,
     signal_for,
@@ -266,9 +267,11 @@ def test_signal_for_classifies_every_status_against_the_step_condition(
 
 
 def test_transition_table_has_a_move_for_every_signal_on_every_step() -> None:
-    assert set(TRANSITIONS) == {(signal, last) for signal in Signal for last in (False, True)}
-    assert TRANSITIONS[(Signal.EXPIRED, False)] is Move.NEXT
-    assert TRANSITIONS[(Signal.EXPIRED, True)] is Move.FAIL
+    assert set(TRANSITIONS) == {(signal, place) for signal in Signal for place in Place}
+    assert TRANSITIONS[(Signal.EXPIRED, Place.TIMED)] is Move.NEXT
+    assert TRANSITIONS[(Signal.EXPIRED, Place.UNTIMED)] is Move.FAIL
+    assert TRANSITIONS[(Signal.FAILED, Place.UNTIMED)] is Move.NEXT
+    assert TRANSITIONS[(Signal.EXPIRED, Place.LAST)] is Move.FAIL
 
 
 @pytest.mark.parametrize("status", [MessageStatus.DELIVERED, MessageStatus.READ])
@@ -965,15 +968,14 @@ def test_workflow_accepted_with_a_uuid_count_mismatch_raises_value_error(
 @pytest.mark.parametrize(
     "first",
     [
-        StepPlan(channel="whatsapp"),
         StepPlan(channel="whatsapp", condition=Condition.READ),
         StepPlan(channel="whatsapp", expiry_s=600),
     ],
 )
-def test_workflow_accepted_with_a_non_last_step_without_failover_raises_value_error(
+def test_workflow_accepted_with_a_condition_without_expiry_or_back_raises_value_error(
     first: StepPlan,
 ) -> None:
-    with pytest.raises(ValueError, match="needs a failover condition and expiry"):
+    with pytest.raises(ValueError, match="condition and expiry come together"):
         WorkflowAccepted(
             dispatch_uuid=DISPATCH_UUID,
             steps=(first, StepPlan(channel="sms")),
@@ -1049,3 +1051,104 @@ def test_read_that_happened_before_the_deadline_counts_even_if_applied_after_it(
 
     assert sends(effects) == []
     assert state.status is WorkflowStatus.COMPLETED
+
+
+# -- untimed steps: the Messages API v1's failover list -------------------------------------
+
+
+def v1_whatsapp_then_sms(final_status_timeout_s: int = FINAL_STATUS_TIMEOUT_S) -> WorkflowAccepted:
+    """`POST /v1/messages` with a `failover` list: each message moves on when rejected only."""
+    return WorkflowAccepted(
+        dispatch_uuid=DISPATCH_UUID,
+        steps=(StepPlan(channel="whatsapp"), StepPlan(channel="sms")),
+        message_uuids=(WHATSAPP_UUID, SMS_UUID),
+        final_status_timeout_s=final_status_timeout_s,
+    )
+
+
+@pytest.mark.parametrize("failure", [MessageStatus.REJECTED, MessageStatus.UNDELIVERABLE])
+def test_an_untimed_step_fails_over_when_its_message_fails(failure: MessageStatus) -> None:
+    state = accept(v1_whatsapp_then_sms())
+
+    state, effects = report(state, WHATSAPP_UUID, failure, 2, error=REJECTED_BY_PROVIDER)
+
+    assert [send.message_uuid for send in sends(effects)] == [SMS_UUID]
+    assert state.current == 1
+    assert state.is_open
+
+
+@pytest.mark.parametrize("status", [MessageStatus.DELIVERED, MessageStatus.READ])
+def test_an_untimed_step_delivered_completes_without_sending_the_next(
+    status: MessageStatus,
+) -> None:
+    state = accept(v1_whatsapp_then_sms())
+
+    state, effects = report(state, WHATSAPP_UUID, status, 2)
+
+    assert sends(effects) == []
+    assert state.status is WorkflowStatus.COMPLETED
+    (final,) = final_reports(effects)
+    assert [message.message_uuid for message in final.messages] == [WHATSAPP_UUID]
+
+
+def test_an_untimed_step_only_submitted_waits_without_a_failover() -> None:
+    state = accept(v1_whatsapp_then_sms(final_status_timeout_s=3600))
+
+    state, effects = report(state, WHATSAPP_UUID, MessageStatus.SUBMITTED, 1)
+    state, fired = fire(state, 1800)  # an early firing changes nothing
+
+    assert sends(effects + fired) == []
+    assert state.is_open
+    assert state.due_at_ms == at(3600)
+
+
+def test_an_untimed_step_accepted_but_never_final_ends_in_error_at_the_timeout() -> None:
+    # The message may well have arrived (most SMS networks never report delivery): sending
+    # the next one could only duplicate it, so the workflow ends there, as Vonage's would.
+    state = accept(v1_whatsapp_then_sms(final_status_timeout_s=3600))
+    state, _ = report(state, WHATSAPP_UUID, MessageStatus.SUBMITTED, 1)
+
+    state, effects = fire(state, 3600)
+
+    assert sends(effects) == []
+    assert state.status is WorkflowStatus.ERROR
+    (final,) = final_reports(effects)
+    assert [m.status for m in final.messages] == [MessageStatus.SUBMITTED]
+
+
+def test_an_untimed_step_whose_provider_never_answered_moves_on_at_the_timeout() -> None:
+    # Never accepted by a provider means never sent: a failure of the step, not an expiry.
+    state = accept(v1_whatsapp_then_sms(final_status_timeout_s=3600))
+
+    state, effects = fire(state, 3600)
+
+    assert [send.message_uuid for send in sends(effects)] == [SMS_UUID]
+    assert [(e.message_uuid, e.status, e.error) for e in emitted(effects)] == [
+        (WHATSAPP_UUID, MessageStatus.REJECTED, ABANDONED)
+    ]
+    assert state.current == 1
+    assert state.is_open
+
+
+def test_a_timed_step_after_an_untimed_one_keeps_its_own_deadline() -> None:
+    # v1 with OpenDispatch's extension on the second message: WhatsApp rejected, then SMS
+    # must be delivered within 60 s or the Viber message goes.
+    event = WorkflowAccepted(
+        dispatch_uuid=DISPATCH_UUID,
+        steps=(
+            StepPlan(channel="whatsapp"),
+            StepPlan(channel="sms", condition=Condition.DELIVERED, expiry_s=60),
+            StepPlan(channel="viber_service_msg"),
+        ),
+        message_uuids=(WHATSAPP_UUID, SMS_UUID, VIBER_UUID),
+        final_status_timeout_s=FINAL_STATUS_TIMEOUT_S,
+    )
+    state = accept(event)
+    state, _ = report(state, WHATSAPP_UUID, MessageStatus.REJECTED, 2, error=REJECTED_BY_PROVIDER)
+    state, _ = report(state, SMS_UUID, MessageStatus.SUBMITTED, 3)
+
+    state, effects = fire(state, 62)
+
+    assert [send.message_uuid for send in sends(effects)] == [VIBER_UUID]
+    assert state.current == 2
+    assert state.due_at_ms == at(62 + FINAL_STATUS_TIMEOUT_S)

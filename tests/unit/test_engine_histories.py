@@ -35,7 +35,7 @@ import msgspec
 import pytest
 
 from opendispatch.engine import failover
-from opendispatch.engine.failover import Move, Signal, decide
+from opendispatch.engine.failover import Move, Place, Signal, decide
 from opendispatch.engine.model import Effect, Event, WorkflowState
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -210,7 +210,7 @@ def test_replay_catches_an_altered_recorded_effect() -> None:
 def test_replay_catches_a_changed_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     # As if someone decided that meeting the condition on a non-last step sends the next
     # message anyway: the histories where WhatsApp was read in time must notice.
-    monkeypatch.setitem(failover.TRANSITIONS, (Signal.MET, False), Move.NEXT)
+    monkeypatch.setitem(failover.TRANSITIONS, (Signal.MET, Place.TIMED), Move.NEXT)
 
     document = load(GOLDEN / "whatsapp_read_in_time.json")
 

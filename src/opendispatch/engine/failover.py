@@ -12,16 +12,24 @@ How a workflow moves, in words (the table `TRANSITIONS` says the same):
 - Accepting a workflow sends its first message. Each step's message has its own
   `message_uuid`, chosen at accept time.
 - A step starts when its message is sent, and gets a deadline: its `failover.expiry_time`, or,
-  for a last message without `failover`, `final_status_timeout_s`.
+  for a message without `failover` (the last of a Dispatch workflow, any message of a Messages
+  API v1 failover list), `final_status_timeout_s`.
 - A status of the current message is classified as a *signal*: `rejected` and `undeliverable`
   FAIL at once; a status that satisfies the step's condition is MET (`delivered` is met by
-  `delivered` or `read`, `read` only by `read`; a last message without `failover` has the
+  `delivered` or `read`, `read` only by `read`; a message without `failover` has the
   condition `delivered`); anything else is PROGRESS. The deadline passing is EXPIRED.
-- MET completes the workflow. FAILED or EXPIRED moves to the next message; on the last
-  message, they end the workflow in `error`. PROGRESS waits.
+- MET completes the workflow. FAILED moves to the next message; on the last message, it ends
+  the workflow in `error`. EXPIRED does the same on a step with a condition (a *timed* step);
+  on a step without one it ends the workflow in `error` wherever it stands: such a step fails
+  over on a rejection only (Messages API v1's rule), and a message that was accepted but never
+  reported a final status within the final-status timeout may well have arrived, so sending
+  the next one could only duplicate it. PROGRESS waits. (`TRANSITIONS` is keyed by the
+  step's `Place`.)
 - A step whose provider never answered by its deadline is given up: its send is cancelled
   (`CancelSend`: a message sent that late would only confuse) and its message is recorded
-  `rejected` with error 1400, so every message in the final report has a status.
+  `rejected` with error 1400, so every message in the final report has a status. That is a
+  failure of the step (FAILED), not an expiry: a message no provider accepted was not sent, so
+  an untimed step moves on to the next message.
 - A status of the current message that happened at or after the step's deadline, applied
   before the timer loop got to it, does not meet the step: the step expires first, and the
   status is late.
@@ -81,6 +89,7 @@ __all__ = [
     "TRANSITIONS",
     "InvalidTransition",
     "Move",
+    "Place",
     "Signal",
     "decide",
     "signal_for",
@@ -122,19 +131,26 @@ class Move(StrEnum):
     CANCEL = "cancel"  # the workflow ends `cancelled`
 
 
-# (signal, is the current step the last one?) -> move. Only open workflows consult it: once a
+class Place(StrEnum):
+    """Where the current step stands: with the signal, all that a move depends on."""
+
+    TIMED = "timed"  # not the last, with a condition: its deadline fails it over
+    UNTIMED = "untimed"  # not the last, without a condition: only a rejection fails it over
+    LAST = "last"
+
+
+# (signal, place of the current step) -> move. Only open workflows consult it: once a
 # workflow has ended, events are forwarded and counted, nothing more.
-TRANSITIONS: Final[dict[tuple[Signal, bool], Move]] = {
-    (Signal.PROGRESS, False): Move.WAIT,
-    (Signal.PROGRESS, True): Move.WAIT,
-    (Signal.MET, False): Move.COMPLETE,
-    (Signal.MET, True): Move.COMPLETE,
-    (Signal.FAILED, False): Move.NEXT,
-    (Signal.FAILED, True): Move.FAIL,
-    (Signal.EXPIRED, False): Move.NEXT,
-    (Signal.EXPIRED, True): Move.FAIL,
-    (Signal.CANCELLED, False): Move.CANCEL,
-    (Signal.CANCELLED, True): Move.CANCEL,
+TRANSITIONS: Final[dict[tuple[Signal, Place], Move]] = {
+    **{(Signal.PROGRESS, place): Move.WAIT for place in Place},
+    **{(Signal.MET, place): Move.COMPLETE for place in Place},
+    (Signal.FAILED, Place.TIMED): Move.NEXT,
+    (Signal.FAILED, Place.UNTIMED): Move.NEXT,
+    (Signal.FAILED, Place.LAST): Move.FAIL,
+    (Signal.EXPIRED, Place.TIMED): Move.NEXT,
+    (Signal.EXPIRED, Place.UNTIMED): Move.FAIL,
+    (Signal.EXPIRED, Place.LAST): Move.FAIL,
+    **{(Signal.CANCELLED, place): Move.CANCEL for place in Place},
 }
 
 _FAILURES: Final = frozenset({MessageStatus.REJECTED, MessageStatus.UNDELIVERABLE})
@@ -227,7 +243,8 @@ def _timer(state: WorkflowState, now_ms: int) -> Decision:
     if not state.is_open or state.due_at_ms is None or now_ms < state.due_at_ms:
         return state, ()  # a stale or early firing: the deadline moved or was never reached
     state, effects = _give_up_unanswered(state, now_ms, ABANDONED)
-    return _move(state, Signal.EXPIRED, now_ms, effects)
+    # A message given up unanswered was never sent: a failure of the step, not an expiry.
+    return _move(state, Signal.FAILED if effects else Signal.EXPIRED, now_ms, effects)
 
 
 def _cancel(state: WorkflowState, now_ms: int) -> Decision:
@@ -264,8 +281,7 @@ def _give_up_unanswered(
 def _move(
     state: WorkflowState, signal: Signal, now_ms: int, effects: tuple[Effect, ...]
 ) -> Decision:
-    is_last = state.current == len(state.steps) - 1
-    move = TRANSITIONS[(signal, is_last)]
+    move = TRANSITIONS[(signal, _place(state))]
     if move is Move.WAIT:
         return state, effects
     if move is Move.NEXT:
@@ -308,6 +324,12 @@ def _start_step(
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _place(state: WorkflowState) -> Place:
+    if state.current == len(state.steps) - 1:
+        return Place.LAST
+    return Place.UNTIMED if state.steps[state.current].condition is None else Place.TIMED
 
 
 def _record(

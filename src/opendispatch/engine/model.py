@@ -72,7 +72,10 @@ class MessageError(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StepPlan(msgspec.Struct, frozen=True, kw_only=True):
-    """One message of the workflow as the engine needs it: its channel and its `failover`."""
+    """One message of the workflow as the engine needs it: its channel and its `failover`.
+
+    Without a condition (the last message of a Dispatch workflow, any message of a Messages
+    API v1 failover list), the step waits for a final status: only a rejection moves on."""
 
     channel: str
     condition: Condition | None = None  # from `failover.condition_status`
@@ -153,9 +156,9 @@ class WorkflowAccepted(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("a workflow needs one message uuid per step, and at least one step")
         if len(set(self.message_uuids)) != len(self.message_uuids):
             raise ValueError("every step needs its own message uuid")
-        for step in self.steps[:-1]:
-            if step.condition is None or step.expiry_s is None:
-                raise ValueError("every step but the last needs a failover condition and expiry")
+        for step in self.steps:
+            if (step.condition is None) != (step.expiry_s is None):
+                raise ValueError("a step's failover condition and expiry come together")
         if any(step.expiry_s is not None and step.expiry_s < 1 for step in self.steps):
             raise ValueError("an expiry must be at least one second")
         if self.final_status_timeout_s < 1:
