@@ -230,9 +230,10 @@ class Runtime:
 
     async def accept(
         self, workflow: NewWorkflow, credentials: ApplicationCredentials
-    ) -> EarlierRequest | None:
-        """Store the workflow with its first step; returns once both are durable. Or, if its
-        idempotency key was used already, store nothing and return that earlier request."""
+    ) -> EarlierRequest | Transition:
+        """Store the workflow with its first step; returns its first transition once both are
+        durable. Or, if its idempotency key was used already, store nothing and return that
+        earlier request."""
         app = credentials.application
         transition = self.shell.accept(
             workflow,
@@ -241,10 +242,11 @@ class Runtime:
             now_ms=self.clock.now_ms(),
         )
         earlier = await self.store.create_workflow(workflow, transition)
-        if earlier is None:  # else a repeat of an earlier request: nothing was accepted
-            self.metrics.accepted()
-            self.after_transition(transition)
-        return earlier
+        if earlier is not None:  # a repeat of an earlier request: nothing was accepted
+            return earlier
+        self.metrics.accepted()
+        self.after_transition(transition)
+        return transition
 
     async def cancel(self, application_id: str, dispatch_uuid: str) -> CancelOutcome:
         """Stop one of the application's workflows if it is running (the rule is the engine's:

@@ -25,26 +25,33 @@ from opendispatch.runtime.shell import Shell
 from opendispatch.store.database import DatabaseStore
 from opendispatch.store.records import NewWorkflow, Transition
 
-__all__ = ["Submitted", "announcements", "require_routes", "submit"]
+__all__ = ["Submitted", "announcements", "dispatch_channels", "require_routes", "submit"]
 
 
 async def require_routes(
-    routes: Routes, application_id: str, messages: Sequence[WorkflowMessage]
+    routes: Routes, application_id: str, channels: Sequence[tuple[str, str]]
 ) -> None:
     """A live application never falls back to the sandbox: every channel it uses must have a
-    provider route, or nothing is stored (400 naming each `workflow[i].to.type`)."""
+    provider route, or nothing is stored (400 naming each one). `channels`: each step's
+    channel, with the name of the request's field that chose it (`workflow[0].to.type`)."""
     problems = []
-    for index, message in enumerate(messages):
-        route = await routes.route(application_id, message.to.type)
+    for name, channel in channels:
+        route = await routes.route(application_id, channel)
         if not route.stops:
-            problems.append(
-                InvalidParameter(f"workflow[{index}].to.type", route.missing or "no route")
-            )
+            problems.append(InvalidParameter(name, route.missing or "no route"))
     if problems:
         raise InvalidRequest(
             "This live application has no provider for a channel of the workflow.",
             invalid_parameters=tuple(problems),
         )
+
+
+def dispatch_channels(messages: Sequence[WorkflowMessage]) -> list[tuple[str, str]]:
+    """The channels of a Dispatch workflow, for `require_routes`."""
+    return [
+        (f"workflow[{index}].to.type", message.to.type.value)
+        for index, message in enumerate(messages)
+    ]
 
 
 def announcements(transition: Transition) -> list[str]:
@@ -87,7 +94,7 @@ async def submit(
         raise NotFound(f"no application {application_id}")
     valid = validate_create_workflow_json(body, max_messages=max_messages)
     if application.live:
-        await require_routes(routes, application_id, valid.messages)
+        await require_routes(routes, application_id, dispatch_channels(valid.messages))
     workflow = NewWorkflow(
         dispatch_uuid=uuid7(now_ms),
         application_id=application_id,
