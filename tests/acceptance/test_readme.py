@@ -55,6 +55,9 @@ COVERED_ELSEWHERE: dict[str, str] = {
     " install is what ./scripts/test does)",
     "./scripts/test": "not run: the test run itself (.ci/run runs exactly it, with"
     " OPENDISPATCH_TEST_POSTGRES set)",
+    # The API: Messages API v1
+    "http://127.0.0.1:8080/v1/messages": "tests/acceptance/test_messages_v1_readme.py"
+    "::test_the_readme_v1_example_fails_over_to_sms_with_signed_v1_webhooks",
     # Command line
     "opendispatch send --application": "tests/acceptance/test_cli_send.py"
     "::test_a_workflow_sent_from_the_cli_runs_at_once_on_the_running_server_with_its_failover"

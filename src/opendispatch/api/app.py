@@ -10,6 +10,8 @@ from opendispatch.api.callback_routes import CallbackRoutes
 from opendispatch.api.dispatch_routes import DispatchRoutes
 from opendispatch.api.docs import DocsRoutes
 from opendispatch.api.http import Receive, Request, Response, Route, Router, Scope, Send
+from opendispatch.api.messages_v1.problems import as_messages_problem
+from opendispatch.api.messages_v1.routes import MessagesRoutes
 from opendispatch.api.metrics_route import MetricsRoute
 from opendispatch.api.openapi import openapi_document
 from opendispatch.api.problems import problem_response
@@ -98,6 +100,15 @@ class DispatchApp:
             rate_limiter=rate_limiter,
             admission=self.runtime.admission,
         )
+        messages = MessagesRoutes(
+            settings=settings,
+            store=self.store,
+            runtime=self.runtime,
+            authenticator=authenticator,
+            clock_ms=self.clock.now_ms,
+            rate_limiter=rate_limiter,
+            admission=self.runtime.admission,
+        )
         sandbox = SandboxRoutes(
             settings=settings,
             store=self.store,
@@ -153,6 +164,7 @@ class DispatchApp:
                 Route("/v0.1/dispatch/{dispatch_uuid}", {"GET": dispatch.get}),
                 Route("/workflows/{dispatch_uuid}", {"GET": dispatch.get}),
                 Route("/v0.1/dispatch/{dispatch_uuid}/cancel", {"POST": dispatch.cancel}),
+                Route("/v1/messages", {"POST": messages.send}),
                 Route(
                     "/workflows/{dispatch_uuid}/messages/{message_uuid}",
                     {"GET": dispatch.get_message},
@@ -309,6 +321,12 @@ class DispatchApp:
             error.detail,
             request.request_id,
         )
+        if request.path.startswith("/v1/"):  # the Messages API v1 answers in its own words
+            return problem_response(
+                as_messages_problem(error),
+                request.request_id,
+                content_type=b"application/problem+json",
+            )
         return problem_response(error, request.request_id)
 
     # -- small endpoints -------------------------------------------------------------------

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from opendispatch import __version__
+from opendispatch.api.messages_v1.models import MessageAccepted, SendMessageRequest
 from opendispatch.api.request_models import Channel, CreateWorkflowRequest
 from opendispatch.api.response_models import (
     DispatchAccepted,
@@ -38,6 +39,8 @@ __all__ = ["openapi_document"]
 
 _MODELS: list[type[BaseModel]] = [
     CreateWorkflowRequest,
+    SendMessageRequest,
+    MessageAccepted,
     DispatchAccepted,
     ErrorBody,
     Health,
@@ -52,6 +55,7 @@ _MODELS: list[type[BaseModel]] = [
     WorkflowPage,
     WorkflowView,
 ]
+_REQUESTS = (CreateWorkflowRequest, SendMessageRequest)
 _REF = "#/components/schemas/{model}"
 
 
@@ -170,6 +174,56 @@ def _paths(*, metrics: bool) -> dict[str, Any]:
                 },
             },
             **_errors(400, 401, 413, 415, 422, 503),
+        },
+    }
+    send_message = {
+        "operationId": "sendMessage",
+        "summary": "Send a message (Messages API v1)",
+        "description": (
+            "Vonage's Messages API v1, on the same engine. One message, optionally with a "
+            "`failover` list of complete messages sent in order, each when the one before it "
+            "is rejected or undeliverable. Status webhooks in v1's shape (or v0.1's, by "
+            "`webhook_version`) go to the message's `webhook_url` or else the application's "
+            "status URL, signed as every webhook is; there is no final report. "
+            "`opendispatch` on a message is OpenDispatch's extension: Dispatch's timed "
+            "condition. Errors use Vonage's v1 types and titles: invalid fields are 422 "
+            "`Invalid params`."
+        ),
+        "tags": ["Messages"],
+        "security": [{"bearerAuth": []}, {"basicAuth": []}],
+        "parameters": [_IDEMPOTENCY_KEY],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _ref(SendMessageRequest)}},
+        },
+        "responses": {
+            "202": {
+                **_json(
+                    MessageAccepted,
+                    "Accepted: the message (and its failover list) is stored, and will be sent.",
+                ),
+                "headers": {
+                    "Location": {
+                        "description": "The workflow: `/v0.1/dispatch/{workflow_id}`.",
+                        "schema": {"type": "string"},
+                    }
+                },
+            },
+            **{
+                str(status): _json(ErrorBody, description)
+                for status, description in (
+                    ("401", "Missing or invalid credentials (`#unauthorized`)."),
+                    ("413", "The body is larger than the server accepts."),
+                    ("415", "The body is not JSON."),
+                    (
+                        "422",
+                        "`Invalid params` (`#1150`): every invalid field is named in "
+                        "`invalid_parameters`; or an `Idempotency-Key` reused with another body.",
+                    ),
+                    ("429", "`Rate Limit Hit`: over the application's `--rate-limit`."),
+                    ("503", "At capacity or the database busy: retry after `Retry-After`."),
+                )
+            },
         },
     }
     listing = {
@@ -393,6 +447,7 @@ def _paths(*, metrics: bool) -> dict[str, Any]:
         "/v0.1/webhooks/replay": {"post": replay_many},
         "/v0.1/webhooks/{webhook_id}/replay": {"post": replay_one},
         "/v0.1/dispatch": {"post": create, "get": listing},
+        "/v1/messages": {"post": send_message},
         "/v0.1/dispatch/{dispatch_uuid}": {"get": get},
         "/v0.1/dispatch/{dispatch_uuid}/cancel": {"post": cancel},
         "/workflows/{dispatch_uuid}": {"get": {**get, "operationId": "getWorkflowByHref"}},
@@ -410,10 +465,7 @@ def _paths(*, metrics: bool) -> dict[str, Any]:
 def openapi_document(*, metrics: bool = True) -> bytes:
     """`metrics`: the server serves `GET /metrics` (not with `--no-metrics`)."""
     _, schemas = models_json_schema(
-        [
-            (model, "validation" if model is CreateWorkflowRequest else "serialization")
-            for model in _MODELS
-        ],
+        [(model, "validation" if model in _REQUESTS else "serialization") for model in _MODELS],
         ref_template=_REF,
     )
     document = {
@@ -431,6 +483,7 @@ def openapi_document(*, metrics: bool = True) -> bytes:
         "servers": [{"url": "./", "description": "This server"}],
         "tags": [
             {"name": "Workflows", "description": "The Dispatch API: create and read workflows."},
+            {"name": "Messages", "description": "The Messages API v1, with failover."},
             {"name": "Webhooks", "description": "The webhooks sent, and replaying them."},
             {"name": "Sandbox", "description": "Trying workflows without a provider."},
             {"name": "Providers", "description": "Callbacks from real providers."},

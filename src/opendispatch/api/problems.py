@@ -17,7 +17,11 @@ __all__ = ["problem_response"]
 _encode = msgspec.json.Encoder().encode
 
 
-def problem_response(error: ApiError, request_id: str) -> Response:
+def problem_response(
+    error: ApiError, request_id: str, *, content_type: bytes = b"application/json"
+) -> Response:
+    """`content_type`: the Dispatch API answers `application/json`, as its spec shows; the
+    Messages API v1 `application/problem+json`, as RFC 7807 and Vonage do."""
     body = _encode(
         {
             "type": error.type,
@@ -30,4 +34,9 @@ def problem_response(error: ApiError, request_id: str) -> Response:
             ],
         }
     )
-    return Response(error.status, body, [(b"x-request-id", request_id.encode()), *error.headers])
+    return Response(
+        error.status,
+        body,
+        [(b"x-request-id", request_id.encode()), *error.headers],
+        content_type=content_type,
+    )

@@ -41,6 +41,7 @@ __all__ = [
     "TemplateContent",
     "TemplateParameter",
     "ToAddress",
+    "Url",
     "ViberCategory",
     "ViberServiceOptions",
     "VideoContent",
@@ -90,6 +91,7 @@ _Url = Annotated[
     StringConstraints(min_length=1, max_length=_URL_MAX_LENGTH),
     AfterValidator(_check_url),
 ]
+Url = _Url  # for the Messages API v1's models
 _Caption = Annotated[str, StringConstraints(min_length=1, max_length=3000)]
 _AddressId = Annotated[str, StringConstraints(min_length=1, max_length=50)]
 _AddressNumber = Annotated[

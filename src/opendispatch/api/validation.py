@@ -39,8 +39,11 @@ from opendispatch.api.request_models import (
 from opendispatch.errors import InvalidParameter, InvalidRequest
 
 __all__ = [
+    "MAX_REPORTED_PARAMETERS",
     "ValidWorkflowRequest",
     "condition_warnings",
+    "reason_for",
+    "reported",
     "validate_create_workflow",
     "validate_create_workflow_json",
 ]
@@ -278,10 +281,10 @@ def _check_channel_rules(index: int, message: WorkflowMessage, errors: list[_Err
 def _structural_errors(index: int, exc: ValidationError, room: int) -> list[_Error]:
     """At most `room` of pydantic's errors, worded (the wording costs more than finding)."""
     errors = exc.errors(include_url=False, include_input=False)[:room]
-    return [(("workflow", index, *error["loc"]), _reason(error)) for error in errors]
+    return [(("workflow", index, *error["loc"]), reason_for(error)) for error in errors]
 
 
-def _reason(error: ErrorDetails) -> str:
+def reason_for(error: ErrorDetails, ranges: Mapping[str, tuple[int, int]] = _RANGES) -> str:
     """Say what pydantic found in words a developer can act on, without its internal names."""
     kind = error["type"]
     ctx = error.get("ctx") or {}
@@ -290,8 +293,8 @@ def _reason(error: ErrorDetails) -> str:
         return _TYPE_REASONS[kind]
     if kind in ("enum", "literal_error"):
         return "must be one of: " + ", ".join(_QUOTED.findall(str(ctx.get("expected", ""))))
-    if kind in ("greater_than_equal", "less_than_equal") and field in _RANGES:
-        low, high = _RANGES[field]
+    if kind in ("greater_than_equal", "less_than_equal") and field in ranges:
+        low, high = ranges[field]
         return f"must be between {low} and {high}"
     if kind == "greater_than_equal":
         return f"must be at least {ctx.get('ge')}"
@@ -309,7 +312,15 @@ def _reason(error: ErrorDetails) -> str:
 
 
 def _invalid(document: object, errors: list[_Error], *, found: int = 0) -> InvalidRequest:
-    """The first `MAX_REPORTED_PARAMETERS` errors found, in request order, and how many in all.
+    parameters, detail = reported(document, errors, found=found)
+    return InvalidRequest(detail, invalid_parameters=parameters)
+
+
+def reported(
+    document: object, errors: list[_Error], *, found: int = 0, detail: str = _DETAIL
+) -> tuple[tuple[InvalidParameter, ...], str]:
+    """The first `MAX_REPORTED_PARAMETERS` errors found, in request order, and the detail
+    saying how many there were in all (both APIs answer alike).
 
     A capped answer keeps a 250 KB body of invalid fields from becoming a 2 MB answer and
     most of a second of sorting on the event loop (12,000 errors: 355 ms before the cap).
@@ -318,10 +329,9 @@ def _invalid(document: object, errors: list[_Error], *, found: int = 0) -> Inval
     shown.sort(key=lambda error: _position(document, error[0]))
     parameters = tuple(InvalidParameter(_name(path), reason) for path, reason in shown)
     found = max(found, len(errors))
-    detail = _DETAIL
     if found > len(shown):
         detail += f" {found:,} fields are invalid; the first {len(shown)} found are listed."
-    return InvalidRequest(detail, invalid_parameters=parameters)
+    return parameters, detail
 
 
 def _position(document: object, path: _Path) -> tuple[int, ...]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from opendispatch import templates
 from opendispatch.engine.failover import InvalidTransition, decide
 from opendispatch.engine.model import (
     CancelRequested,
@@ -272,7 +273,8 @@ class Shell:
                 webhooks.append(self._status_webhook(context, effect, now_ms))
                 statuses.append((context.submitted[effect.step]["to"]["type"], effect.status))
             elif isinstance(effect, EmitFinalReport):
-                webhooks.append(self._final_report(context, effect, now_ms))
+                if context.template != templates.MESSAGES_V1:  # v1 has no final report
+                    webhooks.append(self._final_report(context, effect, now_ms))
                 ended_after_ms = effect.at_ms - context.created_at_ms
         return Transition(
             state_json=_encode(state).decode(),
@@ -313,7 +315,48 @@ class Shell:
 
     def _status_webhook(self, context: _Context, effect: EmitStatus, now_ms: int) -> NewWebhook:
         submitted = context.submitted[effect.step]
-        body = payloads.render_message_status(
+        event_id = self._new_id()
+        url = context.status_url
+        v1 = submitted.get("messages_v1") if context.template == templates.MESSAGES_V1 else None
+        if v1 is not None:
+            url = v1.get("webhook_url") or url
+        if v1 is not None and v1.get("webhook_version") != "v0.1":
+            body = payloads.render_v1_message_status(
+                payloads.V1MessageStatusPayload(
+                    message_uuid=effect.message_uuid,
+                    to=_address(submitted["to"]),
+                    from_=_address(submitted["from"]),
+                    timestamp_ms=effect.at_ms,
+                    status=effect.status.value,
+                    error=effect.error,
+                    error_instance=event_id,
+                    price=effect.price,
+                    channel=v1["channel"],
+                    client_ref=v1.get("client_ref"),
+                    workflow_id=context.dispatch_uuid if len(context.submitted) > 1 else None,
+                )
+            )
+        else:
+            body = self._dispatch_status(context, effect, submitted)
+        return NewWebhook(
+            event_id=event_id,
+            dispatch_uuid=context.dispatch_uuid,
+            application_id=context.application_id,
+            kind="message_status",
+            message_uuid=effect.message_uuid,
+            status=effect.status,
+            url=url,
+            payload=body.decode(),
+            next_attempt_at_ms=now_ms,
+        )
+
+    @staticmethod
+    def _dispatch_status(
+        context: _Context, effect: EmitStatus, submitted: Mapping[str, Any]
+    ) -> bytes:
+        """The status in the Dispatch API's shape (the Messages API's v0.1, with the link to
+        its workflow)."""
+        return payloads.render_message_status(
             payloads.MessageStatusPayload(
                 message_uuid=effect.message_uuid,
                 to=submitted["to"],
@@ -324,17 +367,6 @@ class Shell:
                 price=effect.price,
                 dispatch_uuid=context.dispatch_uuid,
             )
-        )
-        return NewWebhook(
-            event_id=self._new_id(),
-            dispatch_uuid=context.dispatch_uuid,
-            application_id=context.application_id,
-            kind="message_status",
-            message_uuid=effect.message_uuid,
-            status=effect.status,
-            url=context.status_url,
-            payload=body.decode(),
-            next_attempt_at_ms=now_ms,
         )
 
     def _final_report(self, context: _Context, effect: EmitFinalReport, now_ms: int) -> NewWebhook:
@@ -409,6 +441,11 @@ class _Decided:
     @property
     def unchanged(self) -> bool:
         return not self.effects and self.state == self.before and not self.consumed
+
+
+def _address(address: Mapping[str, Any]) -> str:
+    """A Dispatch address object as v1 writes it: the number or id alone."""
+    return str(address.get("number") or address.get("id") or "")
 
 
 def _reported(status: InboxEvent) -> StatusReported:

@@ -1,4 +1,5 @@
-"""The two webhook bodies of the Dispatch API, rendered once to the exact bytes we send.
+"""The webhook bodies, rendered once to the exact bytes we send: the Dispatch API's two (a
+message status, a final report) and the Messages API v1's status.
 
 A body is rendered once, stored, signed (its SHA-256 goes into the JWT) and re-sent unchanged on
 every retry: re-rendering could change a byte (key order, number format) and break the receiver's
@@ -31,12 +32,15 @@ __all__ = [
     "FinalReportPayload",
     "MessageError",
     "MessageStatusPayload",
+    "V1MessageStatusPayload",
     "render_final_report",
     "render_message_status",
+    "render_v1_message_status",
     "total_price",
 ]
 
 CURRENCY = "EUR"  # The spec allows only EUR (ISO 4217).
+V1_ERROR_TYPE_BASE = "https://developer.vonage.com/api-errors/messages"
 
 MESSAGE_STATUSES = frozenset({"submitted", "delivered", "read", "rejected", "undeliverable"})
 # `cancelled` is OpenDispatch's extension (a workflow stopped by `POST .../cancel`).
@@ -65,6 +69,30 @@ class MessageStatusPayload:
 
     def __post_init__(self) -> None:
         # An unknown status is a bug upstream; refusing it here keeps it out of users' inboxes.
+        if self.status not in MESSAGE_STATUSES:
+            raise ValueError(f"unknown message status {self.status!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class V1MessageStatusPayload:
+    """One status of a message sent by `POST /v1/messages`, in the Messages API v1's shape:
+    `to` and `from` are strings, the channel is v1's name (`viber_service`), and the message's
+    `client_ref` comes back. `workflow_id` links the status to its failover workflow; it is
+    given when the request had a `failover` list, as the 202 gave it."""
+
+    message_uuid: str
+    to: str
+    from_: str
+    timestamp_ms: int
+    status: str
+    error: MessageError | None
+    error_instance: str  # the id of this status's webhook: where an error was reported
+    price: str | None
+    channel: str
+    client_ref: str | None
+    workflow_id: str | None
+
+    def __post_init__(self) -> None:
         if self.status not in MESSAGE_STATUSES:
             raise ValueError(f"unknown message status {self.status!r}")
 
@@ -121,6 +149,35 @@ def render_message_status(payload: MessageStatusPayload) -> bytes:
             "href": f"/workflows/{payload.dispatch_uuid}",
         }
     }
+    return _encode(body)
+
+
+def render_v1_message_status(payload: V1MessageStatusPayload) -> bytes:
+    """The Messages API v1 status webhook body, keys in the order of Vonage's example.
+
+    An error is v1's problem object: `type` names the error code's page, `title` is the code
+    (a number, as Vonage's examples show it), `detail` the reason."""
+    body: dict[str, Any] = {
+        "message_uuid": payload.message_uuid,
+        "to": payload.to,
+        "from": payload.from_,
+        "timestamp": iso_ms(payload.timestamp_ms),
+        "status": payload.status,
+    }
+    if payload.error is not None:
+        body["error"] = {
+            "type": f"{V1_ERROR_TYPE_BASE}#{payload.error.code}",
+            "title": payload.error.code,
+            "detail": payload.error.reason,
+            "instance": payload.error_instance,
+        }
+    if payload.price is not None:
+        body["usage"] = {"currency": CURRENCY, "price": payload.price}
+    if payload.client_ref is not None:
+        body["client_ref"] = payload.client_ref
+    body["channel"] = payload.channel
+    if payload.workflow_id is not None:
+        body["workflow_id"] = payload.workflow_id
     return _encode(body)
 
 
