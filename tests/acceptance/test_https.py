@@ -4,7 +4,7 @@ process, to clients that verify it against a test CA (`tests/tls_ca.py`) as an S
 What is checked is what a client sees: the API over https, a client that does not trust the
 certificate refusing it, plain HTTP on the port getting nothing, TLS below 1.2 refused, the
 transport's limits (`api/transport.py`) holding over TLS as over plain HTTP, handshake
-included. A server that cannot load its files:
+included, and the dashboard's session cookie `Secure`. A server that cannot load its files:
 tests/acceptance/test_start_failures.py.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.dashboard import inputs_of
 from tests.support import (
     AppCredentials,
     ServerProcess,
@@ -160,3 +161,25 @@ def test_the_transport_limits_hold_over_tls_from_the_handshake_on(https: Https):
     log = https.server.log()
     assert "request head not complete within 1 s" in log
     assert "more than 100 header fields" in log
+
+
+def test_the_dashboard_session_cookie_is_secure_over_https(https: Https):
+    # A cookie jar, as a browser keeps one: it sends a Secure cookie back over https only.
+    with httpx.Client(base_url=https.server.url, verify=https.ca.client_context()) as browser:
+        form = browser.get("/dashboard/login")
+        signed_in = browser.post(
+            "/dashboard/login",
+            data={
+                "login_token": inputs_of(form.text)["login_token"],
+                "operator": "alice",
+                "token": https.operator_token,
+            },
+        )
+        assert signed_in.status_code == 303
+        set_cookies = form.headers.get_list("set-cookie") + signed_in.headers.get_list("set-cookie")
+        assert set_cookies
+        for cookie in set_cookies:
+            assert "; Secure" in cookie, cookie
+        overview = browser.get("/dashboard")
+        assert overview.status_code == 200
+        assert "alice" in overview.text
