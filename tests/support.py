@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,12 +15,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import jwt
 
 from opendispatch.auth.provisioning import ProvisionedApplication
+
+if TYPE_CHECKING:
+    from tests.tls_ca import TestCA
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -151,15 +155,21 @@ def create_app_with_cli(database_url: str, name: str = "cli-app") -> AppCredenti
 
 
 def wait_until_healthy(
-    process: subprocess.Popen[Any], url: str, log: Callable[[], str], timeout: float = 30.0
+    process: subprocess.Popen[Any],
+    url: str,
+    log: Callable[[], str],
+    timeout: float = 30.0,
+    *,
+    verify: ssl.SSLContext | bool = True,
 ) -> None:
-    """Until `GET /health` answers 200; fails with the server's log if it exits first."""
+    """Until `GET /health` answers 200; fails with the server's log if it exits first.
+    `verify`: what an https `url` is checked against (`TestCA.client_context()`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(f"server exited early:\n{log()}")
         try:
-            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -168,11 +178,20 @@ def wait_until_healthy(
 
 
 class ServerProcess:
-    """`opendispatch serve` in its own process on 127.0.0.1, as an operator would run it."""
+    """`opendispatch serve` in its own process on 127.0.0.1, as an operator would run it;
+    with `tls`, it serves https with that test CA's certificate (`tests/tls_ca.py`)."""
 
-    def __init__(self, database_url: str, *, cwd: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        cwd: Path,
+        env: dict[str, str] | None = None,
+        tls: TestCA | None = None,
+    ):
         self.database_url = database_url
         self.cwd = cwd
+        self.tls = tls
         # The tests' receivers listen on 127.0.0.1, which a server refuses by default.
         self.env = {"OPENDISPATCH_ALLOW_PRIVATE_WEBHOOKS": "true", **(env or {})}
         self.port = free_port()
@@ -181,7 +200,13 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "http" if self.tls is None else "https"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """httpx's `verify=` for this server: its test CA when it serves https."""
+        return True if self.tls is None else self.tls.client_context()
 
     def start(self, *extra: str) -> ServerProcess:
         self.log_path = self.cwd / f"server-{self.port}-{time.monotonic_ns()}.log"
@@ -196,6 +221,7 @@ class ServerProcess:
                 str(self.port),
                 "--database",
                 self.database_url,
+                *self._tls_flags(),
                 *extra,
             ],
             stdout=log,
@@ -206,9 +232,14 @@ class ServerProcess:
         self.wait_ready()
         return self
 
+    def _tls_flags(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["--tls-cert", str(self.tls.cert), "--tls-key", str(self.tls.key)]
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         assert self.process is not None
-        wait_until_healthy(self.process, self.url, self.log, timeout)
+        wait_until_healthy(self.process, self.url, self.log, timeout, verify=self.verify)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown handlers, no flush: what a crash looks like."""

@@ -42,6 +42,10 @@ class Settings:
     body_timeout_s: float = 30.0
     keep_alive_timeout_s: float = 5.0
     max_connections: int = 1000
+    # HTTPS served directly: PEM files of the certificate chain and its private key, both or
+    # neither (`cli/tls.py` reads them; the paths are not secret, the key's contents are).
+    tls_cert: str | None = None
+    tls_key: str | None = None
     jwt_leeway_s: int = 30
     jwt_max_age_s: int = 86_400
     # "refuse": a JWT's jti is good for one request (Vonage's SDKs sign one per request);
@@ -160,6 +164,12 @@ class Settings:
             "body_timeout_s",
             "keep_alive_timeout_s",
         )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            given, missing = ("cert", "key") if self.tls_key is None else ("key", "cert")
+            raise ConfigurationError(
+                f"--tls-{given} is given without --tls-{missing} (OPENDISPATCH_TLS_"
+                f"{missing.upper()}): HTTPS needs both the certificate and its private key"
+            )
         if self.max_connections < 1:
             raise ConfigurationError("max_connections must be at least 1")
         if not 1 <= self.page_size_default <= self.page_size_max:

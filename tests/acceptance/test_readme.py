@@ -89,6 +89,10 @@ COVERED_ELSEWHERE: dict[str, str] = {
     "opendispatch operators create alice": "tests/acceptance/test_dashboard_http.py"
     "::test_operators_cli_lists_and_deletes_and_a_deleted_operator_is_signed_out (create: its"
     " fixture, tests/dashboard.py)",
+    # HTTPS
+    "--tls-cert /etc/opendispatch/cert.pem": "tests/acceptance/test_https.py"
+    "::test_the_api_is_served_over_https_to_a_client_trusting_the_ca (the files' problems:"
+    " tests/acceptance/test_start_failures.py)",
     # Scale out on PostgreSQL
     "opendispatch db upgrade --database postgresql": "tests/acceptance/test_scale_out.py"
     "::test_three_processes_share_the_work_and_send_every_step_exactly_once",

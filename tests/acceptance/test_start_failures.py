@@ -1,6 +1,6 @@
 """`opendispatch serve` that cannot start: one line on stderr saying what failed and what to
 do, exit status 1, the traceback only at `--log-level debug`; the port is taken before the
-database is touched."""
+database is touched, and the TLS files are read before the port is."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from tests.support import free_port, run_cli
+from tests.tls_ca import make_test_ca
 
 pytestmark = pytest.mark.slow
 
@@ -149,3 +151,75 @@ def test_provider_secrets_without_the_key_are_refused(tmp_path: Path):
         says="provider account 'twilio-main' has secrets and OPENDISPATCH_SECRET_KEY is not set",
     )  # fmt: skip
     assert "set it to the key they were stored with" in line
+
+
+# -- HTTPS: --tls-cert and --tls-key are read before the port is taken -------------------------
+
+
+def _encrypted(key: Path) -> Path:
+    loaded = serialization.load_pem_private_key(key.read_bytes(), password=None)
+    locked = key.with_name("locked-key.pem")
+    locked.write_bytes(
+        loaded.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"),
+        )
+    )
+    return locked
+
+
+def test_a_missing_tls_file_is_named_before_the_port_or_the_database(tmp_path: Path):
+    ca = make_test_ca(tmp_path / "tls")
+    missing = tmp_path / "tls" / "no-such-cert.pem"
+    line = assert_refused(
+        "--tls-cert", str(missing), "--tls-key", str(ca.key),
+        "--database", f"sqlite:///{tmp_path / 'new.db'}", cwd=tmp_path,
+        says=f"cannot read --tls-cert {missing} (No such file or directory)",
+    )  # fmt: skip
+    assert str(ca.key) not in line  # the key's file was fine: only the problem is named
+    assert sorted(tmp_path.iterdir()) == [tmp_path / "tls"]  # no database made
+
+
+def test_a_key_that_does_not_match_the_certificate_is_refused(tmp_path: Path):
+    ours, theirs = make_test_ca(tmp_path / "ours"), make_test_ca(tmp_path / "theirs")
+    line = assert_refused(
+        "--tls-cert", str(ours.cert), "--tls-key", str(theirs.key), cwd=tmp_path,
+        says=f"the private key in --tls-key {theirs.key} does not match the certificate in "
+        f"--tls-cert {ours.cert}",
+    )  # fmt: skip
+    assert "PRIVATE KEY" not in line
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("cert", "--tls-cert is given without --tls-key (OPENDISPATCH_TLS_KEY)"),
+        ("key", "--tls-key is given without --tls-cert (OPENDISPATCH_TLS_CERT)"),
+    ],
+)
+def test_one_of_the_tls_pair_alone_is_refused(tmp_path: Path, given: str, says: str):
+    ca = make_test_ca(tmp_path / "tls")
+    # From the environment, as the container and compose give settings.
+    path = ca.cert if given == "cert" else ca.key
+    env = {**os.environ, f"OPENDISPATCH_TLS_{given.upper()}": str(path)}
+    line = assert_refused(cwd=tmp_path, env=env, says=says)
+    assert "HTTPS needs both the certificate and its private key" in line
+
+
+def test_a_tls_key_behind_a_passphrase_is_refused_not_prompted_for(tmp_path: Path):
+    ca = make_test_ca(tmp_path / "tls")
+    locked = _encrypted(ca.key)
+    line = assert_refused(
+        "--tls-cert", str(ca.cert), "--tls-key", str(locked), cwd=tmp_path,
+        says=f"--tls-key {locked} is protected by a passphrase",
+    )  # fmt: skip
+    assert "give it unencrypted" in line
+
+
+def test_files_given_the_wrong_way_round_are_named(tmp_path: Path):
+    ca = make_test_ca(tmp_path / "tls")
+    assert_refused(
+        "--tls-cert", str(ca.key), "--tls-key", str(ca.cert), cwd=tmp_path,
+        says=f"--tls-cert {ca.key} holds no PEM certificate",
+    )  # fmt: skip

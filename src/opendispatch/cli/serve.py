@@ -20,6 +20,8 @@ from opendispatch.logs import LOG_FORMATS, configure_logging
 from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
 
 if TYPE_CHECKING:
+    import ssl
+
     import uvicorn
 
     from opendispatch.api.app import DispatchApp
@@ -37,6 +39,18 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 @click.command()
 @_env_option("--host", default="127.0.0.1", help="Address to listen on.")
 @_env_option("--port", default=8080, type=int, help="Port to listen on.")
+@_env_option(
+    "--tls-cert",
+    type=click.Path(),
+    help="Serve HTTPS with this PEM certificate chain (the server's certificate first, then "
+    "any intermediates); needs --tls-key. TLS 1.2 at least.",
+)
+@_env_option(
+    "--tls-key",
+    type=click.Path(),
+    help="The PEM private key of --tls-cert's certificate, without a passphrase (keep the "
+    "file readable only by the server's user).",
+)
 @database_option
 @_env_option("--max-messages", default=10, type=int, help="Most messages in one workflow.")
 @_env_option("--max-body-bytes", default=256 * 1024, type=int, help="Largest request body.")
@@ -190,6 +204,8 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 def serve(
     host: str,
     port: int,
+    tls_cert: str | None,
+    tls_key: str | None,
     database: str,
     max_messages: int,
     max_body_bytes: int,
@@ -228,22 +244,28 @@ def serve(
     """Run the server until SIGINT or SIGTERM (in-flight requests finish first).
 
     A server that cannot start (the port in use, the database missing, unreachable or
-    already served, its directory unwritable, a setting refused) says why in one line on
-    stderr and exits with status 1; `--log-level debug` adds the traceback.
+    already served, its directory unwritable, a TLS file missing or not matching its key, a
+    setting refused) says why in one line on stderr and exits with status 1; `--log-level
+    debug` adds the traceback.
     """
     started = False
+    scheme = "http" if tls_cert is None else "https"
 
     def announce(listener: socket.socket) -> None:
         nonlocal started
         started = True
         bound = listener.getsockname()[1]
-        log.info("OpenDispatch on http://%s:%d, database %s", host, bound, _redacted(database))
+        log.info(
+            "OpenDispatch on %s://%s:%d, database %s", scheme, host, bound, _redacted(database)
+        )
 
     open_files = _raise_open_file_limit()
     try:
         settings = Settings(
             host=host,
             port=port,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             database=database,
             max_messages=max_messages,
             max_body_bytes=max_body_bytes,
@@ -281,9 +303,17 @@ def serve(
             metrics_token=metrics_token,
         )
         configure_logging(log_level, log_format)
+        tls = _tls_context(settings)  # files read and checked before anything starts
         listener = bind(host, port)  # before the database is touched (see cli/startup.py)
         app = _app(settings)
-        serve_app(app, _uvicorn_config(app, settings), listener, lambda: announce(listener))
+        config = _uvicorn_config(app, settings, tls)
+        serve_app(
+            app,
+            config,
+            listener,
+            lambda: announce(listener),
+            tls_handshake_timeout_s=settings.header_timeout_s,
+        )
     except click.ClickException:
         raise  # a refused flag: click's usage error, status 2
     except KeyboardInterrupt:
@@ -300,7 +330,17 @@ def _app(settings: Settings) -> DispatchApp:
     return DispatchApp(settings, freeze_heap_after_startup=True)
 
 
-def _uvicorn_config(app: DispatchApp, settings: Settings) -> uvicorn.Config:
+def _tls_context(settings: Settings) -> ssl.SSLContext | None:
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None  # both or neither: Settings refuses one alone
+    from opendispatch.cli.tls import server_tls_context
+
+    return server_tls_context(settings.tls_cert, settings.tls_key)
+
+
+def _uvicorn_config(
+    app: DispatchApp, settings: Settings, tls: ssl.SSLContext | None
+) -> uvicorn.Config:
     import uvicorn
 
     from opendispatch.api.transport import TransportLimits, guarded_http_protocol
@@ -312,7 +352,7 @@ def _uvicorn_config(app: DispatchApp, settings: Settings) -> uvicorn.Config:
         body_timeout_s=settings.body_timeout_s,
         max_connections=settings.max_connections,
     )
-    return uvicorn.Config(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -326,6 +366,14 @@ def _uvicorn_config(app: DispatchApp, settings: Settings) -> uvicorn.Config:
         log_level=settings.log_level,
         server_header=False,
     )
+    if tls is not None:
+        # uvicorn builds its own context from file names once it serves (after the app has
+        # started), and takes a ready one only from 0.47 on (`ssl_context_factory`): loaded
+        # now, the config keeps the context given to it, which `Server` hands to
+        # `create_server` for the listener and the protocol then sees as https.
+        config.load()
+        config.ssl = tls
+    return config
 
 
 def _raise_open_file_limit() -> int:

@@ -7,6 +7,16 @@
    then runs on, before uvicorn takes the socket; its lifespan start-up is then a no-op.
 3. **uvicorn serves the bound socket** until SIGINT or SIGTERM.
 
+The TLS files (`--tls-cert`, `--tls-key`) are read before all of this (`cli/tls.py`): a
+refused setting, like the others, stops the start before the port is taken.
+
+**A TLS handshake is bounded like a request's head.** The transport's limits
+(`api/transport.py`) start with the protocol's `connection_made`, which over TLS comes only
+once the handshake is done; until then asyncio's own bound applies, 60 s, which uvicorn gives
+no way to change. A client that connects and says nothing would hold its socket for a minute
+where plain HTTP closes it after `--header-timeout`, so the loop gives TLS servers that
+timeout for the handshake (and the head has as long again once it is done).
+
 Whatever stops a start (settings, the port, the database, the secret key) is reported by
 `cannot_start`: one line on stderr, `opendispatch: cannot start: <what failed>: <what to
 do>`, and exit status 1 (`EXIT_CANNOT_START`); the traceback too only at `--log-level debug`.
@@ -21,7 +31,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -74,18 +84,38 @@ def serve_app(
     config: uvicorn.Config,
     listener: socket.socket,
     on_started: Callable[[], None],
+    *,
+    tls_handshake_timeout_s: float,
 ) -> None:
-    """Start `app`, call `on_started`, then serve `listener` until a signal stops it."""
+    """Start `app`, call `on_started`, then serve `listener` until a signal stops it (over
+    TLS when `config.ssl` is set, each handshake within `tls_handshake_timeout_s`)."""
     import uvicorn
-    import uvloop
 
     async def main() -> None:
         await app.startup()
         on_started()
         await uvicorn.Server(config).serve(sockets=[listener])
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(tls_handshake_timeout_s)) as runner:
         runner.run(main())
+
+
+def _loop_factory(tls_handshake_timeout_s: float) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop, whose TLS servers bound the handshake (uvicorn's `create_server` call passes
+    no `ssl_handshake_timeout`; see the module's docstring)."""
+    import uvloop
+
+    class Loop(uvloop.Loop):
+        # uvloop's servers are `AbstractServer`s, not the `asyncio.Server` typeshed promises.
+        async def create_server(  # type: ignore[override]
+            self, *args: Any, **kwargs: Any
+        ) -> asyncio.AbstractServer:
+            if kwargs.get("ssl") is not None:
+                kwargs.setdefault("ssl_handshake_timeout", tls_handshake_timeout_s)
+            server: asyncio.AbstractServer = await super().create_server(*args, **kwargs)
+            return server
+
+    return Loop
 
 
 def cannot_start(exc: BaseException, *, debug: bool) -> NoReturn:

@@ -60,7 +60,7 @@ class Dashboard:
     def __init__(
         self, *, settings: Settings, store: DatabaseStore, runtime: Runtime, clock: Clock
     ) -> None:
-        self.pages = Pages(settings.public_url)
+        self.pages = Pages(settings.public_url, served_over_tls=settings.tls_cert is not None)
         self._clock = clock
         self._auth = OperatorAuth(OperatorStore(store.connector))
         browse = Browse(store.connector)

@@ -5,7 +5,8 @@ that keep a page of operators' data to itself.
 `https://example.com/od/dashboard/...` on as `/dashboard/...`: the server routes the path it
 receives, and writes every link, form action, asset URL, redirect and cookie path with the
 prefix (`/od`), so the browser only ever sees the public address. Cookies are `Secure` when
-the public URL is https.
+the public URL is https or, without one, when the server serves https itself (`--tls-cert`):
+the address the browser uses is the public URL's when there is one.
 
 **Templates** are Jinja2's, autoescaping everything; pages are self-contained: the styles and
 the one script come from this package (`static/`), and the Content-Security-Policy allows no
@@ -126,10 +127,10 @@ def _time(unix_ms: int | None) -> str:
 class Pages:
     """Renders pages and builds responses for one public URL."""
 
-    def __init__(self, public_url: str | None) -> None:
+    def __init__(self, public_url: str | None, *, served_over_tls: bool = False) -> None:
         parts = urlsplit(public_url) if public_url else None
         self.prefix = parts.path.rstrip("/") if parts else ""
-        self.secure_cookies = parts is not None and parts.scheme == "https"
+        self.secure_cookies = parts.scheme == "https" if parts else served_over_tls
         self.root = f"{self.prefix}/dashboard"
         self._templates = jinja2.Environment(
             loader=jinja2.PackageLoader("opendispatch.dashboard", "templates"),
