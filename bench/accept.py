@@ -9,9 +9,11 @@ measures that).
     .venv/bin/python bench/accept.py                    # starts its own server on SQLite
     .venv/bin/python bench/accept.py --connections 64 --seconds 10 --rates 1000,3000,6000
     .venv/bin/python bench/accept.py --url http://127.0.0.1:8080 --api-key K --api-secret S
+    .venv/bin/python bench/accept.py --api both --rates 1000   # v0.1 and v1, one server
 
-Prints, for POST /v0.1/dispatch with a two-step workflow (WhatsApp failing over to SMS) and
-for GET /health: closed-loop throughput with p50/p99 over N keep-alive connections; then POST
+Prints, for POST /v0.1/dispatch with a two-step workflow (WhatsApp failing over to SMS), or
+with `--api v1` the same through POST /v1/messages (a `failover` list), and for GET /health:
+closed-loop throughput with p50/p99 over N keep-alive connections; then POST
 latency at fixed offered rates (measured from each request's scheduled time); then the
 server's memory. When it started the server itself, it checks afterwards that the database
 holds exactly as many workflows as it received 202s: "accepted" means "durable".
@@ -58,6 +60,24 @@ TWO_STEP = {
         },
     ],
 }
+# The same workflow through the Messages API v1: WhatsApp, failing over to SMS on rejection.
+V1_WITH_FAILOVER = {
+    "channel": "whatsapp",
+    "message_type": "text",
+    "to": "447700900004",
+    "from": "447700900000",
+    "text": "Your code is 64873",
+    "failover": [
+        {
+            "channel": "sms",
+            "message_type": "text",
+            "to": "447700900004",
+            "from": "447700900000",
+            "text": "Your code is 64873",
+        }
+    ],
+}
+APIS = {"v0.1": ("/v0.1/dispatch", TWO_STEP), "v1": ("/v1/messages", V1_WITH_FAILOVER)}
 
 
 async def measure(
@@ -66,24 +86,34 @@ async def measure(
     """Returns the report lines and how many 202s were received in all runs. `pids`: the
     servers this script started, whose CPU per 202 is reported at each fixed rate (steadier
     than throughput on a shared machine)."""
-    body = json.dumps(TWO_STEP).encode()
-    post = build_request(
-        "POST",
-        "/v0.1/dispatch",
-        body=body,
-        headers=[("Authorization", authorization), ("Content-Type", "application/json")],
-    )
+    headers = [("Authorization", authorization), ("Content-Type", "application/json")]
+    posts = {
+        api: (path, build_request("POST", path, body=json.dumps(body).encode(), headers=headers))
+        for api, (path, body) in APIS.items()
+        if args.api in (api, "both")
+    }
     health = build_request("GET", "/health")
-    # Warm up: first requests pay for imports, caches and SQLite's first pages.
-    warm = await run_closed("warm-up", "127.0.0.1", ports, lambda _: post, connections=8, seconds=1)
-    accepted = await run_closed(
-        f"POST /v0.1/dispatch c={args.connections}",
-        "127.0.0.1",
-        ports,
-        lambda _: post,
-        connections=args.connections,
-        seconds=args.seconds,
-    )
+    lines: list[str] = []
+    answered_202 = 0
+    closed_rates: dict[str, float] = {}
+    for api, (path, post) in posts.items():
+        # Warm up: first requests pay for imports, caches and SQLite's first pages.
+        warm = await run_closed(
+            "warm-up", "127.0.0.1", ports, lambda _, post=post: post, connections=8, seconds=1
+        )
+        accepted = await run_closed(
+            f"POST {path} c={args.connections}",
+            "127.0.0.1",
+            ports,
+            lambda _, post=post: post,
+            connections=args.connections,
+            seconds=args.seconds,
+        )
+        lines.append(accepted.line())
+        # Above capacity admission control answers 503 at once: only the 202s are accepted.
+        closed_rates[api] = accepted.statuses[202] / accepted.seconds
+        lines.append(f"  accepted (202) {closed_rates[api]:,.0f}/s")
+        answered_202 += warm.statuses[202] + accepted.statuses[202]
     healthy = await run_closed(
         f"GET /health c={args.connections}",
         "127.0.0.1",
@@ -92,26 +122,31 @@ async def measure(
         connections=args.connections,
         seconds=args.seconds,
     )
-    lines = [accepted.line(), healthy.line()]
-    lines.append(f"accepted/health ratio: {accepted.rate / healthy.rate:.2f}")
-    answered_202 = warm.statuses[202] + accepted.statuses[202]
-    for rate in args.rates:
-        cpu_before = sum(cpu_seconds(pid) for pid in pids)
-        fixed = await run_fixed_rate(
-            f"POST at {rate:,}/s offered",
-            "127.0.0.1",
-            ports,
-            lambda _: post,
-            rate=rate,
-            connections=args.connections,
-            seconds=args.seconds,
+    lines.append(healthy.line())
+    for api, rate in closed_rates.items():
+        lines.append(f"accepted/health ratio ({api}): {rate / healthy.rate:.2f}")
+    if len(closed_rates) == 2:
+        lines.append(
+            f"v1/v0.1 accepted (202) ratio: {closed_rates['v1'] / closed_rates['v0.1']:.2f}"
         )
-        lines.append(fixed.line())
-        if pids:
-            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
-            per_202 = cpu * 1000 / max(1, fixed.statuses[202])
-            lines.append(f"  server CPU per 202: {per_202:.2f} ms")
-        answered_202 += fixed.statuses[202]
+    for path, post in posts.values():
+        for rate in args.rates:
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
+            fixed = await run_fixed_rate(
+                f"POST {path} at {rate:,}/s offered",
+                "127.0.0.1",
+                ports,
+                lambda _, post=post: post,
+                rate=rate,
+                connections=args.connections,
+                seconds=args.seconds,
+            )
+            lines.append(fixed.line())
+            if pids:
+                cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
+                per_202 = cpu * 1000 / max(1, fixed.statuses[202])
+                lines.append(f"  server CPU per 202: {per_202:.2f} ms")
+            answered_202 += fixed.statuses[202]
     return lines, answered_202
 
 
@@ -132,6 +167,13 @@ def main() -> None:
         action="append",
         default=[],
         help="extra argument for the server this script starts",
+    )
+    parser.add_argument(
+        "--api",
+        choices=("v0.1", "v1", "both"),
+        default="v0.1",
+        help="POST /v0.1/dispatch (the Dispatch API), /v1/messages (the Messages API v1, "
+        "the same two-step failover), or both in turn on the same server",
     )
     parser.add_argument("--database", help="postgresql://... (default: an SQLite file)")
     parser.add_argument("--processes", type=int, default=1, help="servers on one database")
