@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -66,6 +68,22 @@ def https(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Https]:
     yield Https(server, ca, app, token)
     # SIGTERM: a clean stop, TLS connections and all (uvicorn re-raises it once stopped).
     assert server.stop() in (0, -15)
+    assert "OpenDispatch stopped" in server.log()
+
+
+def test_a_stop_does_not_wait_for_an_idle_keep_alive_client(tmp_path: Path) -> None:
+    # An SDK keeps its pooled connection open and idle: the server must not wait asyncio's
+    # 30 s for that client's half of TLS's closing handshake before it exits.
+    ca = make_test_ca(tmp_path / "tls")
+    server = ServerProcess(f"sqlite:///{tmp_path / 'stop.db'}", cwd=tmp_path, tls=ca).start(
+        "--header-timeout", "1"
+    )
+    with httpx.Client(verify=ca.client_context()) as client:
+        assert client.get(f"{server.url}/health").status_code == 200  # now pooled, idle
+        started = time.monotonic()
+        assert server.stop() in (0, -15)
+        stopped_after_s = time.monotonic() - started
+    assert stopped_after_s < 10, server.log()  # 30 s before; ServerProcess kills at 15 s
     assert "OpenDispatch stopped" in server.log()
 
 

@@ -15,7 +15,8 @@ refused setting, like the others, stops the start before the port is taken.
 once the handshake is done; until then asyncio's own bound applies, 60 s, which uvicorn gives
 no way to change. A client that connects and says nothing would hold its socket for a minute
 where plain HTTP closes it after `--header-timeout`, so the loop gives TLS servers that
-timeout for the handshake (and the head has as long again once it is done).
+timeout for the handshake (and the head has as long again once it is done), and for the
+closing handshake of each connection a stop closes (asyncio's default is 30 s).
 
 Whatever stops a start (settings, the port, the database, the secret key) is reported by
 `cannot_start`: one line on stderr, `opendispatch: cannot start: <what failed>: <what to
@@ -112,6 +113,10 @@ def _loop_factory(tls_handshake_timeout_s: float) -> Callable[[], asyncio.Abstra
         ) -> asyncio.AbstractServer:
             if kwargs.get("ssl") is not None:
                 kwargs.setdefault("ssl_handshake_timeout", tls_handshake_timeout_s)
+                # Closing too: at a stop each idle keep-alive connection is closed with
+                # TLS's closing handshake, which asyncio waits 30 s for by default; an SDK's
+                # pooled connection made every SIGTERM take 30 s.
+                kwargs.setdefault("ssl_shutdown_timeout", tls_handshake_timeout_s)
             server: asyncio.AbstractServer = await super().create_server(*args, **kwargs)
             return server
 
