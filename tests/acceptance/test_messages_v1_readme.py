@@ -75,3 +75,8 @@ def test_the_readme_v1_example_fails_over_to_sms_with_signed_v1_webhooks(
         with httpx.Client(base_url=server.url) as client:
             shown = client.get(f"/v0.1/dispatch/{answer['workflow_id']}", headers=app.basic())
         assert shown.json()["status"] == "completed"
+        # The operator's command tells the same story as for any workflow.
+        status = run_cli("status", answer["workflow_id"], "--database", database, "--json")
+        assert json.loads(status) == {"application_id": app.application_id, **shown.json()}
+        text = run_cli("status", answer["workflow_id"], "--database", database)
+        assert text.splitlines()[0] == f"workflow     {answer['workflow_id']}  completed"

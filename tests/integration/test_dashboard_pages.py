@@ -138,6 +138,36 @@ async def test_a_rejection_fails_over_at_once_and_a_last_rejection_is_the_error(
     assert "Error 1300:" in page
 
 
+async def test_a_messages_v1_failover_is_shown_like_any_workflow(env: Env) -> None:
+    # POST /v1/messages: WhatsApp rejected, then SMS delivered; no final report (v1 has none).
+    sent = env.clock.now_ms()
+    sms = {"channel": "sms", "message_type": "text", "to": "447700900003", "from": "Shop"}
+    response = await env.client.post(
+        "/v1/messages",
+        json={
+            "channel": "whatsapp",
+            "message_type": "text",
+            "to": "447700900001",
+            "from": "447700900000",
+            "text": "Your code",
+            "failover": [{**sms, "text": "Your code"}],
+        },
+        headers=env.shop.basic(),
+    )
+    assert response.status_code == 202, response.text
+    workflow_id = response.json()["workflow_id"]
+    await env.app.runtime.settled()
+    await env.advance(1_000)
+
+    page = await env.text(f"/dashboard/workflows/{workflow_id}")
+    assert "Step 1: whatsapp to 447700900001" in page
+    assert f"rejected at {shown(sent)}: failed over to step 2" in page
+    assert "Step 2: sms to 447700900003" in page
+    assert f"delivered at {shown(sent + 1_000)}: the workflow completed" in page
+    listed = await env.text("/dashboard/workflows?channel=sms")
+    assert workflow_id in listed
+
+
 async def test_a_read_condition_on_sms_is_flagged_as_never_met(env: Env) -> None:
     dispatch_uuid = await env.workflow(
         [step("sms", "447700900004", READ_IN_15), step("whatsapp", "447700900004")]
