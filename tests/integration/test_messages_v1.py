@@ -425,3 +425,28 @@ async def test_other_methods_are_refused_in_v1_words(api: Api):
     assert response.status_code == 405
     assert response.json()["type"] == f"{GENERAL}#method-not-allowed"
     assert response.headers["allow"] == "POST"
+
+
+async def test_past_the_rate_limit_v1_gets_vonages_rate_limit_hit(database: TestDatabase):
+    clock = ManualClock(start_ms=int(time.time() * 1000))
+    app = DispatchApp(Settings(database=database.url, rate_limit=1), clock=clock, run_workers=False)
+    await app.startup()
+    try:
+        shop = AppCredentials.from_provisioned(
+            await provision_application(app.store, name="shop", status_url="http://x.test/")
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            statuses = [
+                (await client.post("/v1/messages", json=sms("447700900006"), headers=shop.basic()))
+                for _ in range(2)
+            ]
+    finally:
+        await app.shutdown()
+
+    assert [response.status_code for response in statuses] == [202, 429]
+    refused = statuses[1]
+    assert refused.json()["type"] == f"{GENERAL}#rate-limit"
+    assert refused.json()["title"] == "Rate Limit Hit"
+    assert refused.headers["retry-after"] == "1"
+    assert await database.scalar("SELECT count(*) FROM workflows") == 1
