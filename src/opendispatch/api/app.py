@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+from typing import Any
 
 from opendispatch.api.callback_routes import CallbackRoutes
 from opendispatch.api.dispatch_routes import DispatchRoutes
@@ -91,40 +92,19 @@ class DispatchApp:
         self.runtime.on_application_changed.append(authenticator.forget)
         # One bucket per application across every route: the limit is the application's.
         rate_limiter = RateLimiter(settings.rate_limit) if settings.rate_limit > 0 else None
-        dispatch = DispatchRoutes(
-            settings=settings,
-            store=self.store,
-            runtime=self.runtime,
-            authenticator=authenticator,
-            clock_ms=self.clock.now_ms,
-            rate_limiter=rate_limiter,
-            admission=self.runtime.admission,
-        )
-        messages = MessagesRoutes(
-            settings=settings,
-            store=self.store,
-            runtime=self.runtime,
-            authenticator=authenticator,
-            clock_ms=self.clock.now_ms,
-            rate_limiter=rate_limiter,
-            admission=self.runtime.admission,
-        )
-        sandbox = SandboxRoutes(
-            settings=settings,
-            store=self.store,
-            runtime=self.runtime,
-            authenticator=authenticator,
-            clock_ms=self.clock.now_ms,
-            rate_limiter=rate_limiter,
-        )
-        webhooks = WebhookRoutes(
-            settings=settings,
-            store=self.store,
-            runtime=self.runtime,
-            authenticator=authenticator,
-            clock_ms=self.clock.now_ms,
-            rate_limiter=rate_limiter,
-        )
+        # What every group of authenticated routes is built with (`AuthenticatedRoutes`).
+        shared: dict[str, Any] = {
+            "settings": settings,
+            "store": self.store,
+            "runtime": self.runtime,
+            "authenticator": authenticator,
+            "clock_ms": self.clock.now_ms,
+            "rate_limiter": rate_limiter,
+        }
+        dispatch = DispatchRoutes(**shared, admission=self.runtime.admission)
+        messages = MessagesRoutes(**shared, admission=self.runtime.admission)
+        sandbox = SandboxRoutes(**shared)
+        webhooks = WebhookRoutes(**shared)
         callbacks = CallbackRoutes(
             intake=self.runtime.callbacks, public_url=settings.public_url, clock=self.clock
         )

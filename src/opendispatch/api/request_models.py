@@ -38,6 +38,7 @@ __all__ = [
     "MessageProperty",
     "MessengerCategory",
     "MessengerOptions",
+    "StrictModel",
     "TemplateContent",
     "TemplateParameter",
     "ToAddress",
@@ -138,8 +139,13 @@ class WhatsAppPolicy(StrEnum):
     DETERMINISTIC = "deterministic"
 
 
-class _Model(BaseModel):
+class StrictModel(BaseModel):
+    """Strict about types (JSON integers only), keeping unknown keys (passed through)."""
+
     model_config = ConfigDict(strict=True, extra="allow")
+
+
+_Model = StrictModel
 
 
 _CHANNEL_DESCRIPTION = "The type of message that you want to send."

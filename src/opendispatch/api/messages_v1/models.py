@@ -23,6 +23,7 @@ from opendispatch.api.request_models import (
     FileContent,
     ImageContent,
     MessengerOptions,
+    StrictModel,
     Url,
     ViberCategory,
     VideoContent,
@@ -82,8 +83,7 @@ class SmsEncoding(StrEnum):
     AUTO = "auto"
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(strict=True, extra="allow")
+_Model = StrictModel
 
 
 class V1VideoContent(VideoContent):
