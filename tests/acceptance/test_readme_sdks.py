@@ -1,12 +1,12 @@
 """The README's Vonage SDK snippets, run with the real SDKs against a real server (opt-in).
 
-Neither SDK is a dependency of the project, and installing one needs a package registry, so
-these tests run only when pointed at an installation, and are skipped (saying how) otherwise:
+The Python SDK (`vonage` 4) is a test dependency (for the Messages API v1's SDK tests), so its
+snippet runs with the tests' own interpreter; `OPENDISPATCH_TEST_VONAGE_PYTHON` may name another
+one. The Node snippet needs the 2.x beta, the last with a Dispatch client, which nothing else
+uses: it runs only when pointed at an installation, and is skipped (saying how) otherwise:
 
     npm install --prefix /tmp/vonage-node @vonage/server-sdk@2.12.0-beta.3
     export OPENDISPATCH_TEST_VONAGE_NODE=/tmp/vonage-node/node_modules
-    python3 -m venv /tmp/vonage-py && /tmp/vonage-py/bin/pip install "vonage>=4,<5"
-    export OPENDISPATCH_TEST_VONAGE_PYTHON=/tmp/vonage-py/bin/python
 
 Each runs the README's block as written, after the lines it assumes (`workflow`, the curl
 example's array), with the README's address swapped for the test server's: plain http for
@@ -16,12 +16,14 @@ Node; for Python, which speaks only https, a TLS proxy in front of the server.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import os
 import re
 import shutil
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +39,9 @@ from tests.support import AppCredentials, run_cli
 pytestmark = pytest.mark.slow
 
 NODE_MODULES = os.environ.get("OPENDISPATCH_TEST_VONAGE_NODE", "")
-VONAGE_PYTHON = os.environ.get("OPENDISPATCH_TEST_VONAGE_PYTHON", "")
+VONAGE_PYTHON = os.environ.get("OPENDISPATCH_TEST_VONAGE_PYTHON", "") or (
+    sys.executable if importlib.util.find_spec("vonage") else ""
+)
 UUID = re.compile(r"dispatch_uuid'?\"?: ?'?\"?([0-9a-f-]{36})")
 
 
@@ -153,7 +157,8 @@ def tls_proxy(served_app: tuple[Any, AppCredentials], tmp_path: Path) -> Iterato
 
 
 @pytest.mark.skipif(
-    not VONAGE_PYTHON, reason="needs OPENDISPATCH_TEST_VONAGE_PYTHON (see this module's docstring)"
+    not VONAGE_PYTHON,
+    reason="needs the vonage package (pip install -e '.[test]') or OPENDISPATCH_TEST_VONAGE_PYTHON",
 )
 def test_the_python_sdk_snippet_creates_a_workflow_over_https(
     served_app: tuple[Any, AppCredentials], tls_proxy: TlsProxy, tmp_path: Path
