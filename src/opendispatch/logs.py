@@ -34,6 +34,7 @@ __all__ = [
     "TextFormatter",
     "configure_logging",
     "escape_controls",
+    "json_line",
 ]
 
 LOG_FORMATS: Final = ("text", "json")
@@ -165,6 +166,18 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return _encode_json(entry)
+
+
+def json_line(level: str, logger: str, message: str, **fields: object) -> str:
+    """A line in the JSON format written without a record (before logging is set up)."""
+    entry: dict[str, object] = {
+        "time": iso_ms(int(time.time() * 1000)),
+        "level": level,
+        "logger": logger,
+        "message": message,
+        **fields,
+    }
+    return _encode_json(entry)
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

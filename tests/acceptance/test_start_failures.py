@@ -4,6 +4,7 @@ database is touched, and the TLS files are read before the port is."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -223,3 +224,21 @@ def test_files_given_the_wrong_way_round_are_named(tmp_path: Path):
         "--tls-cert", str(ca.key), "--tls-key", str(ca.cert), cwd=tmp_path,
         says=f"--tls-cert {ca.key} holds no PEM certificate",
     )  # fmt: skip
+
+
+def test_with_json_logs_the_reason_is_one_json_line(tmp_path: Path, taken_port: int):
+    # A log collector reading JSON lines must not drop the one line that says why.
+    refused = serve(
+        "--port", str(taken_port), "--log-format", "json",
+        "--database", f"sqlite:///{tmp_path / 'od.db'}",
+        cwd=tmp_path, env=None,
+    )  # fmt: skip
+
+    assert refused.returncode == 1, refused.stderr
+    [line] = refused.stderr.splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "ERROR"
+    assert entry["event"] == "cannot start"
+    assert entry["message"].startswith(PREFIX)
+    assert str(taken_port) in entry["message"]
+    assert entry["time"].endswith("Z")

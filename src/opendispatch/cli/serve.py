@@ -321,7 +321,7 @@ def serve(
     except Exception as exc:
         if started:
             raise
-        cannot_start(exc, debug=log_level == "debug")
+        cannot_start(exc, debug=log_level == "debug", log_format=log_format)
 
 
 def _app(settings: Settings) -> DispatchApp:

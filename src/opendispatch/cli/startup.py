@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from opendispatch.errors import ConfigurationError, OpenDispatchError
-from opendispatch.logs import escape_controls
+from opendispatch.logs import escape_controls, json_line
 
 if TYPE_CHECKING:
     import uvicorn
@@ -123,14 +123,19 @@ def _loop_factory(tls_handshake_timeout_s: float) -> Callable[[], asyncio.Abstra
     return Loop
 
 
-def cannot_start(exc: BaseException, *, debug: bool) -> NoReturn:
+def cannot_start(exc: BaseException, *, debug: bool, log_format: str = "text") -> NoReturn:
     """Say why in one line (ours say what to do; anything else is named by its type), the
-    traceback before it only when debugging, and exit with `EXIT_CANNOT_START`."""
+    traceback before it only when debugging, and exit with `EXIT_CANNOT_START`. With
+    `--log-format json` the line is a JSON object like every other line of the log, so a
+    collector that reads JSON lines does not drop the one line that says why."""
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     if isinstance(exc, OpenDispatchError):
         reason = str(exc)
     else:
         reason = f"{type(exc).__name__}: {exc} (--log-level debug shows where)"
-    click.echo(f"opendispatch: cannot start: {escape_controls(reason)}", err=True)
+    line = f"opendispatch: cannot start: {escape_controls(reason)}"
+    if log_format == "json":
+        line = json_line("ERROR", "opendispatch", line, event="cannot start")
+    click.echo(line, err=True)
     sys.exit(EXIT_CANNOT_START)
