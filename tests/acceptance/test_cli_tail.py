@@ -109,6 +109,15 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
         with httpx.Client(base_url=servers[0].url) as client:
             answer = client.post("/v0.1/dispatch", json=body, headers=alice.basic())
         a = answer.json()["dispatch_uuid"]
+        v1 = {
+            "channel": "whatsapp", "message_type": "text", "to": "447700900001",
+            "from": "447700900000", "text": "hi",
+            "failover": [{"channel": "sms", "message_type": "text", "to": "447700900003",
+                          "from": "Shop", "text": "hi"}],
+        }  # fmt: skip
+        with httpx.Client(base_url=servers[0].url) as client:
+            sent_v1 = client.post("/v1/messages", json=v1, headers=alice.basic())
+        c = sent_v1.json()["workflow_id"]
         b = run_cli(
             "send", "--application", bob.application_id, "--to", "whatsapp:447700900005",
             "--text", "hi", "--database", database.url,
@@ -131,13 +140,25 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
             f"status {b} step 0 whatsapp read via sandbox",  # late: forwarded all the same
         ]
 
+        # The Messages API v1: the same story (its error in v1's shape), and no final report.
+        expected_c = [
+            f"accepted {c} application {alice.application_id} whatsapp -> sms",
+            f"status {c} step 0 whatsapp rejected via sandbox error 1300: Not part of the "
+            "provider network (sandbox: recipient ends in 1)",
+            f"failover {c} step 0 whatsapp -> step 1 sms (rejected)",
+            f"status {c} step 1 sms submitted via sandbox",
+            f"status {c} step 1 sms delivered via sandbox",
+        ]
+
         def shown(tail: Tail, expected: list[str]) -> bool:
             return all(line in tail.lines() for line in expected)
 
         def refused(tail: Tail) -> list[str]:
             return [line for line in tail.lines() if "failed: answered 503" in line]
 
-        assert _wait(lambda: shown(everything, expected_a + expected_b), 30), everything.report()
+        assert _wait(lambda: shown(everything, expected_a + expected_b + expected_c), 30), (
+            everything.report()
+        )
         assert _wait(lambda: bool(refused(everything)), 30), everything.report()
         assert _wait(lambda: shown(bobs, expected_b), 30), bobs.report()
         for tail in (everything, bobs):
@@ -158,6 +179,7 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
     # Each once, in the order it happened.
     assert events_of(everything, a) == expected_a, everything.report()
     assert events_of(everything, b) == expected_b, everything.report()
+    assert events_of(everything, c) == expected_c, everything.report()
     assert events_of(bobs, b) == expected_b, bobs.report()
     assert not any(a in line for line in bobs.lines()), bobs.report()
     [failure] = refused(everything)

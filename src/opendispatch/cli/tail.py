@@ -170,8 +170,12 @@ async def _webhook_events(store: Any, event: Any) -> list[_Event]:
         fields["provider"] = event.provider
     error = body.get("error")
     if error:
-        text += f"  error {error['code']}: {error['reason']}"
-        fields["error"] = error
+        # The Dispatch API's `{code, reason}`, or the Messages API v1's problem object, whose
+        # `title` is the code and `detail` the reason: shown alike.
+        code = error.get("code", error.get("title"))
+        reason = error.get("reason", error.get("detail"))
+        text += f"  error {code}: {reason}"
+        fields["error"] = {"code": code, "reason": reason}
     lines.append(_Event(at_ms, "status", event.dispatch_uuid, text, fields))
     return lines
 
