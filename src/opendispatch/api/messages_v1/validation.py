@@ -105,7 +105,7 @@ def validate_send_message(document: object, *, max_messages: int = 10) -> ValidM
     unread = 0
     items: list[tuple[_Path, object]] = [((), document)]
     failover = document.get("failover")
-    if "failover" in document:
+    if failover is not None:  # `null` is no list, as the models read it
         if not isinstance(failover, list) or not failover:
             errors.append((("failover",), "must be an array of at least 1 message"))
         elif len(failover) > max_messages - 1:
