@@ -152,3 +152,14 @@ async def test_docs_keep_a_proxys_path_prefix(api: Api):
 async def test_only_the_files_the_page_loads_are_served(api: Api, asset: str):
     response = await api.client.get(f"/docs/{asset}")
     assert response.status_code == 404
+
+
+async def test_the_messages_v1_route_documents_its_request_and_its_problem_answers(api: Api):
+    document = (await api.client.get("/openapi.json")).json()
+
+    send = document["paths"]["/v1/messages"]["post"]
+    schema = send["requestBody"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/SendMessageRequest"}
+    # v1 answers its errors as application/problem+json (RFC 7807), as the server sends them.
+    assert set(send["responses"]["422"]["content"]) == {"application/problem+json"}
+    assert "workflow_id" in document["components"]["schemas"]["MessageAccepted"]["properties"]

@@ -63,8 +63,10 @@ def _ref(model: type[BaseModel]) -> dict[str, str]:
     return {"$ref": _REF.format(model=model.__name__)}
 
 
-def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": _ref(model)}}}
+def _json(
+    model: type[BaseModel], description: str, media_type: str = "application/json"
+) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": _ref(model)}}}
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
@@ -209,8 +211,9 @@ def _paths(*, metrics: bool) -> dict[str, Any]:
                     }
                 },
             },
+            # v1 answers RFC 7807's own media type, with Vonage's v1 types and titles.
             **{
-                str(status): _json(ErrorBody, description)
+                status: _json(ErrorBody, description, "application/problem+json")
                 for status, description in (
                     ("401", "Missing or invalid credentials (`#unauthorized`)."),
                     ("413", "The body is larger than the server accepts."),
