@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["DISPATCH", "MESSAGES_V1", "V1_CHANNEL_NAMES"]
+__all__ = ["DISPATCH", "MESSAGES_V1"]
 
 DISPATCH: Final = "failover"
 MESSAGES_V1: Final = "messages_v1"
-
-# The channels' names in v1 where they differ from Dispatch's.
-V1_CHANNEL_NAMES: Final = {"viber_service_msg": "viber_service"}

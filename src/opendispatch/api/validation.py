@@ -25,6 +25,7 @@ from typing import Any, Final
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
+from opendispatch import templates
 from opendispatch.api.json_body import read_json
 from opendispatch.api.request_models import (
     EXPIRY_TIME_RANGE,
@@ -39,18 +40,20 @@ from opendispatch.api.request_models import (
 from opendispatch.errors import InvalidParameter, InvalidRequest
 
 __all__ = [
+    "E164_REASON",
     "MAX_REPORTED_PARAMETERS",
     "ValidWorkflowRequest",
     "condition_warnings",
     "reason_for",
     "reported",
+    "structural_errors",
     "validate_create_workflow",
     "validate_create_workflow_json",
 ]
 
 _DETAIL: Final = "Your request parameters did not validate."
 MAX_REPORTED_PARAMETERS: Final = 100  # of `invalid_parameters` in one answer
-_TEMPLATE: Final = "failover"
+_TEMPLATE: Final = templates.DISPATCH
 
 _MESSAGE: Final = TypeAdapter(WorkflowMessage)
 _REQUEST: Final = TypeAdapter(CreateWorkflowRequest)
@@ -85,9 +88,12 @@ _RANGES: Final[dict[str, tuple[int, int]]] = {
     "expiry_time": EXPIRY_TIME_RANGE,
     "ttl": TTL_RANGE,
 }
+E164_REASON: Final = (
+    "must be an E.164 number without a leading + or 00: digits only, "
+    "starting with the country code (1-9), at most 15 digits"
+)
 _PATTERN_REASONS: Final[dict[str, str]] = {
-    "number": "must be an E.164 number without a leading + or 00: digits only, "
-    "starting with the country code (1-9), at most 15 digits",
+    "number": E164_REASON,
     "locale": "must be a BCP 47 language tag such as en-GB (with a hyphen, not en_GB)",
 }
 _TYPE_REASONS: Final[dict[str, str]] = {
@@ -279,9 +285,19 @@ def _check_channel_rules(index: int, message: WorkflowMessage, errors: list[_Err
 
 
 def _structural_errors(index: int, exc: ValidationError, room: int) -> list[_Error]:
-    """At most `room` of pydantic's errors, worded (the wording costs more than finding)."""
+    return structural_errors(("workflow", index), exc, room)
+
+
+def structural_errors(
+    at: _Path,
+    exc: ValidationError,
+    room: int,
+    ranges: Mapping[str, tuple[int, int]] = _RANGES,
+) -> list[_Error]:
+    """At most `room` of pydantic's errors, worded, each under the path `at` (the wording
+    costs more than finding)."""
     errors = exc.errors(include_url=False, include_input=False)[:room]
-    return [(("workflow", index, *error["loc"]), reason_for(error)) for error in errors]
+    return [((*at, *error["loc"]), reason_for(error, ranges)) for error in errors]
 
 
 def reason_for(error: ErrorDetails, ranges: Mapping[str, tuple[int, int]] = _RANGES) -> str:

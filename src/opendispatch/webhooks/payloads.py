@@ -132,13 +132,7 @@ class FinalReportPayload:
 
 def render_message_status(payload: MessageStatusPayload) -> bytes:
     """The Message Status callback body, keys in the order of the spec's example."""
-    body: dict[str, Any] = {
-        "message_uuid": payload.message_uuid,
-        "to": payload.to,
-        "from": payload.from_,
-        "timestamp": iso_ms(payload.timestamp_ms),
-        "status": payload.status,
-    }
+    body = _status_head(payload)
     if payload.error is not None:
         body["error"] = {"code": payload.error.code, "reason": payload.error.reason}
     if payload.price is not None:
@@ -157,13 +151,7 @@ def render_v1_message_status(payload: V1MessageStatusPayload) -> bytes:
 
     An error is v1's problem object: `type` names the error code's page, `title` is the code
     (a number, as Vonage's examples show it), `detail` the reason."""
-    body: dict[str, Any] = {
-        "message_uuid": payload.message_uuid,
-        "to": payload.to,
-        "from": payload.from_,
-        "timestamp": iso_ms(payload.timestamp_ms),
-        "status": payload.status,
-    }
+    body = _status_head(payload)
     if payload.error is not None:
         body["error"] = {
             "type": f"{V1_ERROR_TYPE_BASE}#{payload.error.code}",
@@ -179,6 +167,18 @@ def render_v1_message_status(payload: V1MessageStatusPayload) -> bytes:
     if payload.workflow_id is not None:
         body["workflow_id"] = payload.workflow_id
     return _encode(body)
+
+
+def _status_head(payload: MessageStatusPayload | V1MessageStatusPayload) -> dict[str, Any]:
+    """The keys both status shapes begin with, in the same order (only `to` and `from`
+    differ: objects in v0.1, strings in v1)."""
+    return {
+        "message_uuid": payload.message_uuid,
+        "to": payload.to,
+        "from": payload.from_,
+        "timestamp": iso_ms(payload.timestamp_ms),
+        "status": payload.status,
+    }
 
 
 def render_final_report(payload: FinalReportPayload) -> bytes:

@@ -14,7 +14,6 @@ image, audio, video and file; Viber text and image. v1's other types (`sticker`,
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -30,7 +29,12 @@ from opendispatch.api.messages_v1.models import (
 )
 from opendispatch.api.messages_v1.problems import MessagesProblem, invalid_params
 from opendispatch.api.request_models import E164_PATTERN, EXPIRY_TIME_RANGE, MessengerCategory
-from opendispatch.api.validation import MAX_REPORTED_PARAMETERS, reason_for, reported
+from opendispatch.api.validation import (
+    E164_REASON,
+    MAX_REPORTED_PARAMETERS,
+    reported,
+    structural_errors,
+)
 from opendispatch.webhooks.destinations import url_problem
 
 __all__ = ["ValidMessages", "validate_send_message", "validate_send_message_json"]
@@ -61,10 +65,6 @@ _TEXT_LIMITS: Final = {
 _E164 = re.compile(E164_PATTERN)
 _SENDER_ID = re.compile(r"^[A-Za-z0-9 ]{1,11}$")  # an SMS alphanumeric sender
 _LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[_-][A-Za-z0-9]{2,8})*$")
-_NUMBER_REASON: Final = (
-    "must be an E.164 number without a leading + or 00: digits only, starting with the "
-    "country code (1-9), at most 15 digits"
-)
 _NUMBERED: Final = frozenset(
     {V1Channel.SMS, V1Channel.MMS, V1Channel.WHATSAPP, V1Channel.VIBER_SERVICE}
 )
@@ -72,10 +72,10 @@ _NUMBERED: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class ValidMessages:
-    """A request that passed every rule: its message, then its failover list, in order."""
+    """A request that passed every rule: its message, then its failover list, in order
+    (more than one message: it had a failover list)."""
 
     messages: tuple[V1Message, ...]
-    has_failover: bool
 
 
 def validate_send_message_json(body: bytes, *, max_messages: int = 10) -> ValidMessages:
@@ -93,7 +93,7 @@ def validate_send_message_json(body: bytes, *, max_messages: int = 10) -> ValidM
             if index and "failover" in (message.model_extra or {}):
                 errors.append(((*_prefix(index), "failover"), _NESTED))
         if not errors and len(messages) <= max_messages:
-            return ValidMessages(messages, request.failover is not None)
+            return ValidMessages(messages)
     return validate_send_message(document, max_messages=max_messages)
 
 
@@ -124,17 +124,16 @@ def validate_send_message(document: object, *, max_messages: int = 10) -> ValidM
                 item if path else {k: v for k, v in item.items() if k != "failover"}
             )
         except ValidationError as exc:
-            unread += exc.error_count()
             room = max(0, MAX_REPORTED_PARAMETERS - len(errors))
-            found = exc.errors(include_url=False, include_input=False)[:room]
-            unread -= len(found)
-            errors += [((*path, *error["loc"]), reason_for(error, _RANGES)) for error in found]
+            found = structural_errors(path, exc, room, _RANGES)
+            unread += exc.error_count() - len(found)
+            errors += found
             continue
         _check_rules(path, message, errors)
         messages.append(message)
     if errors:
         raise _refused(document, errors, found=len(errors) + unread)
-    return ValidMessages(tuple(messages), isinstance(failover, list))
+    return ValidMessages(tuple(messages))
 
 
 _NESTED: Final = "is only allowed on the first message, not inside the failover list"
@@ -152,15 +151,15 @@ def _check_rules(at: _Path, message: V1Message, errors: list[_Error]) -> None:
         errors.append(((*at, "channel"), f"{channel} is not supported; use one of: {supported}"))
         return
     if channel in _NUMBERED and not _E164.match(message.to):
-        errors.append(((*at, "to"), _NUMBER_REASON))
+        errors.append(((*at, "to"), E164_REASON))
     sender = message.from_
     if channel is V1Channel.SMS:
         if not (_E164.match(sender) or _SENDER_ID.match(sender)):
             errors.append(
-                ((*at, "from"), _NUMBER_REASON + ", or a sender id of 1 to 11 letters and digits")
+                ((*at, "from"), E164_REASON + ", or a sender id of 1 to 11 letters and digits")
             )
     elif channel in (V1Channel.MMS, V1Channel.WHATSAPP) and not _E164.match(sender):
-        errors.append(((*at, "from"), _NUMBER_REASON))
+        errors.append(((*at, "from"), E164_REASON))
 
     kind = message.message_type
     supported_types = MESSAGE_TYPES[channel]
@@ -199,7 +198,3 @@ def _check_rules(at: _Path, message: V1Message, errors: list[_Error]) -> None:
 def _refused(document: object, errors: list[_Error], *, found: int = 0) -> MessagesProblem:
     parameters, detail = reported(document, errors, found=found, detail=_DETAIL)
     return invalid_params(detail, parameters)
-
-
-def channels_of(messages: Sequence[V1Message]) -> tuple[str, ...]:
-    return tuple(message.channel.value for message in messages)
