@@ -4,31 +4,20 @@ report received and verified as a receiver would."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from opendispatch.webhooks.signing import verify_webhook
-from tests.databases import BACKENDS, TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.receiver import ReceivedWebhook, WebhookReceiver
 from tests.support import AppCredentials, run_cli
 
 pytestmark = pytest.mark.slow
 
 SILENT = "447700900004"  # the sandbox submits it, then says nothing more
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh SQLite file, or PostgreSQL schema (skipped, saying why, without PostgreSQL)."""
-    made = new_database(request.param, tmp_path)
-    yield asyncio.run(anext(made))
-    asyncio.run(anext(made, None))
 
 
 def is_final(webhook: ReceivedWebhook) -> bool:

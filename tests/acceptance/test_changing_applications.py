@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,22 +21,13 @@ import msgspec
 import pytest
 
 from opendispatch.engine.model import WorkflowState
-from tests.databases import BACKENDS, TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.receiver import ReceivedWebhook, WebhookReceiver
 from tests.support import AppCredentials, create_app_with_cli, run_cli, step
 
 pytestmark = pytest.mark.slow
 
 HEADERS = ["APPLICATION_ID", "API_KEY", "MODE", "NAME", "STATUS_URL", "FINAL_REPORT_URL"]
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh SQLite file, or a fresh PostgreSQL schema (skipped, with the reason, without
-    one), for a server process and the CLI to share."""
-    made = new_database(request.param, tmp_path)
-    yield asyncio.run(anext(made))
-    asyncio.run(anext(made, None))
 
 
 def cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

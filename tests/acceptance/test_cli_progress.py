@@ -8,22 +8,12 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from tests.databases import BACKENDS, TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.support import create_app_with_cli, run_cli
 
 DAY_MS = 86_400_000
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    made = new_database(request.param, tmp_path)
-    yield asyncio.run(anext(made))
-    asyncio.run(anext(made, None))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -15,7 +15,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,18 +22,11 @@ import httpx
 import pytest
 
 from opendispatch.webhooks.signing import verify_webhook
-from tests.databases import BACKENDS, TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.receiver import WebhookReceiver
 from tests.support import AppCredentials, run_cli, step
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    made = new_database(request.param, tmp_path)
-    yield asyncio.run(anext(made))
-    asyncio.run(anext(made, None))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -3,32 +3,24 @@ SQLite (one server) and on PostgreSQL (two), until Ctrl-C."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.databases import BACKENDS, TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.receiver import WebhookReceiver
 from tests.support import AppCredentials, run_cli, step
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    made = new_database(request.param, tmp_path)
-    yield asyncio.run(anext(made))
-    asyncio.run(anext(made, None))
 
 
 def create_app(database: str, name: str, url: str) -> AppCredentials:

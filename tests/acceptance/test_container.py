@@ -9,7 +9,6 @@ of them when `haproxy` is installed. With a working engine, the image is also bu
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import signal
@@ -32,7 +31,7 @@ from tests.container import (
     proxy_config_here,
     readme_dotenv,
 )
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.support import AppCredentials, free_port, two_step_workflow
 
 pytestmark = pytest.mark.slow
@@ -98,15 +97,6 @@ def test_image_serves_on_every_interface_as_its_user_with_the_database_in_the_vo
 
 
 # -- compose: two servers on PostgreSQL, one port in front -------------------------------------
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh, empty PostgreSQL schema (skipped, with the reason, without PostgreSQL)."""
-    generator = new_database("postgres", tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
 
 
 def start_compose_servers(

@@ -4,7 +4,6 @@ serves the dashboard at a sub-path (`--public-url https://.../od`)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from tests.dashboard import (
     rejected_sms,
     serve_dashboard,
 )
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.support import ServerProcess, run_cli, step
 
 pytestmark = pytest.mark.slow
@@ -272,15 +271,6 @@ def test_behind_a_proxy_at_a_sub_path_every_link_form_and_cookie_carries_it(
     login = client.get("/od/dashboard/login")
     assert all(link.startswith("/od/dashboard") for link in links_of(login.text))
     assert inputs_of(login.text)["login_token"]
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh PostgreSQL schema (skipped, with the reason, when there is no PostgreSQL)."""
-    generator = new_database("postgres", tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
 
 
 @pytest.mark.postgres

@@ -4,12 +4,10 @@ JSON, from a real server process, with never a secret in it, even at `--log-leve
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.fakes.twilio import FakeTwilio
 from tests.live import SECRET_KEY, final_report, get_workflow, live_setup
 from tests.receiver import WebhookReceiver
@@ -251,28 +249,18 @@ def check_story(story: Story, lines: list[Line]) -> None:
         assert secret not in story.log, f"a secret is in the log: {secret[:6]}..."
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    generator = new_database(request.param, tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
-
-
 def test_text_lines_tell_each_event_with_its_fields_and_no_secret(
-    any_database: TestDatabase, tmp_path: Path
+    database: TestDatabase, tmp_path: Path
 ):
     story = run_story(
-        any_database.url, tmp_path, "--log-level", "debug", "--log-format", "text", env={}
+        database.url, tmp_path, "--log-level", "debug", "--log-format", "text", env={}
     )
     check_story(story, parse_text(story.log))
 
 
-def test_json_lines_tell_the_same_and_every_line_is_json(
-    any_database: TestDatabase, tmp_path: Path
-):
+def test_json_lines_tell_the_same_and_every_line_is_json(database: TestDatabase, tmp_path: Path):
     story = run_story(
-        any_database.url,
+        database.url,
         tmp_path,
         "--log-level", "debug",
         env={"OPENDISPATCH_LOG_FORMAT": "json"},  # the environment's name for --log-format

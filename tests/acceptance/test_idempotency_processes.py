@@ -12,14 +12,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.support import AppCredentials, ServerProcess, run_cli, two_step_workflow
 
 pytestmark = pytest.mark.slow
@@ -27,22 +26,6 @@ pytestmark = pytest.mark.slow
 REQUESTS = 24
 ROUNDS = 5
 BODY = json.dumps(two_step_workflow("447700900004")).encode()
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    generator = new_database(request.param, tmp_path)
-    made = asyncio.run(anext(generator))
-    yield made
-    asyncio.run(anext(generator, None))
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
-    generator = new_database("postgres", tmp_path)
-    made = asyncio.run(anext(generator))
-    yield made
-    asyncio.run(anext(generator, None))
 
 
 def create_app(database: TestDatabase) -> AppCredentials:

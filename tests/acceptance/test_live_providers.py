@@ -4,16 +4,14 @@ reaches its final report naming the provider that carried each message."""
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.fakes.base import FakeProvider
 from tests.fakes.telnyx import FakeTelnyx
 from tests.fakes.twilio import FakeTwilio
@@ -290,22 +288,13 @@ def test_whatsapp_cloud_verification_handshake_answers_the_challenge_only_with_t
     assert wrong_status == 403
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def any_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh database of each kind (PostgreSQL skipped, with the reason, when absent)."""
-    generator = new_database(request.param, tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
-
-
 def test_a_send_in_flight_when_the_server_dies_is_not_sent_again_after_restart(
-    any_database: TestDatabase, tmp_path: Path
+    database: TestDatabase, tmp_path: Path
 ):
     """kill -9 while the provider holds the request: it may have sent the message, and it
     takes no idempotency key, so the restarted server records the outcome as unknown and
     leaves it to callbacks and the step's deadline."""
-    with WebhookReceiver() as receiver, live_setup(any_database.url, tmp_path) as live:
+    with WebhookReceiver() as receiver, live_setup(database.url, tmp_path) as live:
         fake = live.account("twilio-main", FakeTwilio())
         fake.hang = True
         app = live.application(status_url=f"{receiver.url}/status")

@@ -8,10 +8,8 @@ until both processes show them (within seconds), rather than sleeping a fixed ti
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from opendispatch.providers.secret_box import SECRET_KEY_VARIABLE
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.fakes.twilio import FakeTwilio
 from tests.live import SECRET_KEY, live_setup
 from tests.receiver import WebhookReceiver
@@ -33,15 +31,6 @@ FLAGS = ("--webhook-retry-period", "0", "--sandbox-delivered-after-ms", "0",
          "--sandbox-read-after-ms", "0", "--db-pool-max", "4")  # fmt: skip
 DEPTHS = ("sends_pending", "sends_due", "sends_in_flight", "timers_pending", "timers_due",
           "webhooks_due", "webhooks_dead")  # fmt: skip
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh PostgreSQL schema (skipped, with the reason, when there is no PostgreSQL)."""
-    generator = new_database("postgres", tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
 
 
 def scrape(server: ServerProcess) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:

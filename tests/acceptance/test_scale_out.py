@@ -18,7 +18,6 @@ import itertools
 import json
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.databases import TestDatabase, new_database
+from tests.databases import TestDatabase
 from tests.receiver import ReceivedWebhook, WebhookReceiver
 from tests.support import AppCredentials, ServerProcess, run_cli, step
 
@@ -60,15 +59,6 @@ KINDS: dict[str, tuple[list[dict[str, Any]], str, list[tuple[str, str]]]] = {
         [VIBER, step("whatsapp", "447700900004")],
         "error", [("viber_service_msg", "rejected"), ("whatsapp", "submitted")]),
 }  # fmt: skip
-
-
-@pytest.fixture
-def postgres_database(tmp_path: Path) -> Iterator[TestDatabase]:
-    """A fresh PostgreSQL schema (skipped, with the reason, when there is no PostgreSQL)."""
-    generator = new_database("postgres", tmp_path)
-    database = asyncio.run(anext(generator))
-    yield database
-    asyncio.run(anext(generator, None))
 
 
 def run(
