@@ -80,3 +80,5 @@ def test_the_readme_v1_example_fails_over_to_sms_with_signed_v1_webhooks(
         assert json.loads(status) == {"application_id": app.application_id, **shown.json()}
         text = run_cli("status", answer["workflow_id"], "--database", database)
         assert text.splitlines()[0] == f"workflow     {answer['workflow_id']}  completed"
+        # The WhatsApp step is v1's: delivered completes, a rejection fails over, no timer.
+        assert text.count("rejected or undeliverable: fails over") == 1, text

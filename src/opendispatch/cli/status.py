@@ -78,7 +78,13 @@ def timeline_lines(
         lines.append(f"next         {view['next_deadline']} (its current step's deadline)")
     submitted: list[dict[str, Any]] = view["workflow"]
     messages = {message["step"]: message for message in view["messages"]}
-    last = len(submitted) - 1
+    # Imported here, not at the top: every command's start-up would pay for them.
+    from opendispatch.engine.failover import TRANSITIONS, Move, Signal, place_of
+    from opendispatch.runtime.shell import steps_from_request
+
+    # What the engine's moves mean for the person reading a timeline (the rules are its own).
+    moves = {Move.NEXT: "fails over", Move.FAIL: "the workflow ends in error"}
+    plans = steps_from_request(submitted)
     for index, step in enumerate(submitted):
         to = step.get("to", {})
         address = to.get("number") or to.get("id") or ""
@@ -99,7 +105,7 @@ def timeline_lines(
             condition = failover["condition_status"]
             expiry = failover["expiry_time"]
             deadline = iso_ms(sent_ms + expiry * 1000)
-            what = "fails over" if index < last else "the workflow ends in error"
+            what = moves[TRANSITIONS[(Signal.EXPIRED, place_of(plans, index))]]
             lines.append(
                 f"  {'condition':<13} {condition} within {expiry} s, else {what} "
                 f"(deadline {deadline})"
@@ -110,7 +116,10 @@ def timeline_lines(
                 if final_timeout_s is None
                 else f"; final-status deadline {iso_ms(sent_ms + final_timeout_s * 1000)}"
             )
+            rejected = moves[TRANSITIONS[(Signal.FAILED, place_of(plans, index))]]
             lines.append(f"  {'condition':<13} delivered completes the workflow{deadline_text}")
+            if rejected == moves[Move.NEXT]:  # an untimed step (the Messages API v1's)
+                lines.append(f"  {'':<13} rejected or undeliverable: {rejected}")
         for entry in message["history"]:
             lines.append(f"  {entry['status']:<13} {entry['timestamp']}")
         if message.get("error"):

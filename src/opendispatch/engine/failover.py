@@ -55,6 +55,7 @@ How a workflow moves, in words (the table `TRANSITIONS` says the same):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Final
 
@@ -92,6 +93,7 @@ __all__ = [
     "Place",
     "Signal",
     "decide",
+    "place_of",
     "signal_for",
 ]
 
@@ -176,6 +178,14 @@ def decide(state: WorkflowState | None, event: Event, now_ms: int) -> Decision:
     if isinstance(event, CancelRequested):
         return _cancel(state, now_ms)
     raise InvalidTransition(f"unknown event {event!r}")
+
+
+def place_of(steps: Sequence[StepPlan], index: int) -> Place:
+    """Where step `index` stands in `steps` (see `TRANSITIONS`): for whoever explains a
+    workflow's rules (the CLI, the dashboard) without restating them."""
+    if index == len(steps) - 1:
+        return Place.LAST
+    return Place.UNTIMED if steps[index].condition is None else Place.TIMED
 
 
 def signal_for(plan: StepPlan, status: MessageStatus) -> Signal:
@@ -327,9 +337,7 @@ def _start_step(
 
 
 def _place(state: WorkflowState) -> Place:
-    if state.current == len(state.steps) - 1:
-        return Place.LAST
-    return Place.UNTIMED if state.steps[state.current].condition is None else Place.TIMED
+    return place_of(state.steps, state.current)
 
 
 def _record(
