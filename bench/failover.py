@@ -155,6 +155,11 @@ class E2eResult:
     rss_kib: int
     peak_kib: int
     cpu_ms_per_workflow: float  # the server processes' CPU, per final report
+    # The first server's event loop (its main thread): CPU per final report, and how busy it
+    # was while the load was offered. One process serves one event loop, so where this
+    # nears 100 % the loop is what bounds throughput, whatever the other threads do.
+    loop_ms_per_workflow: float
+    loop_busy: float
     metrics_polls: str | None = None  # with --poll-metrics
     dashboard_polls: list[float] | None = None  # with --poll-dashboard: each one's latency
     dashboard_failures: int = 0
@@ -189,6 +194,8 @@ def e2e_run(
             else DashboardPoller(server.url, server.database, poll_dashboard)
         )
         cpu_before = sum(cpu_seconds(p.pid) for p in server.processes)
+        loop = server.process.pid
+        loop_before = cpu_seconds(loop, thread=loop)
         if dashboard is not None:
             dashboard.start()
         started_ms = time.time_ns() // 1_000_000
@@ -200,6 +207,7 @@ def e2e_run(
                 )
             )  # fmt: skip
             ended_ms = time.time_ns() // 1_000_000
+            loop_during = cpu_seconds(loop, thread=loop) - loop_before
             accepted = result.statuses[202]
             stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
         if dashboard is not None:
@@ -209,6 +217,7 @@ def e2e_run(
         last = max(finals.values()) if finals else ended_ms
         rss, peak = rss_kib(server.process.pid)  # the first process
         cpu = sum(cpu_seconds(p.pid) for p in server.processes) - cpu_before
+        loop_cpu = cpu_seconds(loop, thread=loop) - loop_before
         webhooks = stats["status"] + stats["final"]
         server.stop()
         return E2eResult(
@@ -227,6 +236,8 @@ def e2e_run(
             rss_kib=rss,
             peak_kib=peak,
             cpu_ms_per_workflow=cpu * 1000 / max(1, len(finals)),
+            loop_ms_per_workflow=loop_cpu * 1000 / max(1, len(finals) / processes),
+            loop_busy=loop_during / ((ended_ms - started_ms) / 1000),
             metrics_polls=poller.summary() if poll_metrics else None,
             dashboard_polls=None if dashboard is None else dashboard.latencies_ms,
             dashboard_failures=0 if dashboard is None else dashboard.failures,
@@ -259,6 +270,10 @@ def e2e(args: argparse.Namespace) -> None:
         print(f"    rejection -> next send started: {percentiles(r.failover_latencies)}")
         print(f"    server RSS {r.rss_kib / 1024:.0f} MiB (peak {r.peak_kib / 1024:.0f} MiB)")
         print(f"    server CPU per workflow: {r.cpu_ms_per_workflow:.2f} ms")
+        print(
+            f"    event loop thread: {r.loop_ms_per_workflow:.2f} ms per workflow, "
+            f"{r.loop_busy:.0%} busy while offered"
+        )
         if r.metrics_polls is not None:
             print(f"    {r.metrics_polls}")
         if r.dashboard_polls:
