@@ -109,6 +109,11 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
         }  # fmt: skip
         with httpx.Client(base_url=servers[0].url) as client:
             sent_v1 = client.post("/v1/messages", json=v1, headers=alice.basic())
+            late_v1 = {
+                "channel": "whatsapp", "message_type": "text", "to": "447700900005",
+                "from": "447700900000", "text": "hi",
+            }  # fmt: skip
+            sent_late = client.post("/v1/messages", json=late_v1, headers=alice.basic())
         c = sent_v1.json()["workflow_id"]
         b = run_cli(
             "send", "--application", bob.application_id, "--to", "whatsapp:447700900005",
@@ -132,7 +137,8 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
             f"status {b} step 0 whatsapp read via sandbox",  # late: forwarded all the same
         ]
 
-        # The Messages API v1: the same story (its error in v1's shape), and no final report.
+        # The Messages API v1: the same story (its error in v1's shape); it has no final
+        # report, and its end is read from the workflow.
         expected_c = [
             f"accepted {c} application {alice.application_id} whatsapp -> sms",
             f"status {c} step 0 whatsapp rejected via sandbox error 1300: Not part of the "
@@ -140,6 +146,17 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
             f"failover {c} step 0 whatsapp -> step 1 sms (rejected)",
             f"status {c} step 1 sms submitted via sandbox",
             f"status {c} step 1 sms delivered via sandbox",
+            f"ended {c} completed usage 0.0070 EUR",
+        ]
+
+        # Its one message delivered ends it; `read` comes later: the end shows once.
+        d_uuid = sent_late.headers["location"].rsplit("/", 1)[1]  # its workflow
+        expected_d = [
+            f"accepted {d_uuid} application {alice.application_id} whatsapp",
+            f"status {d_uuid} step 0 whatsapp submitted via sandbox",
+            f"status {d_uuid} step 0 whatsapp delivered via sandbox",
+            f"ended {d_uuid} completed usage 0.0140 EUR",
+            f"status {d_uuid} step 0 whatsapp read via sandbox",
         ]
 
         def shown(tail: Tail, expected: list[str]) -> bool:
@@ -148,9 +165,9 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
         def refused(tail: Tail) -> list[str]:
             return [line for line in tail.lines() if "failed: answered 503" in line]
 
-        assert _wait(lambda: shown(everything, expected_a + expected_b + expected_c), 30), (
-            everything.report()
-        )
+        assert _wait(
+            lambda: shown(everything, expected_a + expected_b + expected_c + expected_d), 30
+        ), everything.report()
         assert _wait(lambda: bool(refused(everything)), 30), everything.report()
         assert _wait(lambda: shown(bobs, expected_b), 30), bobs.report()
         for tail in (everything, bobs):
@@ -172,6 +189,7 @@ def test_tail_follows_each_event_as_it_happens_and_ctrl_c_ends_it_quietly(
     assert events_of(everything, a) == expected_a, everything.report()
     assert events_of(everything, b) == expected_b, everything.report()
     assert events_of(everything, c) == expected_c, everything.report()
+    assert events_of(everything, d_uuid) == expected_d, everything.report()
     assert events_of(bobs, b) == expected_b, bobs.report()
     assert not any(a in line for line in bobs.lines()), bobs.report()
     [failure] = refused(everything)

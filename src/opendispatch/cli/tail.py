@@ -28,6 +28,8 @@ from opendispatch.errors import OpenDispatchError
 
 __all__ = ["tail"]
 
+_SETTLE_MS = 2_000  # how late a row may commit after a later one (see `cli.following`)
+
 
 @click.command()
 @click.option("--application", "application_id", help="Only this application's events.")
@@ -74,9 +76,20 @@ async def _follow(store: Any, application_id: str | None, interval: float, as_js
         workflows: SettlingCursor[str] = SettlingCursor(uuid7_time_prefix(started))
         webhooks: SettlingCursor[int] = SettlingCursor(await reader.webhooks_end())
         failures: SettlingCursor[int] = SettlingCursor(started)
+        ends: SettlingCursor[int] = SettlingCursor(started, settle_ms=_SETTLE_MS)
+        ends_since = started
         click.echo("following new events (Ctrl-C to stop)", err=True)
         while True:
+            polled_ms = now_ms()
+            # Ends are read first, so one committed between the two reads shows with its
+            # last status in the next poll, and listed last, so it follows a status of the
+            # same millisecond.
+            ended = await _ends(reader, application_id, ends, since_ms=ends_since)
             found = await _poll(store, reader, application_id, workflows, webhooks, failures)
+            found += ended
+            # An end before the previous poll (less the time commits may come late) was
+            # read then: a row read again for it now changed later (a late status).
+            ends_since = max(started, polled_ms - _SETTLE_MS)
             for event in sorted(found, key=lambda event: event.at_ms):  # stable: ties as found
                 _print(event, as_json)
             await asyncio.sleep(interval)
@@ -139,6 +152,39 @@ async def _poll(
     )
     for row in failed:
         lines.append(_failure(row))
+    return lines
+
+
+async def _ends(
+    reader: Any, application_id: str | None, cursor: SettlingCursor[int], *, since_ms: int
+) -> list[_Event]:
+    """The ends of workflows that have no final report to show them (the Messages API v1's),
+    read from their rows: those that ended at `since_ms` or later. An ended workflow's row
+    changes again when a late status arrives (shown as a status); its end is not shown twice."""
+    from opendispatch.runtime.shell import decode_state
+    from opendispatch.timefmt import now_ms
+    from opendispatch.webhooks.payloads import CURRENCY, total_price
+
+    now = now_ms()
+    rows = await read_new(
+        cursor,
+        lambda position, limit: reader.ended_without_report(
+            position, application_id=application_id, limit=limit
+        ),
+        position_of=lambda row: row.updated_at_ms,
+        key_of=lambda row: row.dispatch_uuid,
+        now_ms=now,
+    )
+    lines = []
+    for row in rows:
+        state = decode_state(row.state_json)
+        ended = state.ended_at_ms
+        if ended is None or ended < since_ms:
+            continue
+        usage = {"price": total_price(m.price for m in state.messages), "currency": CURRENCY}
+        text = f"{row.status}  usage {usage['price']} {usage['currency']}"
+        fields = {"status": row.status, "usage": usage}
+        lines.append(_Event(ended, "ended", row.dispatch_uuid, text, fields))
     return lines
 
 

@@ -6,7 +6,9 @@ last); a status and a final report are each a webhook row (one per event, ids in
 order); a failover shows as the first status of a later step's message; a failed delivery
 stamps its webhook's `failed_at_ms` (migration 0012, a partial index of webhooks that ever
 failed). Each read here is a range walk of one index from a position, so following costs
-a few small reads per poll however large the tables are.
+a few small reads per poll however large the tables are. A workflow of the Messages API v1
+ends without a final report: its end is read from its row (the partial index of ended
+workflows, by when the row last changed), and the time it ended from its state.
 
 Positions are where reading resumes: rows may commit out of order (an id is taken before
 its transaction commits, and on PostgreSQL several commit at once), so the follower reads
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from opendispatch.store.connector import Connector
+from opendispatch.templates import MESSAGES_V1
 
-__all__ = ["ActivityReader", "FailedDelivery", "NewWorkflowRow", "WebhookEvent"]
+__all__ = ["ActivityReader", "EndedWorkflowRow", "FailedDelivery", "NewWorkflowRow", "WebhookEvent"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +50,18 @@ class WebhookEvent:
     step: int | None
     channel: str | None
     provider: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EndedWorkflowRow:
+    """A workflow that ends without a final report, as its row is now: its state says when
+    it ended (the row changes again if a late status arrives)."""
+
+    dispatch_uuid: str
+    application_id: str
+    status: str
+    state_json: str
+    updated_at_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +113,15 @@ class ActivityReader:
             "activity_webhooks", _where(position, application_id, limit)
         )
         return [WebhookEvent(**row) for row in rows]
+
+    async def ended_without_report(
+        self, position: int, *, application_id: str | None, limit: int
+    ) -> list[EndedWorkflowRow]:
+        """Ended workflows of the Messages API v1 (which has no final report), by when their
+        row last changed, from `position` (ms) on."""
+        parameters = {**_where(position, application_id, limit), "template": MESSAGES_V1}
+        rows = await self._connector.fetch_all("activity_ended_workflows", parameters)
+        return [EndedWorkflowRow(**row) for row in rows]
 
     async def failed_webhooks(
         self, position: int, *, application_id: str | None, limit: int

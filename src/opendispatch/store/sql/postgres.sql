@@ -716,6 +716,15 @@ WHERE h.failed_at_ms >= :position::bigint
   AND (:application_id::text IS NULL OR h.application_id = :application_id)
 ORDER BY h.failed_at_ms, h.id LIMIT :limit;
 
+-- Workflows that end without a final report (the Messages API v1's), by when their row last
+-- changed: the partial index of ended workflows (retention's) walks only those.
+-- name: activity_ended_workflows
+SELECT dispatch_uuid, application_id, status, state_json, updated_at_ms FROM workflows
+WHERE status <> 'in_progress' AND updated_at_ms >= :position::bigint
+  AND template = :template::text
+  AND (:application_id::text IS NULL OR application_id = :application_id)
+ORDER BY updated_at_ms, dispatch_uuid LIMIT :limit;
+
 -- Where following starts: after every webhook there is.
 -- name: activity_webhooks_end
 SELECT coalesce(max(id), 0) + 1 AS position FROM webhooks;
