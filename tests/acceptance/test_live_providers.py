@@ -18,7 +18,7 @@ from tests.fakes.twilio import FakeTwilio
 from tests.fakes.vonage import FakeVonage
 from tests.fakes.whatsapp_cloud import FakeWhatsAppCloud
 from tests.live import final_report, get_workflow, live_setup
-from tests.receiver import WebhookReceiver
+from tests.receiver import ReceivedWebhook, WebhookReceiver
 from tests.support import step
 
 pytestmark = pytest.mark.slow
@@ -188,8 +188,15 @@ def test_duplicated_and_reordered_callbacks_are_applied_once_and_never_move_back
 
         dispatch_uuid = _post(server, app, [step("whatsapp", "447700900009")])
         fake.wait_for(lambda f: len(f.callbacks) == 6)  # sent, delivered, read; twice each
+
+        def forwarded(got: list[ReceivedWebhook]) -> set[str]:
+            return {w.json["status"] for w in got if w.json.get("message_uuid")}
+
+        # `read` (sent first) completes the workflow, so `delivered` comes after the final
+        # report: a late status, forwarded all the same. Waiting for the report alone raced it.
         received = receiver.wait_for(
-            lambda got: final_report(got, dispatch_uuid) is not None, timeout_s=20
+            lambda got: final_report(got, dispatch_uuid) is not None and len(forwarded(got)) == 3,
+            timeout_s=20,
         )
         view = get_workflow(server, app, dispatch_uuid)
 
