@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,11 +111,10 @@ async def _poll(
 
     now = now_ms()
     lines: list[_Event] = []
-    accepted = await read_new(
+    accepted = await _read_new(
         workflows,
-        lambda position, limit: reader.workflows(
-            position, application_id=application_id, limit=limit
-        ),
+        reader.workflows,
+        application_id,
         position_of=lambda row: row.dispatch_uuid,
         key_of=lambda row: row.dispatch_uuid,
         now_ms=now,
@@ -130,22 +130,20 @@ async def _poll(
                 {"application_id": row.application_id, "channels": list(row.channels)},
             )
         )
-    events = await read_new(
+    events = await _read_new(
         webhooks,
-        lambda position, limit: reader.webhooks(
-            position, application_id=application_id, limit=limit
-        ),
+        reader.webhooks,
+        application_id,
         position_of=lambda row: row.id,
         key_of=lambda row: row.id,
         now_ms=now,
     )
     for event in events:
         lines += await _webhook_events(store, event)
-    failed = await read_new(
+    failed = await _read_new(
         failures,
-        lambda position, limit: reader.failed_webhooks(
-            position, application_id=application_id, limit=limit
-        ),
+        reader.failed_webhooks,
+        application_id,
         position_of=lambda row: row.failed_at_ms,
         key_of=lambda row: (row.id, row.failed_at_ms, row.state),
         now_ms=now,
@@ -166,11 +164,10 @@ async def _ends(
     from opendispatch.webhooks.payloads import CURRENCY, total_price
 
     now = now_ms()
-    rows = await read_new(
+    rows = await _read_new(
         cursor,
-        lambda position, limit: reader.ended_without_report(
-            position, application_id=application_id, limit=limit
-        ),
+        reader.ended_without_report,
+        application_id,
         position_of=lambda row: row.updated_at_ms,
         key_of=lambda row: row.dispatch_uuid,
         now_ms=now,
@@ -186,6 +183,25 @@ async def _ends(
         fields = {"status": row.status, "usage": usage}
         lines.append(_Event(ended, "ended", row.dispatch_uuid, text, fields))
     return lines
+
+
+async def _read_new(
+    cursor: SettlingCursor[Any],
+    read: Callable[..., Awaitable[Sequence[Any]]],
+    application_id: str | None,
+    *,
+    position_of: Callable[[Any], Any],
+    key_of: Callable[[Any], Hashable],
+    now_ms: int,
+) -> list[Any]:
+    """`read_new` over one of the activity reader's methods, for one application or all."""
+    return await read_new(
+        cursor,
+        lambda position, limit: read(position, application_id=application_id, limit=limit),
+        position_of=position_of,
+        key_of=key_of,
+        now_ms=now_ms,
+    )
 
 
 async def _webhook_events(store: Any, event: Any) -> list[_Event]:
