@@ -35,6 +35,7 @@ from harness import (
     MetricsPoller,
     cpu_seconds,
     drop_postgres_schema,
+    drop_workdir,
     fresh_postgres_schema,
     query,
     rss_kib,
@@ -184,13 +185,14 @@ def main() -> None:
     use_uvloop()
 
     server = receiver = None
+    workdir = Path(tempfile.mkdtemp(prefix="od-bench-"))
     if args.url:
         ports = [int(args.url.rsplit(":", 1)[1].strip("/"))]
         key, secret = args.api_key, args.api_secret
     else:
         receiver, receiver_url = start_receiver()
         server = start_server(
-            Path(tempfile.mkdtemp(prefix="od-bench-")),
+            workdir,
             status_url=f"{receiver_url}/status",
             extra=args.server_arg,
             database=fresh_postgres_schema(args.database) if args.database else None,
@@ -227,6 +229,7 @@ def main() -> None:
         verdict = "every 202 is stored" if stored == answered_202 else "MISMATCH"
         print(f"202s received {answered_202:,}, workflows stored {stored:,}: {verdict}")
         drop_postgres_schema(server.database)
+    drop_workdir(workdir)
 
 
 if __name__ == "__main__":

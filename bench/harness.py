@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,6 +54,14 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     fields = Path(path).read_text().rpartition(")")[2].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def machine_cpu_seconds() -> float:
+    """CPU time every core of the machine has spent busy so far (from /proc/stat): what a
+    run costs in all, the database server's, load generator's and receiver's included."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -267,6 +276,16 @@ def query(database: str, sql: str, parameters: tuple[object, ...] = ()) -> list[
             await connection.close()
 
     return asyncio.run(fetch())
+
+
+def drop_workdir(workdir: Path) -> None:
+    """Remove a run's folder (its SQLite file, tens of MB, and the server's log), or keep it
+    when OPENDISPATCH_BENCH_KEEP_SCHEMA is set, as `drop_postgres_schema` keeps its tables.
+    Runs left behind filled /tmp by gigabytes over a session of `compare`."""
+    if os.environ.get("OPENDISPATCH_BENCH_KEEP_SCHEMA"):
+        print(f"kept {workdir}")
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def drop_postgres_schema(url: str) -> None:

@@ -36,6 +36,7 @@ from harness import (
     HERE,
     Server,
     cpu_seconds,
+    drop_workdir,
     free_port,
     start_receiver,
     start_server,
@@ -167,6 +168,7 @@ def e2e(args: argparse.Namespace) -> None:
             receiver.terminate()
             if fake_process is not None:
                 fake_process.terminate()
+            drop_workdir(workdir)
         f = figures[path]
         print(
             f"  {path:<15} completed {f['completed_per_s']:>6,.0f}/s during the run, "
