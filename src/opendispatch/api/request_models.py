@@ -145,13 +145,10 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="allow")
 
 
-_Model = StrictModel
-
-
 _CHANNEL_DESCRIPTION = "The type of message that you want to send."
 
 
-class ToAddress(_Model):
+class ToAddress(StrictModel):
     type: Annotated[Channel, Strict(False)] = Field(
         description=_CHANNEL_DESCRIPTION, examples=["sms"]
     )
@@ -170,7 +167,7 @@ class ToAddress(_Model):
     )
 
 
-class FromAddress(_Model):
+class FromAddress(StrictModel):
     type: Annotated[Channel, Strict(False)] = Field(
         description=_CHANNEL_DESCRIPTION + " Must be the same as `to.type`.", examples=["sms"]
     )
@@ -189,7 +186,7 @@ class FromAddress(_Model):
     )
 
 
-class ImageContent(_Model):
+class ImageContent(StrictModel):
     url: _Url = Field(
         description="The URL of the image attachment. `messenger` and `mms` support .jpg, "
         ".jpeg, .png and .gif; `viber_service_msg` and `whatsapp` support .jpg, .jpeg and .png.",
@@ -202,7 +199,7 @@ class ImageContent(_Model):
     )
 
 
-class AudioContent(_Model):
+class AudioContent(StrictModel):
     url: _Url = Field(
         description="The URL of the audio attachment. `messenger` supports .mp3. `whatsapp` "
         "supports .aac, .m4a, .amr, .mp3 and .opus.",
@@ -210,7 +207,7 @@ class AudioContent(_Model):
     )
 
 
-class VideoContent(_Model):
+class VideoContent(StrictModel):
     url: _Url = Field(
         description="The URL of the video attachment. `messenger` supports .mp4; `whatsapp` "
         "supports .mp4 and .3gpp (H.264 video and AAC audio only).",
@@ -218,7 +215,7 @@ class VideoContent(_Model):
     )
 
 
-class FileContent(_Model):
+class FileContent(StrictModel):
     url: _Url = Field(
         description="The URL of the file attachment. `messenger` supports a wide range of "
         "attachments including .zip, .csv and .pdf. `whatsapp` supports .pdf, .doc(x), "
@@ -232,14 +229,14 @@ class FileContent(_Model):
     )
 
 
-class TemplateParameter(_Model):
+class TemplateParameter(StrictModel):
     default: str = Field(
         description="The parameters are an array. The first value being {{1}} in the template.",
         examples=["1234"],
     )
 
 
-class TemplateContent(_Model):
+class TemplateContent(StrictModel):
     name: str | None = Field(
         None,
         description="The name of the template. Required when `content.type` is `template`.",
@@ -252,7 +249,7 @@ class TemplateContent(_Model):
     )
 
 
-class MessageContent(_Model):
+class MessageContent(StrictModel):
     type: Annotated[ContentType, Strict(False)] = Field(
         description="The type of message that you are sending. Messenger supports `text`, "
         "`image`, `audio`, `video` and `file`. Viber Business Messages supports `image` and "
@@ -277,7 +274,7 @@ class MessageContent(_Model):
     )
 
 
-class ViberServiceOptions(_Model):
+class ViberServiceOptions(StrictModel):
     category: Annotated[ViberCategory, Strict(False)] | None = Field(
         None,
         description="The use of different category tags enables the business to send messages "
@@ -295,7 +292,7 @@ class ViberServiceOptions(_Model):
     )
 
 
-class MessengerOptions(_Model):
+class MessengerOptions(StrictModel):
     category: Annotated[MessengerCategory, Strict(False)] | None = Field(
         None,
         description="Vonage maps `category` to Facebook Messenger's `messaging_type`, which "
@@ -311,7 +308,7 @@ class MessengerOptions(_Model):
     )
 
 
-class WhatsAppOptions(_Model):
+class WhatsAppOptions(StrictModel):
     policy: Annotated[WhatsAppPolicy, Strict(False)] | None = Field(
         None,
         description="How a Message Template's language is chosen: `deterministic` delivers it "
@@ -328,7 +325,7 @@ class WhatsAppOptions(_Model):
     )
 
 
-class MessageProperty(_Model):
+class MessageProperty(StrictModel):
     content: MessageContent = Field(
         description="The content of the message, as in the Messages API."
     )
@@ -339,7 +336,7 @@ class MessageProperty(_Model):
     whatsapp: WhatsAppOptions | None = Field(None, description="Options for WhatsApp.")
 
 
-class Failover(_Model):
+class Failover(StrictModel):
     expiry_time: int = Field(
         ge=EXPIRY_TIME_RANGE[0],
         le=EXPIRY_TIME_RANGE[1],
@@ -353,7 +350,7 @@ class Failover(_Model):
     )
 
 
-class WorkflowMessage(_Model):
+class WorkflowMessage(StrictModel):
     to: ToAddress = Field(description="The recipient; `to.type` is the message's channel.")
     from_: FromAddress = Field(alias="from", description="The sender, on the same channel.")
     message: MessageProperty = Field(description="The message, as in the Messages API.")
@@ -382,7 +379,7 @@ _EXAMPLE_REQUEST: JsonDict = {
 }
 
 
-class CreateWorkflowRequest(_Model):
+class CreateWorkflowRequest(StrictModel):
     model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE_REQUEST]})
 
     template: Literal["failover"] = Field(

@@ -83,16 +83,13 @@ class SmsEncoding(StrEnum):
     AUTO = "auto"
 
 
-_Model = StrictModel
-
-
 class V1VideoContent(VideoContent):
     caption: Annotated[str, StringConstraints(min_length=1, max_length=3000)] | None = Field(
         None, description="Additional text to accompany the video (WhatsApp)."
     )
 
 
-class V1Template(_Model):
+class V1Template(StrictModel):
     name: str = Field(
         description="The name of the WhatsApp template.",
         examples=["verify"],
@@ -105,7 +102,7 @@ class V1Template(_Model):
     )
 
 
-class SmsOptions(_Model):
+class SmsOptions(StrictModel):
     encoding_type: Annotated[SmsEncoding, Strict(False)] | None = Field(
         None, description="`text`, `unicode` or `auto` (the default)."
     )
@@ -113,7 +110,7 @@ class SmsOptions(_Model):
     entity_id: str | None = Field(None, description="DLT entity id (India).")
 
 
-class V1WhatsAppOptions(_Model):
+class V1WhatsAppOptions(StrictModel):
     policy: Annotated[WhatsAppPolicy, Strict(False)] | None = Field(
         None, description="How a template's language is chosen; `deterministic`."
     )
@@ -125,7 +122,7 @@ class V1WhatsAppOptions(_Model):
     )
 
 
-class V1ViberOptions(_Model):
+class V1ViberOptions(StrictModel):
     category: Annotated[ViberCategory, Strict(False)] | None = Field(
         None, description="`transaction` or `promotion`."
     )
@@ -138,7 +135,7 @@ class V1ViberOptions(_Model):
     type: str | None = Field(None, description="Viber's message type (passed on).")
 
 
-class ConditionExtension(_Model):
+class ConditionExtension(StrictModel):
     """OpenDispatch's extension: Dispatch's timed condition on a v1 message."""
 
     expiry_time: int = Field(
@@ -156,7 +153,7 @@ class ConditionExtension(_Model):
 _Address = Annotated[str, StringConstraints(min_length=1, max_length=50)]
 
 
-class V1Message(_Model):
+class V1Message(StrictModel):
     channel: Annotated[V1Channel, Strict(False)] = Field(
         description="`sms`, `mms`, `whatsapp`, `messenger` or `viber_service`.",
         examples=["whatsapp"],
