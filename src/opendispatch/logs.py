@@ -151,12 +151,9 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, object] = {
-            "time": iso_ms(int(record.created * 1000)),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
+        entry = _entry(
+            int(record.created * 1000), record.levelname, record.name, record.getMessage()
+        )
         line = record.msg
         if isinstance(line, EventLine):
             entry["event"] = line.kind.name
@@ -170,14 +167,12 @@ class JsonFormatter(logging.Formatter):
 
 def json_line(level: str, logger: str, message: str, **fields: object) -> str:
     """A line in the JSON format written without a record (before logging is set up)."""
-    entry: dict[str, object] = {
-        "time": iso_ms(int(time.time() * 1000)),
-        "level": level,
-        "logger": logger,
-        "message": message,
-        **fields,
-    }
-    return _encode_json(entry)
+    return _encode_json(_entry(int(time.time() * 1000), level, logger, message) | fields)
+
+
+def _entry(at_ms: int, level: str, logger: str, message: str) -> dict[str, object]:
+    """The keys every JSON line begins with, in this order."""
+    return {"time": iso_ms(at_ms), "level": level, "logger": logger, "message": message}
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:
