@@ -14,6 +14,8 @@ e2e       two-step workflows whose first message is rejected (WhatsApp to ...01,
           (read from the database afterwards: rejection time in the workflow's state, send start
           in the sandbox's own log). --poll-dashboard /dashboard: an operator asks for that
           page once a second meanwhile (its latency is printed too).
+          First, `GET /health` for 3 s: the machine's yardstick (see YARDSTICK_HEALTH_PER_S);
+          and with each rate, transactions committed per second (from the server's /metrics).
 timers    fills the server with workflows waiting on a timer (silent WhatsApp, expiry 1 day),
           measures its memory at 1,000 and at --pending, then offers probe workflows with a 15 s
           expiry and prints timer lateness: how long after the step's deadline the next
@@ -170,6 +172,36 @@ class E2eResult:
     metrics_polls: str | None = None  # with --poll-metrics
     dashboard_polls: list[float] | None = None  # with --poll-dashboard: each one's latency
     dashboard_failures: int = 0
+    health_per_s: float | None = None  # with `yardstick_s`: GET /health before the load
+    # Database transactions committed per second while the load was offered (every server's):
+    # the fewer per workflow, the more each commit's fixed costs are shared.
+    commits_per_s: float = 0.0
+
+
+# The machine's yardstick: issue 9's throughput figures were taken where `GET /health` (64
+# connections, the project's load generator) answered this many per second. The same code
+# has measured half as fast on other days, so a throughput figure without it says little.
+YARDSTICK_HEALTH_PER_S = "19,000-20,000/s"
+
+
+async def health_rate(ports: list[int], seconds: float) -> float:
+    """`GET /health` answered per second over 64 connections, closed loop."""
+    health = build_request("GET", "/health")
+    result = await run_closed(
+        "GET /health", "127.0.0.1", ports, lambda _: health, connections=64, seconds=seconds
+    )
+    return result.statuses[200] / result.seconds
+
+
+def commits(ports: list[int]) -> float:
+    """Transactions the servers have committed so far, from their `/metrics`."""
+    total = 0.0
+    for port in ports:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        for line in text.splitlines():
+            if line.startswith("opendispatch_database_commit_seconds_count"):
+                total += float(line.split()[-1])
+    return total
 
 
 def e2e_run(
@@ -179,9 +211,11 @@ def e2e_run(
     processes: int,
     poll_metrics: bool = False,
     poll_dashboard: str | None = None,
+    yardstick_s: float = 0.0,
 ) -> E2eResult:
     """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema);
-    `poll_dashboard`: a dashboard page a signed-in operator asks for once a second."""
+    `poll_dashboard`: a dashboard page a signed-in operator asks for once a second;
+    `yardstick_s`: first measure `GET /health` this long (see `YARDSTICK_HEALTH_PER_S`)."""
     workdir = Path(tempfile.mkdtemp(prefix="od-e2e-"))
     receiver, receiver_url = start_receiver()
     server = start_server(
@@ -193,6 +227,7 @@ def e2e_run(
         processes=processes,
     )
     try:
+        health_per_s = asyncio.run(health_rate(server.ports, yardstick_s)) if yardstick_s else None
         first = step("whatsapp", "447700900001", {"expiry_time": 600, "condition_status": "read"})
         request = post_request(server, [first, step("sms", "447700900009")])
         dashboard = (
@@ -204,6 +239,7 @@ def e2e_run(
         machine_before = machine_cpu_seconds()
         loop = server.process.pid
         loop_before = cpu_seconds(loop, thread=loop)
+        commits_before = commits(server.ports)
         if dashboard is not None:
             dashboard.start()
         started_ms = time.time_ns() // 1_000_000
@@ -216,6 +252,7 @@ def e2e_run(
             )  # fmt: skip
             ended_ms = time.time_ns() // 1_000_000
             loop_during = cpu_seconds(loop, thread=loop) - loop_before
+            commits_during = commits(server.ports) - commits_before
             accepted = result.statuses[202]
             stats = wait_for_finals(receiver_url, accepted, timeout_s=120)
         if dashboard is not None:
@@ -248,6 +285,8 @@ def e2e_run(
             loop_ms_per_workflow=loop_cpu * 1000 / max(1, len(finals) / processes),
             loop_busy=loop_during / ((ended_ms - started_ms) / 1000),
             machine_ms_per_workflow=machine_cpu * 1000 / max(1, len(finals)),
+            health_per_s=health_per_s,
+            commits_per_s=commits_during / ((ended_ms - started_ms) / 1000),
             metrics_polls=poller.summary() if poll_metrics else None,
             dashboard_polls=None if dashboard is None else dashboard.latencies_ms,
             dashboard_failures=0 if dashboard is None else dashboard.failures,
@@ -265,11 +304,13 @@ def e2e(args: argparse.Namespace) -> None:
     print(f"{backend}, {args.processes} server process(es), {args.seconds:.0f} s per rate")
     if args.poll_dashboard:
         print(f"  with {args.poll_dashboard} asked for once a second by a signed-in operator")
-    for rate in args.rates:
+    for index, rate in enumerate(args.rates):
         r = e2e_run(
             rate, args.seconds, args.database, args.processes, args.poll_metrics,
-            args.poll_dashboard,
+            args.poll_dashboard, yardstick_s=3.0 if index == 0 else 0.0,
         )  # fmt: skip
+        if r.health_per_s is not None:
+            print_yardstick(r.health_per_s)
         print(
             f"  offered {rate:>6,}/s  accepted {r.accepted_per_s:>7,.0f}/s  "
             f"completed {r.completed_per_s:>7,.0f}/s during the run, {r.finals:,}/{r.accepted:,} "
@@ -285,6 +326,10 @@ def e2e(args: argparse.Namespace) -> None:
             f"    event loop thread: {r.loop_ms_per_workflow:.2f} ms per workflow, "
             f"{r.loop_busy:.0%} busy while offered"
         )
+        print(
+            f"    commits: {r.commits_per_s:,.0f}/s while offered, "
+            f"{r.accepted_per_s / max(r.commits_per_s, 1e-9):.1f} workflows accepted per commit"
+        )
         print(f"    machine CPU per workflow (every process): {r.machine_ms_per_workflow:.2f} ms")
         if r.metrics_polls is not None:
             print(f"    {r.metrics_polls}")
@@ -293,6 +338,13 @@ def e2e(args: argparse.Namespace) -> None:
                 f"    dashboard page ({len(r.dashboard_polls)} polls, "
                 f"{r.dashboard_failures} failed): {percentiles(r.dashboard_polls)}"
             )
+
+
+def print_yardstick(health_per_s: float) -> None:
+    print(
+        f"  this machine: GET /health {health_per_s:,.0f}/s before the first run (issue 9's "
+        f"figures were taken where it answered {YARDSTICK_HEALTH_PER_S})"
+    )
 
 
 def compare(args: argparse.Namespace) -> None:
@@ -312,7 +364,10 @@ def compare(args: argparse.Namespace) -> None:
         for name, database, processes in setups:
             label = f"{name} x{processes}"
             for rate in args.rates:
-                r = e2e_run(rate, args.seconds, database, processes)
+                first = not best and rate == args.rates[0]
+                r = e2e_run(rate, args.seconds, database, processes, yardstick_s=3.0 * first)
+                if r.health_per_s is not None:
+                    print_yardstick(r.health_per_s)
                 ordered = sorted(r.failover_latencies) or [float("nan")]
                 p50 = ordered[len(ordered) // 2]
                 p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
