@@ -101,7 +101,7 @@ class Metrics:
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, memory, open fds
         self._accepted = Counter(
             "opendispatch_workflows_accepted",
-            "Workflows accepted (answered 202).",
+            "Workflows accepted (answered 202) by this process's API.",
             registry=registry,
         ).inc
         self._ended = _Counters(
