@@ -716,6 +716,34 @@ def test_delivered_for_a_message_already_failed_over_is_forwarded_and_priced_onl
     assert state.messages[0].price == "0.01"
 
 
+def test_a_callback_before_the_sends_answer_ends_the_workflow_with_what_was_known() -> None:
+    """A provider's `delivered` can come before its answer to the send. It ends the workflow
+    (the last message delivered), and the final report has no price or provider for it yet:
+    they come with the answer, a late `submitted`, forwarded and counted, no second report."""
+    state = failed_over_to_sms(at_s=1)
+
+    state, effects = report(state, SMS_UUID, MessageStatus.DELIVERED, 2)
+
+    [final] = final_reports(effects)
+    assert final.status is WorkflowStatus.COMPLETED
+    sms = final.messages[1]
+    assert (sms.status, sms.price, sms.provider) == (MessageStatus.DELIVERED, None, None)
+
+    answer = StatusReported(
+        message_uuid=SMS_UUID, status=MessageStatus.SUBMITTED, at_ms=at(2.1),
+        price="0.0333", provider="sandbox",
+    )  # fmt: skip
+    state, effects = decide(state, answer, at(2.1))
+
+    assert final_reports(effects) == []
+    assert [(e.message_uuid, e.status) for e in emitted(effects)] == [
+        (SMS_UUID, MessageStatus.SUBMITTED)
+    ]
+    message = state.messages[1]
+    assert (message.price, message.provider) == ("0.0333", "sandbox")
+    assert state.status is WorkflowStatus.COMPLETED
+
+
 @pytest.mark.parametrize(
     ("message_uuid", "status"),
     [
