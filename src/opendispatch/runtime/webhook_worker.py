@@ -160,12 +160,27 @@ class WebhookWorker(Worker):
         wall = time.monotonic()
         for application_id in saturated:
             self._saturated_at[application_id] = wall
+        limit = min(room, self._per_application)
         jobs = await self._store.claim_due_webhooks(
             now_ms=self.clock.now_ms(),
-            limit=min(room, self._per_application),
+            limit=limit,
             lease_ms=self._lease_ms,
             exclude_applications=saturated,
         )
+        # No other application has webhooks due: those at their limit may use the idle slots,
+        # all but one application's share, kept free for whoever comes next. (A lone busy
+        # application on a loaded server needs more than 64 in flight: its round trips wait
+        # for the loop. Measured at 1.5x capacity offered: 790-865 completed/s with the strict
+        # limit, 988/s without.) Webhooks held back in memory by their endpoint's limit take
+        # slots too here, so what is held stays bounded.
+        spare = room - len(jobs) - sum(self._per_app_waiting.values()) - self._per_application
+        if saturated and len(jobs) < limit and spare > 0:
+            jobs += await self._store.claim_due_webhooks(
+                now_ms=self.clock.now_ms(),
+                limit=min(spare, self._per_application),
+                lease_ms=self._lease_ms,
+                exclude_applications=frozenset(),
+            )
         self._found_nothing = not jobs
         now = self.clock.now_ms()
         waited = 0
