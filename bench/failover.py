@@ -45,6 +45,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,7 @@ def e2e_run(
     poll_metrics: bool = False,
     poll_dashboard: str | None = None,
     yardstick_s: float = 0.0,
+    serve_args: Sequence[str] = (),
 ) -> E2eResult:
     """One fixed-rate run against fresh servers (and a fresh PostgreSQL schema);
     `poll_dashboard`: a dashboard page a signed-in operator asks for once a second;
@@ -222,7 +224,7 @@ def e2e_run(
         workdir,
         status_url=f"{receiver_url}/status",
         final_report_url=f"{receiver_url}/final",
-        extra=ZERO_DELAY,
+        extra=ZERO_DELAY + list(serve_args),
         database=fresh_postgres_schema(database) if database else None,
         processes=processes,
     )
@@ -308,6 +310,7 @@ def e2e(args: argparse.Namespace) -> None:
         r = e2e_run(
             rate, args.seconds, args.database, args.processes, args.poll_metrics,
             args.poll_dashboard, yardstick_s=3.0 if index == 0 else 0.0,
+            serve_args=args.serve_args.split(),
         )  # fmt: skip
         if r.health_per_s is not None:
             print_yardstick(r.health_per_s)
@@ -704,6 +707,11 @@ def main() -> None:
     e2e_parser.add_argument("--seconds", type=float, default=20)
     e2e_parser.add_argument("--database", help="postgresql://... (default: an SQLite file)")
     e2e_parser.add_argument("--processes", type=int, default=1, help="servers on one database")
+    e2e_parser.add_argument(
+        "--serve-args",
+        default="",
+        help='more `opendispatch serve` options, e.g. "--max-queue-delay-ms 50"',
+    )
     e2e_parser.add_argument(
         "--poll-metrics", action="store_true", help="GET /metrics once a second during the run"
     )

@@ -280,8 +280,10 @@ async def test_at_capacity_new_workflows_get_503_with_retry_after_and_nothing_is
     api: Api,
 ):
     admission = api.app.runtime.admission
+    await admission.stop()  # its intervals are driven here
     for _ in range(200):
         admission.observe_queue_delay(10.0)  # sends have been waiting for seconds
+        admission.update()
     response = await api.client.post(
         "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
     )
@@ -293,6 +295,7 @@ async def test_at_capacity_new_workflows_get_503_with_retry_after_and_nothing_is
     assert listing.json()["_embedded"]["workflows"] == []
     for _ in range(200):
         admission.observe_queue_delay(0.0)
+        admission.update()
     accepted = await api.client.post(
         "/v0.1/dispatch", json=two_step_workflow(), headers=api.alice.basic()
     )

@@ -256,11 +256,14 @@ async def test_a_refused_request_leaves_its_key_unused(env: Env):
     invalid = two_step_workflow()
     del invalid["workflow"][0]["failover"]
     admission = env.app.runtime.admission
+    await admission.stop()  # its intervals are driven here
     for _ in range(200):
         admission.observe_queue_delay(10.0)  # at capacity: 503 before anything else
+        admission.update()
     error(await env.post(body_bytes(), key=key), 503)
     for _ in range(200):
         admission.observe_queue_delay(0.0)
+        admission.update()
     refusals = [
         (await env.post(body_bytes(), key=key, authorization="Basic eDp5"), 401),
         (await env.post(b"x" * 70_000, key=key), 413),

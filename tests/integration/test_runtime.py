@@ -535,6 +535,19 @@ async def test_a_restart_resumes_timers_and_sends_no_step_twice(database: TestDa
     assert attempts == [1, 1]
 
 
+async def test_provider_statuses_applied_late_make_admission_control_refuse_a_share(env: Env):
+    admission = env.app.runtime.admission
+    await admission.stop()  # its intervals are driven here
+    await env.post(sms_only("447700900006"))  # the sandbox's `delivered` is due after 1 s
+    for _ in range(10):
+        admission.update()
+    assert admission.refused_share == 0  # the send went at once
+    await env.advance(5000)  # the status, due at 1 s, is applied at 5 s: it waited 4 s
+    for _ in range(5):
+        admission.update()
+    assert admission.refused_share > 0
+
+
 def most_at_once(receiver: WebhookReceiver) -> int:
     """The most requests the receiver held at once (it answers each `delay_s` after it came)."""
     arrivals = sorted(webhook.received_at for webhook in receiver.received)

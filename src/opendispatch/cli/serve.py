@@ -150,24 +150,24 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 )
 @_env_option(
     "--max-queue-delay-ms",
-    default=250,
+    default=100,
     type=click.IntRange(0),
-    help="Refuse new workflows (503, Retry-After) while due sends wait longer than this "
-    "(0: never).",
+    help="Refuse a share of new workflows (503, Retry-After), just enough to keep due sends "
+    "and provider statuses from waiting longer than this (0: never).",
 )
 @_env_option(
     "--max-webhook-delay-ms",
     default=1000,
     type=click.IntRange(0),
-    help="Refuse new workflows while new webhooks to healthy receivers wait longer than "
-    "this (0: never).",
+    help="Refuse a share of new workflows while new webhooks to healthy receivers wait "
+    "longer than this (0: never).",
 )
 @_env_option(
     "--max-loop-lag-ms",
     default=100,
     type=click.IntRange(0),
-    help="Refuse new workflows (503, Retry-After) while the event loop is this far behind "
-    "(0: never).",
+    help="Refuse a share of new workflows (503, Retry-After) while the event loop is this "
+    "far behind (0: never).",
 )
 @_env_option(
     "--retention-days",

@@ -1,4 +1,5 @@
-"""Admission control: refuse new workflows (503, `Retry-After`) before the server falls behind.
+"""Admission control: refuse a share of new workflows (503, `Retry-After`) before the server
+falls behind, and just enough of them to keep it at capacity.
 
 Without it, offered load beyond capacity is all accepted: every 202 is a promise, the work
 queues in the database, the event loop spends more and more of its time on requests and less
@@ -7,20 +8,36 @@ without bound (measured at 1.5x capacity: 455 completed/s against 606/s at 1x, t
 starting 7.5 s after a rejection). Refusing a new workflow costs little and is honest: the
 client retries a second later, and the work already accepted goes at full speed.
 
-Two signals, each smoothed (an exponential moving average over about a second):
+How much to refuse is a proportional-integral controller on queue delay, as PIE does for a
+router's packets (RFC 8033): every `interval_s` the refused share moves by how far the delay
+is above or below its target (the integral part: it settles where the delay sits at the
+target) and by how fast the delay is growing (the proportional part: it reacts before the
+queue is long). The delays are smoothed over about five intervals and each counts as at most
+twice its target, and nothing is refused while they are under half their targets, so one late
+claim (sends that were due while the server was down) or one pause of the loop refuses
+nothing.
 
-- **queue delays**: how long a due send waited before a worker took it (the oldest of each
-  claim), and likewise a new status webhook to a healthy receiver (never one held back by
-  its own application's limit or its endpoint's backoff: a tenant's slow receiver is that
-  tenant's affair, not a reason to refuse everyone). The event loop stays responsive when the
-  server is over capacity (each callback is short), but the work piles up in the database;
-  this is where it shows, and the send delay is exactly the delay the failover promises to
-  keep small. A queue nobody takes from for a while counts as empty.
-- **loop lag**: how late a timer set for every `interval_s` fires, for a loop that is stuck.
+It replaced an on/off switch with hysteresis, which refused everything until the queues had
+drained, let the loop idle, then accepted everything again. Measured with `bench/failover.py
+e2e --rates 1500,2000 --seconds 15` (capacity about 1,000/s on that machine) at the same
+100 ms target: the switch completed 1,002/s at 1.5x but 722/s at 2x, its loop 65 % busy;
+this controller 995/s and 1,041/s, its loop 90-92 % busy, and 1,049/s over 45 s at 2x with
+no growing backlog.
 
-Refusing starts above a limit and stops below half of it (hysteresis), so the server does not
-flap. Only new workflows are refused: reads, provider callbacks and the sandbox's injections
-are not. Times are the runtime clock's (queue delay) and the loop's (lag).
+The delays it watches, each relative to its target (the largest one counts):
+
+- **sends**: how long a due send waited before a worker took it (the oldest of each claim),
+  exactly the delay the failover promises to keep small;
+- **provider statuses**: how long a status waited in the inbox before it was applied (the
+  same target: a `rejected` applied late starts the next step late);
+- **webhooks**: how long a new status webhook to a healthy receiver waited (never one held
+  back by its own application's limit or its endpoint's backoff: a tenant's slow receiver is
+  that tenant's affair, not a reason to refuse everyone);
+- **loop lag**: how late the controller's own timer fires, for a loop that is stuck.
+
+A queue nobody takes from for a few intervals counts as empty. A target of 0 switches that
+signal off. Only new workflows are refused: reads, provider callbacks and the sandbox's
+injections are not. Times are the runtime clock's (queue delays) and the loop's (lag).
 """
 
 from __future__ import annotations
@@ -28,84 +45,134 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 
 __all__ = ["AdmissionControl"]
 
 log = logging.getLogger(__name__)
+
+# Intervals a queue may go unclaimed before its delay counts as zero.
+_QUIET_INTERVALS = 5
+# A delay counts as at most this many times its target; the delays are smoothed by this.
+_MAX_PRESSURE = 2.0
+_SMOOTHING = 0.2
+# Intervals without refusing before "caught up" is logged (and the next refusal warned of).
+_CALM_INTERVALS = 50
+
+
+class _Signal:
+    """The largest delay seen in one interval, relative to its target."""
+
+    __slots__ = ("last", "quiet", "seen_s", "target_s")
+
+    def __init__(self, target_s: float) -> None:
+        self.target_s = target_s
+        self.seen_s: float | None = None
+        self.last = 0.0
+        self.quiet = 0
+
+    def observe(self, delay_s: float) -> None:
+        if self.target_s > 0 and (self.seen_s is None or delay_s > self.seen_s):
+            self.seen_s = delay_s
+
+    def take(self) -> float:
+        """This interval's delay over target; a queue unclaimed for a while is empty."""
+        if self.target_s <= 0:
+            return 0.0
+        if self.seen_s is None:
+            self.quiet += 1
+            if self.quiet >= _QUIET_INTERVALS:
+                self.last = 0.0
+        else:
+            self.quiet = 0
+            self.last = max(0.0, self.seen_s) / self.target_s
+            self.seen_s = None
+        return self.last
 
 
 class AdmissionControl:
     def __init__(
         self,
         *,
-        max_queue_delay_s: float = 0.25,
+        max_queue_delay_s: float = 0.1,
         max_webhook_delay_s: float = 1.0,
         max_loop_lag_s: float = 0.1,
         interval_s: float = 0.02,
-        smoothing: float = 0.05,
+        integral_gain: float = 0.02,
+        proportional_gain: float = 0.2,
+        chance: random.Random | None = None,
     ) -> None:
-        """A limit of 0 switches that signal off (both 0: every workflow is accepted)."""
-        self.max_queue_delay_s = max_queue_delay_s
-        self.max_webhook_delay_s = max_webhook_delay_s
-        self.max_loop_lag_s = max_loop_lag_s
+        """Each `max_*` is its signal's target; 0 switches it off (all 0: every workflow is
+        accepted). The gains are per interval, for a delay measured in targets: a delay at
+        twice its target adds `integral_gain` to the refused share each interval."""
+        self._sends = _Signal(max_queue_delay_s)
+        self._statuses = _Signal(max_queue_delay_s)
+        self._webhooks = _Signal(max_webhook_delay_s)
+        self._lag = _Signal(max_loop_lag_s)
+        self._signals = (self._sends, self._statuses, self._webhooks, self._lag)
         self._interval_s = interval_s
-        self._smoothing = smoothing
-        self.queue_delay_s = 0.0
-        self.webhook_delay_s = 0.0
-        self.loop_lag_s = 0.0
-        self.refusing = False
+        self._integral_gain = integral_gain
+        self._proportional_gain = proportional_gain
+        self._random = (chance or random.Random()).random
+        self._pressure = 0.0
+        self._calm = _CALM_INTERVALS
+        self.refused_share = 0.0
         self.refused = 0
-        self._queue_seen = False
-        self._webhooks_seen = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def enabled(self) -> bool:
+        return any(signal.target_s > 0 for signal in self._signals)
+
     def admit(self) -> bool:
-        """May a new workflow be accepted now?"""
-        if self.refusing:
+        """May a new workflow be accepted now? Never refused while the delays are under half
+        their targets (the share is still coming down then)."""
+        if self.refused_share > 0 and self._pressure >= 0.5 and self._random() < self.refused_share:
             self.refused += 1
             return False
         return True
 
     def observe_queue_delay(self, delay_s: float) -> None:
-        self._queue_seen = True
-        self.queue_delay_s += self._smoothing * (max(0.0, delay_s) - self.queue_delay_s)
-        self._decide()
+        """A claim of due sends: how long the oldest of them waited."""
+        self._sends.observe(delay_s)
+
+    def observe_inbox_delay(self, delay_s: float) -> None:
+        """A claim of provider statuses: how long the oldest of them waited."""
+        self._statuses.observe(delay_s)
 
     def observe_webhook_delay(self, delay_s: float) -> None:
-        self._webhooks_seen = True
-        self.webhook_delay_s += self._smoothing * (max(0.0, delay_s) - self.webhook_delay_s)
-        self._decide()
+        self._webhooks.observe(delay_s)
 
     def observe_loop_lag(self, lag_s: float) -> None:
-        self.loop_lag_s += self._smoothing * (max(0.0, lag_s) - self.loop_lag_s)
-        self._decide()
+        self._lag.observe(lag_s)
 
-    def _decide(self) -> None:
-        over = [
-            (value, limit)
-            for value, limit in (
-                (self.queue_delay_s, self.max_queue_delay_s),
-                (self.webhook_delay_s, self.max_webhook_delay_s),
-                (self.loop_lag_s, self.max_loop_lag_s),
-            )
-            if limit > 0
-        ]
-        if not self.refusing and any(value > limit for value, limit in over):
-            self.refusing = True
-            log.warning(
-                "at capacity (sends wait %.0f ms, webhooks %.0f ms, event loop %.0f ms "
-                "behind): refusing new workflows with 503 until it catches up",
-                self.queue_delay_s * 1000,
-                self.webhook_delay_s * 1000,
-                self.loop_lag_s * 1000,
-            )
-        elif self.refusing and all(value < limit / 2 for value, limit in over):
-            self.refusing = False
-            log.info("caught up: accepting new workflows again (%d refused)", self.refused)
+    def update(self) -> None:
+        """One interval's step: move the refused share by where the delays are going."""
+        # Smoothed over about five intervals, each capped, so that one late claim or one
+        # pause of the loop moves it little.
+        latest = min(_MAX_PRESSURE, max(signal.take() for signal in self._signals))
+        pressure = self._pressure + _SMOOTHING * (latest - self._pressure)
+        share = self.refused_share + (
+            self._integral_gain * (pressure - 1.0)
+            + self._proportional_gain * (pressure - self._pressure)
+        )
+        self._pressure = pressure
+        self.refused_share = min(1.0, max(0.0, share))
+        if self.refused_share > 0:
+            if self._calm >= _CALM_INTERVALS:
+                log.warning(
+                    "at capacity (sends wait %.0f ms, statuses %.0f ms, webhooks %.0f ms, "
+                    "event loop %.0f ms behind): refusing a share of new workflows with 503",
+                    *(signal.last * signal.target_s * 1000 for signal in self._signals),
+                )
+            self._calm = 0
+        elif self._calm < _CALM_INTERVALS:
+            self._calm += 1
+            if self._calm == _CALM_INTERVALS:
+                log.info("caught up: accepting every new workflow (%d refused)", self.refused)
 
     def start(self) -> None:
-        limits = (self.max_loop_lag_s, self.max_queue_delay_s, self.max_webhook_delay_s)
-        if any(limit > 0 for limit in limits) and self._task is None:
+        if self.enabled and self._task is None:
             self._task = asyncio.get_running_loop().create_task(
                 self._watch(), name="opendispatch-admission"
             )
@@ -119,17 +186,8 @@ class AdmissionControl:
 
     async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
-        quiet_sends = quiet_webhooks = 0
         while True:
             expected = loop.time() + self._interval_s
             await asyncio.sleep(self._interval_s)
             self.observe_loop_lag(loop.time() - expected)
-            # Nothing taken from a queue for five ticks: nothing waits there (its delay decays).
-            quiet_sends = 0 if self._queue_seen else quiet_sends + 1
-            quiet_webhooks = 0 if self._webhooks_seen else quiet_webhooks + 1
-            self._queue_seen = self._webhooks_seen = False
-            if quiet_sends >= 5:
-                self.observe_queue_delay(0.0)
-            if quiet_webhooks >= 5:
-                self.observe_webhook_delay(0.0)
-            self._queue_seen = self._webhooks_seen = False
+            self.update()

@@ -174,30 +174,40 @@ class WebhookWorker(Worker):
         # limit, 988/s without.) Webhooks held back in memory by their endpoint's limit take
         # slots too here, so what is held stays bounded.
         spare = room - len(jobs) - sum(self._per_app_waiting.values()) - self._per_application
+        beyond: list[WebhookJob] = []
         if saturated and len(jobs) < limit and spare > 0:
-            jobs += await self._store.claim_due_webhooks(
+            beyond = await self._store.claim_due_webhooks(
                 now_ms=self.clock.now_ms(),
                 limit=min(spare, self._per_application),
                 lease_ms=self._lease_ms,
                 exclude_applications=frozenset(),
             )
-        self._found_nothing = not jobs
+        self._found_nothing = not jobs and not beyond
         now = self.clock.now_ms()
         waited = 0
         for job in jobs:
             if self._admit(job, now) and self._tells_the_server_is_behind(job, wall):
                 waited = max(waited, now - job.created_at_ms)
+        for job in beyond:
+            if self._admit(job, now) and self._tells_the_server_is_behind(
+                job, wall, beyond_limit=True
+            ):
+                waited = max(waited, now - job.created_at_ms)
+        jobs += beyond
         if jobs:
             self._on_queue_delay(waited / 1000)
         return bool(jobs)
 
-    def _tells_the_server_is_behind(self, job: WebhookJob, wall: float) -> bool:
+    def _tells_the_server_is_behind(
+        self, job: WebhookJob, wall: float, *, beyond_limit: bool = False
+    ) -> bool:
         """Whether this webhook's wait measures the server (for admission control), not its
         own application's limit or its receiver: a new status webhook, sent at once to an
-        endpoint that is healthy, of an application not held back by its limit lately."""
+        endpoint that is healthy, of an application not held back by its limit lately (or
+        claimed `beyond_limit`, when no other application was waiting: the server's doing)."""
         if job.kind != "message_status" or job.attempts != 1 or job.replays:
             return False
-        held_back = self._saturated_at.get(job.application_id)
+        held_back = None if beyond_limit else self._saturated_at.get(job.application_id)
         if held_back is not None:
             if wall - held_back < _HELD_BACK_S:
                 return False

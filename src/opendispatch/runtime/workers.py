@@ -399,6 +399,14 @@ class InboxWorker(EventWorker):
 
     name = "inbox"
 
+    def __init__(
+        self, *, on_queue_delay: Callable[[float], None] = lambda delay_s: None, **worker: Any
+    ) -> None:
+        """`on_queue_delay`: told how long the oldest status of each claim waited since it
+        arrived (see `admission`)."""
+        super().__init__(**worker)
+        self._on_queue_delay = on_queue_delay
+
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
         events = await self._store.claim_due_inbox(
@@ -406,6 +414,7 @@ class InboxWorker(EventWorker):
         )
         if not events:
             return False
+        self._on_queue_delay(max(now - event.due_at_ms for event in events) / 1000)
         arrived = self._shell.transition_for(now_ms=now)
         await self._apply_all(
             self._store.apply(
