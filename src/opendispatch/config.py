@@ -78,7 +78,7 @@ class Settings:
     # Admission control: the delays it holds new workflows to, refusing a share of them (503)
     # while due sends or provider statuses wait longer, or the event loop is this far behind
     # (see `runtime.admission`; 0: signal off).
-    max_queue_delay_ms: int = 100
+    max_queue_delay_ms: int = 250
     max_webhook_delay_ms: int = 1000
     max_loop_lag_ms: int = 100
     # Real providers. `public_url`: the address providers reach this server on (their

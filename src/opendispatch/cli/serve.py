@@ -150,7 +150,7 @@ def _env_option(name: str, **kwargs: Any) -> Callable[[Callable[..., Any]], Call
 )
 @_env_option(
     "--max-queue-delay-ms",
-    default=100,
+    default=250,
     type=click.IntRange(0),
     help="Refuse a share of new workflows (503, Retry-After), just enough to keep due sends "
     "and provider statuses from waiting longer than this (0: never).",

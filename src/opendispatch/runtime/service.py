@@ -66,7 +66,7 @@ class RuntimeSettings:
     # PostgreSQL: how long a woken worker waits for more work before claiming (see Worker).
     batch_window_ms: int = 5
     # Admission control (see `admission`): limits of 0 switch a signal off.
-    max_queue_delay_ms: int = 100
+    max_queue_delay_ms: int = 250
     max_webhook_delay_ms: int = 1000
     max_loop_lag_ms: int = 100
     # Ended workflows and settled webhooks older than this are deleted; None keeps them.
