@@ -548,6 +548,18 @@ async def test_provider_statuses_applied_late_make_admission_control_refuse_a_sh
     assert admission.refused_share > 0
 
 
+def two_slots_per_application(
+    database: TestDatabase, *, concurrency: int, timeout_s: float
+) -> Settings:
+    return Settings(
+        database=database.url,
+        allow_private_webhooks=True,
+        webhook_per_application=2,
+        webhook_concurrency=concurrency,
+        webhook_timeout_s=timeout_s,
+    )
+
+
 def most_at_once(receiver: WebhookReceiver) -> int:
     """The most requests the receiver held at once (it answers each `delay_s` after it came)."""
     arrivals = sorted(webhook.received_at for webhook in receiver.received)
@@ -562,16 +574,9 @@ async def test_a_lone_busy_application_uses_idle_slots_but_never_the_last_share(
 ):
     """An application's limit (2 here) holds while others have webhooks due; alone, it may use
     the idle slots, all but one application's share (6 in all: 4), which the next comer gets."""
-    clock = ManualClock(start_ms=int(time.time() * 1000))
-    settings = Settings(
-        database=database.url,
-        allow_private_webhooks=True,
-        webhook_per_application=2,
-        webhook_concurrency=6,
-        webhook_timeout_s=15,
-    )
+    settings = two_slots_per_application(database, concurrency=6, timeout_s=15)
     with WebhookReceiver(delay_s=8.0) as slow, WebhookReceiver() as fast:
-        app = DispatchApp(settings, clock=clock)
+        app = DispatchApp(settings, clock=ManualClock(start_ms=int(time.time() * 1000)))
         await app.startup()
         try:
             busy = AppCredentials.from_provisioned(
@@ -627,16 +632,9 @@ async def test_a_lone_busy_application_uses_idle_slots_but_never_the_last_share(
 async def test_a_slow_receiver_delays_neither_other_applications_nor_workflows(
     database: TestDatabase,
 ):
-    clock = ManualClock(start_ms=int(time.time() * 1000))
-    settings = Settings(
-        database=database.url,
-        allow_private_webhooks=True,
-        webhook_per_application=2,
-        webhook_concurrency=4,
-        webhook_timeout_s=10,
-    )
+    settings = two_slots_per_application(database, concurrency=4, timeout_s=10)
     with WebhookReceiver(delay_s=4.0) as slow, WebhookReceiver() as fast:
-        app = DispatchApp(settings, clock=clock)
+        app = DispatchApp(settings, clock=ManualClock(start_ms=int(time.time() * 1000)))
         await app.startup()
         try:
             slow_app = AppCredentials.from_provisioned(
