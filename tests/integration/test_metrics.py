@@ -316,6 +316,30 @@ async def test_with_a_metrics_token_only_its_bearer_may_scrape(database: TestDat
     assert value(allowed, "opendispatch_workflows_accepted_total") == 0
 
 
+async def test_workflows_refused_at_capacity_are_counted_and_the_share_shown(
+    database: TestDatabase,
+):
+    async with environment(database, "http://127.0.0.1:9/s") as env:
+        admission = env.app.runtime.admission
+        await admission.stop()  # its intervals are driven here
+        calm = await env.metrics()
+        for _ in range(200):
+            admission.observe_queue_delay(10.0)  # sends have been waiting for seconds
+            admission.update()
+        body = {"template": "failover", "workflow": [step("sms", "447700900009")]}
+        answers = [
+            await env.client.post("/v0.1/dispatch", json=body, headers=env.shop.basic())
+            for _ in range(3)
+        ]
+        busy = await env.metrics()
+    assert [answer.status_code for answer in answers] == [503, 503, 503]
+    assert value(calm, "opendispatch_workflows_refused_total") == 0
+    assert value(calm, "opendispatch_admission_refused_share") == 0
+    assert value(busy, "opendispatch_workflows_refused_total") == 3
+    assert value(busy, "opendispatch_admission_refused_share") == 1
+    assert value(busy, "opendispatch_workflows_accepted_total") == 0
+
+
 async def test_no_metrics_means_no_route(database: TestDatabase):
     async with environment(database, "http://127.0.0.1:9/s", metrics=False) as env:
         answer = await env.client.get("/metrics")

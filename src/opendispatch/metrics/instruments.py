@@ -26,6 +26,7 @@ from collections.abc import Callable, Hashable
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     ProcessCollector,
     disable_created_metrics,
@@ -104,6 +105,16 @@ class Metrics:
             "Workflows accepted (answered 202) by this process's API.",
             registry=registry,
         ).inc
+        self.refused: Callable[[], None] = Counter(
+            "opendispatch_workflows_refused",
+            "New workflows this process refused (503) because it was at capacity.",
+            registry=registry,
+        ).inc
+        self._refused_share = Gauge(
+            "opendispatch_admission_refused_share",
+            "The share of new workflows admission control refuses right now (0 to 1).",
+            registry=registry,
+        )
         self._ended = _Counters(
             Counter(
                 "opendispatch_workflows_ended",
@@ -196,6 +207,10 @@ class Metrics:
 
     def accepted(self) -> None:
         self._accepted()
+
+    def watch_admission(self, refused_share: Callable[[], float]) -> None:
+        """Read the refused share when scraped."""
+        self._refused_share.set_function(refused_share)
 
     def transition(self, transition: Transition) -> None:
         """A committed transition: the statuses it applied, and its outcome if it ended the

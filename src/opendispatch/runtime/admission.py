@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 
 __all__ = ["AdmissionControl"]
 
@@ -102,10 +103,12 @@ class AdmissionControl:
         integral_gain: float = 0.02,
         proportional_gain: float = 0.2,
         chance: random.Random | None = None,
+        on_refused: Callable[[], None] = lambda: None,
     ) -> None:
         """Each `max_*` is its signal's target; 0 switches it off (all 0: every workflow is
         accepted). The gains are per interval, for a delay measured in targets: a delay at
-        twice its target adds `integral_gain` to the refused share each interval."""
+        twice its target adds `integral_gain` to the refused share each interval.
+        `on_refused`: told of each workflow refused (the metrics)."""
         self._sends = _Signal(max_queue_delay_s)
         self._statuses = _Signal(max_queue_delay_s)
         self._webhooks = _Signal(max_webhook_delay_s)
@@ -115,6 +118,7 @@ class AdmissionControl:
         self._integral_gain = integral_gain
         self._proportional_gain = proportional_gain
         self._random = (chance or random.Random()).random
+        self._on_refused = on_refused
         self._pressure = 0.0
         self._calm = _CALM_INTERVALS
         self.refused_share = 0.0
@@ -130,6 +134,7 @@ class AdmissionControl:
         their targets (the share is still coming down then)."""
         if self.refused_share > 0 and self._pressure >= 0.5 and self._random() < self.refused_share:
             self.refused += 1
+            self._on_refused()
             return False
         return True
 

@@ -100,7 +100,9 @@ class Runtime:
             max_queue_delay_s=settings.max_queue_delay_ms / 1000,
             max_webhook_delay_s=settings.max_webhook_delay_ms / 1000,
             max_loop_lag_s=settings.max_loop_lag_ms / 1000,
+            on_refused=self.metrics.refused,
         )
+        self.metrics.watch_admission(lambda: self.admission.refused_share)
         self.status_inbox = inbox or ProviderInbox(store)
         self.status_inbox.on_landed = self._inbox_scheduled
         self.clock = clock
