@@ -535,15 +535,30 @@ async def test_a_restart_resumes_timers_and_sends_no_step_twice(database: TestDa
     assert attempts == [1, 1]
 
 
-async def test_provider_statuses_applied_late_make_admission_control_refuse_a_share(env: Env):
+async def test_statuses_that_came_due_while_the_worker_slept_refuse_nothing(env: Env):
+    """Overdue after a restart, or a test's clock moved on: not a server falling behind."""
     admission = env.app.runtime.admission
     await admission.stop()  # its intervals are driven here
     await env.post(sms_only("447700900006"))  # the sandbox's `delivered` is due after 1 s
-    for _ in range(10):
+    await env.advance(5000)  # the status, due at 1 s, is applied at 5 s
+    for _ in range(50):
         admission.update()
-    assert admission.refused_share == 0  # the send went at once
-    await env.advance(5000)  # the status, due at 1 s, is applied at 5 s: it waited 4 s
+        assert admission.refused_share == 0
+
+
+async def test_statuses_a_busy_inbox_worker_took_late_make_admission_control_refuse(env: Env):
+    admission = env.app.runtime.admission
+    await admission.stop()  # its intervals are driven here
+    inbox = env.app.runtime.inbox
     for _ in range(5):
+        if admission.refused_share > 0:
+            break  # refusing: the next POST may be answered 503
+        await env.post(sms_only("447700900006"))  # `delivered` due 1 s after each send
+        # The clock moves on without waking anyone, and the worker looks again, as one that
+        # has been busy all along (never asleep) would: the status waited 4 s for its turn.
+        env.clock._now_ms += 5000
+        inbox.awake_since_ms = env.clock.now_ms() - 5000
+        assert await inbox.run_once()
         admission.update()
     assert admission.refused_share > 0
 

@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 # Intervals a queue may go unclaimed before its delay counts as zero.
 _QUIET_INTERVALS = 5
-# A delay counts as at most this many times its target; the delays are smoothed by this.
+# A delay counts as at most this many times its target; each signal is smoothed by this.
 _MAX_PRESSURE = 2.0
 _SMOOTHING = 0.2
 # Intervals without refusing before "caught up" is logged (and the next refusal warned of).
@@ -63,14 +63,15 @@ _CALM_INTERVALS = 50
 
 
 class _Signal:
-    """The largest delay seen in one interval, relative to its target."""
+    """One delay relative to its target: the largest seen in each interval, smoothed over
+    the intervals it was seen in."""
 
     __slots__ = ("last", "quiet", "seen_s", "target_s")
 
     def __init__(self, target_s: float) -> None:
         self.target_s = target_s
         self.seen_s: float | None = None
-        self.last = 0.0
+        self.last = 0.0  # smoothed, in targets
         self.quiet = 0
 
     def observe(self, delay_s: float) -> None:
@@ -84,10 +85,11 @@ class _Signal:
         if self.seen_s is None:
             self.quiet += 1
             if self.quiet >= _QUIET_INTERVALS:
-                self.last = 0.0
+                self.last += _SMOOTHING * (0.0 - self.last)
         else:
             self.quiet = 0
-            self.last = max(0.0, self.seen_s) / self.target_s
+            latest = min(_MAX_PRESSURE, max(0.0, self.seen_s) / self.target_s)
+            self.last += _SMOOTHING * (latest - self.last)
             self.seen_s = None
         return self.last
 
@@ -154,10 +156,9 @@ class AdmissionControl:
 
     def update(self) -> None:
         """One interval's step: move the refused share by where the delays are going."""
-        # Smoothed over about five intervals, each capped, so that one late claim or one
-        # pause of the loop moves it little.
-        latest = min(_MAX_PRESSURE, max(signal.take() for signal in self._signals))
-        pressure = self._pressure + _SMOOTHING * (latest - self._pressure)
+        # Each signal is smoothed over about five of the intervals it was seen in, and capped,
+        # so that one late claim or one pause of the loop moves it little.
+        pressure = max(signal.take() for signal in self._signals)
         share = self.refused_share + (
             self._integral_gain * (pressure - 1.0)
             + self._proportional_gain * (pressure - self._pressure)

@@ -154,7 +154,8 @@ class WebhookWorker(Worker):
             await self._store.release_settled_final_reports()
             self._health.forget_idle(now_ms=now)
         room = self._concurrency - len(self._in_flight)
-        if room <= 0:
+        self.at_capacity = room <= 0
+        if self.at_capacity:
             return False
         saturated = self._saturated()
         wall = time.monotonic()
@@ -187,12 +188,12 @@ class WebhookWorker(Worker):
         waited = 0
         for job in jobs:
             if self._admit(job, now) and self._tells_the_server_is_behind(job, wall):
-                waited = max(waited, now - job.created_at_ms)
+                waited = max(waited, self.waited_ms(job.created_at_ms, now))
         for job in beyond:
             if self._admit(job, now) and self._tells_the_server_is_behind(
                 job, wall, beyond_limit=True
             ):
-                waited = max(waited, now - job.created_at_ms)
+                waited = max(waited, self.waited_ms(job.created_at_ms, now))
         jobs += beyond
         if jobs:
             self._on_queue_delay(waited / 1000)

@@ -87,10 +87,23 @@ class Worker(ABC):
         self._wake = asyncio.Event()
         self.idle = asyncio.Event()  # set while asleep with nothing due now (tests wait on it)
         self.sleeping_until: int | None = None
+        # When it last woke with room for more (the clock's time): work due before that
+        # waited for its turn only since then (see `waited_ms`). Asleep because it had no
+        # room (`at_capacity`), it is behind, and the wait goes on counting.
+        self.awake_since_ms = clock.now_ms()
+        self.at_capacity = False
         self._in_flight: set[asyncio.Task[None]] = set()
 
     def notify(self) -> None:
         self._wake.set()
+
+    def waited_ms(self, due_at_ms: int, now_ms: int) -> int:
+        """How long work due at `due_at_ms` waited for this worker, for admission control:
+        since it was due, or since the worker last woke, whichever is later. A worker that
+        falls behind never sleeps (or sleeps only for want of room), so its backlog counts in
+        full; work that came due while it slept with nothing to do (overdue after a restart,
+        or a test's clock moved on) is not a server behind."""
+        return now_ms - max(due_at_ms, self.awake_since_ms)
 
     async def run(self) -> None:
         while True:
@@ -114,6 +127,8 @@ class Worker(ABC):
             if deadline is None or deadline > self.clock.now_ms():
                 self.idle.set()
             await self.clock.sleep_until(deadline, self._wake)
+            if not self.at_capacity:
+                self.awake_since_ms = self.clock.now_ms()
             self.idle.clear()
             self.sleeping_until = None
             if self.batch_window_s and self._wake.is_set():
@@ -200,7 +215,8 @@ class SendWorker(EventWorker):
 
     async def run_once(self) -> bool:
         room = self._concurrency - len(self._in_flight)
-        if room <= 0:
+        self.at_capacity = room <= 0
+        if self.at_capacity:
             return False
         now = self.clock.now_ms()
         jobs = await self._store.claim_due_sends(now_ms=now, limit=room, lease_ms=self._lease_ms)
@@ -208,7 +224,7 @@ class SendWorker(EventWorker):
         # retry's or its deferral's time): what admission control watches. Not since it was
         # created: a send deferred while its provider account pauses after a 429 is not a
         # server falling behind, and must not make it refuse every application's workflows.
-        waited = [now - job.due_at_ms for job in jobs]
+        waited = [self.waited_ms(job.due_at_ms, now) for job in jobs]
         self._on_queue_delay(max(waited, default=0) / 1000)
         for job in jobs:
             task = asyncio.ensure_future(self._send(job))
@@ -414,7 +430,7 @@ class InboxWorker(EventWorker):
         )
         if not events:
             return False
-        self._on_queue_delay(max(now - event.due_at_ms for event in events) / 1000)
+        self._on_queue_delay(max(self.waited_ms(event.due_at_ms, now) for event in events) / 1000)
         arrived = self._shell.transition_for(now_ms=now)
         await self._apply_all(
             self._store.apply(
