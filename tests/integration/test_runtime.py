@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -563,16 +564,24 @@ async def test_statuses_a_busy_inbox_worker_took_late_make_admission_control_ref
     assert admission.refused_share > 0
 
 
-def two_slots_per_application(
+@asynccontextmanager
+async def two_slots_per_application(
     database: TestDatabase, *, concurrency: int, timeout_s: float
-) -> Settings:
-    return Settings(
+) -> AsyncIterator[DispatchApp]:
+    """A started server whose applications may each have 2 webhooks in flight."""
+    settings = Settings(
         database=database.url,
         allow_private_webhooks=True,
         webhook_per_application=2,
         webhook_concurrency=concurrency,
         webhook_timeout_s=timeout_s,
     )
+    app = DispatchApp(settings, clock=ManualClock(start_ms=int(time.time() * 1000)))
+    await app.startup()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
 
 
 def most_at_once(receiver: WebhookReceiver) -> int:
@@ -589,11 +598,8 @@ async def test_a_lone_busy_application_uses_idle_slots_but_never_the_last_share(
 ):
     """An application's limit (2 here) holds while others have webhooks due; alone, it may use
     the idle slots, all but one application's share (6 in all: 4), which the next comer gets."""
-    settings = two_slots_per_application(database, concurrency=6, timeout_s=15)
     with WebhookReceiver(delay_s=8.0) as slow, WebhookReceiver() as fast:
-        app = DispatchApp(settings, clock=ManualClock(start_ms=int(time.time() * 1000)))
-        await app.startup()
-        try:
+        async with two_slots_per_application(database, concurrency=6, timeout_s=15) as app:
             busy = AppCredentials.from_provisioned(
                 await provision_application(app.store, name="busy", status_url=slow.url + "/s")
             )
@@ -640,18 +646,13 @@ async def test_a_lone_busy_application_uses_idle_slots_but_never_the_last_share(
                 # The newcomer's webhooks went out at once, in the share kept free for it.
                 assert len(fast.received) == 2
                 assert fast.received[-1].received_at < min(posted + 2, first_slow + slow.delay_s)
-        finally:
-            await app.shutdown()
 
 
 async def test_a_slow_receiver_delays_neither_other_applications_nor_workflows(
     database: TestDatabase,
 ):
-    settings = two_slots_per_application(database, concurrency=4, timeout_s=10)
     with WebhookReceiver(delay_s=4.0) as slow, WebhookReceiver() as fast:
-        app = DispatchApp(settings, clock=ManualClock(start_ms=int(time.time() * 1000)))
-        await app.startup()
-        try:
+        async with two_slots_per_application(database, concurrency=4, timeout_s=10) as app:
             slow_app = AppCredentials.from_provisioned(
                 await provision_application(app.store, name="slow", status_url=slow.url + "/s")
             )
@@ -693,5 +694,3 @@ async def test_a_slow_receiver_delays_neither_other_applications_nor_workflows(
                         f"/v0.1/dispatch/{dispatch_uuid}", headers=slow_app.basic()
                     )
                     assert view.json()["status"] == "error"
-        finally:
-            await app.shutdown()

@@ -105,7 +105,7 @@ class Metrics:
             "Workflows accepted (answered 202) by this process's API.",
             registry=registry,
         ).inc
-        self.refused: Callable[[], None] = Counter(
+        self._refused = Counter(
             "opendispatch_workflows_refused",
             "New workflows this process refused (503) because it was at capacity.",
             registry=registry,
@@ -207,6 +207,9 @@ class Metrics:
 
     def accepted(self) -> None:
         self._accepted()
+
+    def refused(self) -> None:
+        self._refused()
 
     def watch_admission(self, refused_share: Callable[[], float]) -> None:
         """Read the refused share when scraped."""

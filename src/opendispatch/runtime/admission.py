@@ -98,7 +98,7 @@ class AdmissionControl:
     def __init__(
         self,
         *,
-        max_queue_delay_s: float = 0.1,
+        max_queue_delay_s: float = 0.25,
         max_webhook_delay_s: float = 1.0,
         max_loop_lag_s: float = 0.1,
         interval_s: float = 0.02,

@@ -166,13 +166,17 @@ class EventWorker(Worker):
         after_transition: AfterTransition,
         batch: int = 512,
         lease_ms: int = 30_000,
+        on_queue_delay: Callable[[float], None] = lambda delay_s: None,
     ) -> None:
+        """`on_queue_delay`: told how long the oldest work of each claim waited for its turn
+        (see `waited_ms` and `admission`)."""
         super().__init__(clock)
         self._store = store
         self._shell = shell
         self._after = after_transition
         self._batch = batch
         self._lease_ms = lease_ms
+        self._on_queue_delay = on_queue_delay
 
     async def _apply_all(self, applications: Iterable[Awaitable[Transition | None]]) -> None:
         for transition in await asyncio.gather(*applications):
@@ -205,10 +209,10 @@ class SendWorker(EventWorker):
             shell=shell,
             after_transition=after_transition,
             lease_ms=lease_ms,
+            on_queue_delay=on_queue_delay,
         )
         self._routes = routes
         self._retry = retry
-        self._on_queue_delay = on_queue_delay
         self._concurrency = concurrency
         self._metrics = metrics
         self._random = random.Random()
@@ -414,14 +418,6 @@ class InboxWorker(EventWorker):
     in the order they happened (see `Shell.transition_for`)."""
 
     name = "inbox"
-
-    def __init__(
-        self, *, on_queue_delay: Callable[[float], None] = lambda delay_s: None, **worker: Any
-    ) -> None:
-        """`on_queue_delay`: told how long the oldest status of each claim waited since it
-        arrived (see `admission`)."""
-        super().__init__(**worker)
-        self._on_queue_delay = on_queue_delay
 
     async def run_once(self) -> bool:
         now = self.clock.now_ms()
